@@ -1,0 +1,65 @@
+"""Pretraining benchmark: the default backbone trained jointly on all of Fashion-MNIST.
+
+Prints one table row: architecture, epochs, test accuracy, wall time, training images/s, deployed size vs fp32.
+Usage: python benchmarks/pretrain.py [--epochs N] [--out DIR] [--preset NAME]
+"""
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from bnncl.learning.pretrain import PretrainOptions, pretrain
+from bnncl.models.summary import summarize
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--preset", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="runs/bench/pretrain")
+    args = ap.parse_args()
+
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    model, result = pretrain(PretrainOptions(epochs=args.epochs, preset=args.preset, seed=args.seed, out=str(out / "model.pt")))
+    wall = time.perf_counter() - t0
+    s = summarize(model)["totals"]
+    train_s = sum(h["seconds"] for h in result["history"])
+    row = {
+        "architecture": result["architecture"],
+        "epochs": args.epochs,
+        "test_accuracy": result["test"]["accuracy"],
+        "wall_seconds": wall,
+        "train_images_per_second": result["train_images"] * args.epochs / train_s,
+        "deployed_bytes": s["bytes_deployed"],
+        "fp32_bytes": s["bytes_fp32"],
+        "fp32_over_deployed": s["fp32_over_deployed"],
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+    }
+    (out / "result.json").write_text(json.dumps({**row, "history": result["history"]}, indent=2) + "\n")
+    print(f"machine: {row['machine']}")
+    print(f"architecture: {row['architecture']}")
+    print("| epochs | test accuracy | wall time | train images/s | deployed | fp32 copy | ratio |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| {row['epochs']} | {row['test_accuracy']:.2%} | {wall / 60:.1f} min | {row['train_images_per_second']:.0f} | "
+          f"{row['deployed_bytes'] / 1024:.1f} KiB | {row['fp32_bytes'] / 1024:.1f} KiB | {row['fp32_over_deployed']:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""``LabelledArrays``: images and labels as plain NumPy arrays, the common currency of every loader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DataError
+
+
+@dataclass(frozen=True)
+class LabelledArrays:
+    """``x``: uint8 images, NHWC. ``y``: int64 labels in ``[0, len(class_names))``.
+
+    Labels keep the dataset's numbering even when only some classes are selected, so a head sized for all classes
+    (CWR* needs one) lines up with every subset.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    class_names: tuple[str, ...]
+    name: str
+
+    def __post_init__(self):
+        if self.x.ndim != 4 or self.x.dtype != np.uint8:
+            raise DataError(f"{self.name}: images must be a uint8 NHWC array, got {self.x.dtype} {self.x.shape}")
+        if self.y.ndim != 1 or len(self.y) != len(self.x):
+            raise DataError(f"{self.name}: {len(self.x)} images but labels of shape {self.y.shape}")
+        if len(self.y) and (self.y.min() < 0 or self.y.max() >= len(self.class_names)):
+            raise DataError(f"{self.name}: label {int(self.y.max() if self.y.max() >= len(self.class_names) else self.y.min())} "
+                            f"out of range [0, {len(self.class_names)})")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in self.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def subset(self, index: np.ndarray, name: str | None = None) -> "LabelledArrays":
+        index = np.asarray(index)
+        return LabelledArrays(self.x[index], self.y[index], self.class_names, name or self.name)
+
+    def select(self, classes=None, fraction: float | None = None, seed: int = 0) -> "LabelledArrays":
+        """The patterns of ``classes`` (all if None), then a class-stratified random ``fraction`` of them.
+
+        The kept indices stay in dataset order, so the result does not depend on how the caller iterates.
+        """
+        keep = np.arange(len(self))
+        name = self.name
+        if classes is not None:
+            classes = sorted({int(c) for c in classes})
+            bad = [c for c in classes if not 0 <= c < self.num_classes]
+            if bad:
+                raise DataError(f"{self.name}: classes {bad} out of range [0, {self.num_classes})")
+            if not classes:
+                raise DataError(f"{self.name}: empty class list")
+            keep = keep[np.isin(self.y, classes)]
+            name += f" classes {','.join(map(str, classes))}"
+        if fraction is not None and fraction != 1:
+            if not 0 < fraction <= 1:
+                raise DataError(f"{self.name}: fraction must be in (0, 1], got {fraction}")
+            rng = np.random.default_rng(seed)
+            chosen = []
+            for c in np.unique(self.y[keep]):
+                idx = keep[self.y[keep] == c]
+                n = max(1, int(round(fraction * len(idx))))
+                chosen.append(rng.choice(idx, size=n, replace=False))
+            keep = np.sort(np.concatenate(chosen)) if chosen else keep
+            name += f" {fraction:g} of instances"
+        if len(keep) == len(self) and name == self.name:
+            return self
+        return self.subset(keep, name)
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.y, minlength=self.num_classes)

@@ -1,0 +1,17 @@
+"""Error types. Every error a user can cause names the file or value at fault and what is wrong, in one line."""
+
+
+class BnnclError(Exception):
+    """Base class: the CLI prints these as one line and exits with status 2."""
+
+
+class DataError(BnnclError):
+    """A dataset file is missing, truncated or inconsistent, or a dataset option is invalid."""
+
+
+class CheckpointError(BnnclError):
+    """A checkpoint is unreadable, corrupt, or was made for another architecture."""
+
+
+class ConfigError(BnnclError):
+    """An option or configuration value is invalid (unknown name, out of range)."""

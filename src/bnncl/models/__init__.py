@@ -1,0 +1,13 @@
+"""Backbones (torch side) and their summary."""
+
+from .backbone import (
+    PRESETS,
+    BackboneConfig,
+    BinaryResNet,
+    build_model,
+    normalize,
+    preset_config,
+    preset_for_shape,
+)
+
+__all__ = ["PRESETS", "BackboneConfig", "BinaryResNet", "build_model", "normalize", "preset_config", "preset_for_shape"]

@@ -1,0 +1,168 @@
+"""The residual BNN backbone: float stem, binary blocks, global average pool, bias-free float head.
+
+The network is a flat list of named layers, ``stem, block1 .. blockN, pool, head``, so it can be cut before any of
+them into a frozen part and a trainable part (the latent-replay split); running one after the other is exactly the
+whole network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..layers import SHORTCUTS, BinaryBlock
+from ..quantizers import ACTIVATION_BINARIZERS
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Everything needed to rebuild the architecture; stored in every checkpoint.
+
+    ``stages`` is a tuple of ``(channels, blocks, stride)``; the first block of a stage applies its stride.
+    """
+
+    input_shape: tuple[int, int, int]  # (H, W, C)
+    num_classes: int
+    stem_channels: int = 32
+    stem_stride: int = 1
+    stages: tuple[tuple[int, int, int], ...] = ((64, 2, 2), (128, 2, 2), (256, 2, 2))
+    activation: str = "approx"
+    shortcut: str = "duplicate"  # downsampling shortcut: "duplicate" (pool + repeat channels) or "binary" (pool + 1x1 binary conv + BN)
+    name: str = "custom"
+
+    def __post_init__(self):
+        object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
+        object.__setattr__(self, "stages", tuple(tuple(int(v) for v in s) for s in self.stages))
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+            raise ConfigError(f"input_shape must be (H, W, C) with positive sizes, got {self.input_shape}")
+        if self.num_classes < 2:
+            raise ConfigError(f"num_classes must be at least 2, got {self.num_classes}")
+        if not self.stages or any(len(s) != 3 or min(s) < 1 for s in self.stages):
+            raise ConfigError(f"stages must be a non-empty list of (channels, blocks, stride) >= 1, got {self.stages}")
+        if self.activation not in ACTIVATION_BINARIZERS:
+            raise ConfigError(f"unknown activation {self.activation!r} (valid: {', '.join(ACTIVATION_BINARIZERS)})")
+        if self.shortcut not in SHORTCUTS:
+            raise ConfigError(f"unknown shortcut {self.shortcut!r} (valid: {', '.join(SHORTCUTS)})")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        d["stages"] = [list(s) for s in self.stages]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BackboneConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown backbone config keys {sorted(unknown)} (valid: {sorted(names)})")
+        return cls(**d)
+
+    def describe(self) -> str:
+        h, w, c = self.input_shape
+        stages = " ".join(f"{ch}x{n}/s{s}" for ch, n, s in self.stages)
+        return f"{self.name}: input {h}x{w}x{c}, stem {self.stem_channels}/s{self.stem_stride}, stages {stages}, {self.num_classes} classes"
+
+
+# Presets by input shape. Widths double as resolution halves; every block is binary.
+PRESETS: dict[str, dict] = {
+    # Fashion-MNIST / MNIST: 28x28 -> 14 -> 7 -> 4.
+    "fmnist": dict(input_shape=(28, 28, 1), stem_channels=32, stem_stride=1, stages=((32, 2, 2), (64, 2, 2), (128, 2, 2))),
+    # CIFAR-10: 32x32 -> 16 -> 8 -> 4, last stage 4x4x512 as in work B's latent-replay layer.
+    "cifar10": dict(input_shape=(32, 32, 3), stem_channels=64, stem_stride=1, stages=((64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2))),
+    # CORe50 128x128: stem to 64x64, then 32 -> 16 -> 8 -> 4.
+    "core50": dict(input_shape=(128, 128, 3), stem_channels=32, stem_stride=2, stages=((64, 2, 2), (128, 2, 2), (256, 2, 2), (512, 2, 2))),
+}
+
+
+def preset_config(name: str, num_classes: int, **overrides) -> BackboneConfig:
+    try:
+        base = PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r} (valid: {', '.join(PRESETS)})") from None
+    return BackboneConfig(**{**base, "num_classes": num_classes, "name": name, **overrides})
+
+
+def preset_for_shape(input_shape) -> str:
+    """The preset whose input shape matches, e.g. (28, 28, 1) -> 'fmnist'."""
+    for name, p in PRESETS.items():
+        if tuple(p["input_shape"]) == tuple(input_shape):
+            return name
+    shapes = ", ".join(f"{n} {'x'.join(map(str, p['input_shape']))}" for n, p in PRESETS.items())
+    raise ConfigError(f"no preset for input shape {'x'.join(map(str, input_shape))} (presets: {shapes}); give --preset")
+
+
+class Stem(nn.Module):
+    """Float 3x3 conv + BN: the first layer stays real-valued in a BNN."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class GlobalAvgPool(nn.Module):
+    def forward(self, x):
+        return x.mean(dim=(2, 3))
+
+
+class BinaryResNet(nn.Module):
+    """Input: float tensor (N, C, H, W), already normalized by :func:`normalize`. Output: logits (N, classes)."""
+
+    def __init__(self, config: BackboneConfig):
+        super().__init__()
+        self.config = config
+        h, w, c = config.input_shape
+        layers: dict[str, nn.Module] = {"stem": Stem(c, config.stem_channels, config.stem_stride)}
+        cin = config.stem_channels
+        for channels, blocks, stride in config.stages:
+            for i in range(blocks):
+                layers[f"block{len(layers)}"] = BinaryBlock(cin, channels, stride if i == 0 else 1, config.activation, config.shortcut)
+                cin = channels
+        layers["pool"] = GlobalAvgPool()
+        # Bias-free: CWR* consolidates weights only, and the head holds a row for every class from the start.
+        layers["head"] = nn.Linear(cin, config.num_classes, bias=False)
+        self.layers = nn.ModuleDict(layers)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.layers["head"].in_features
+
+    @property
+    def split_points(self) -> list[str]:
+        """Names the model can be cut before: every layer after the stem."""
+        return list(self.layers)[1:]
+
+    def forward(self, x):
+        for layer in self.layers.values():
+            x = layer(x)
+        return x
+
+    def split(self, before: str) -> tuple[nn.Sequential, nn.Sequential]:
+        """Cut before layer ``before``: (frozen part, trainable part), sharing this model's modules.
+
+        ``trainable(frozen(x)) == model(x)``. The frozen part's output is the latent-replay layer.
+        """
+        if before not in self.split_points:
+            raise ConfigError(f"no layer {before!r} to split at (valid: {', '.join(self.split_points)})")
+        names = list(self.layers)
+        k = names.index(before)
+        frozen = nn.Sequential({n: self.layers[n] for n in names[:k]})
+        trainable = nn.Sequential({n: self.layers[n] for n in names[k:]})
+        return frozen, trainable
+
+
+def build_model(config: BackboneConfig) -> BinaryResNet:
+    return BinaryResNet(config)
+
+
+def normalize(x_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC images -> float NCHW in [-1, 1]. The device runtime applies the same map."""
+    return x_uint8.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)

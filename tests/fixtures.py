@@ -1,0 +1,111 @@
+"""Writers of small datasets in exactly the official on-disk formats, for tests. No real data is needed."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    """An idx file: magic 0 0 0x08 ndim, big-endian uint32 sizes, then the bytes."""
+    arr = np.asarray(arr, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+    return header + arr.tobytes()
+
+
+def make_images(n: int, hw, channels: int, num_classes: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Class-dependent images (a bright band whose position encodes the class) plus noise, and balanced labels."""
+    y = np.arange(n) % num_classes
+    rng.shuffle(y)
+    h, w = hw
+    x = rng.integers(0, 60, size=(n, h, w, channels), dtype=np.uint8)
+    band = max(1, h // num_classes)
+    for i, c in enumerate(y):
+        x[i, (c * band) % h: (c * band) % h + band] = 220
+    return x, y.astype(np.uint8)
+
+
+def write_idx_dataset(root, n_train=60, n_test=20, hw=(28, 28), num_classes=10, gz=True, seed=0, sep="-"):
+    """``train-images-idx3-ubyte[.gz]`` and friends; returns the arrays written (x without channel axis)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, stem, n in (("train", "train", n_train), ("test", "t10k", n_test)):
+        x, y = make_images(n, hw, 1, num_classes, rng)
+        for kind, arr in (("images", x[..., 0]), ("labels", y)):
+            dims = "idx3" if kind == "images" else "idx1"
+            name = f"{stem}-{kind}{sep}{dims}-ubyte" + (".gz" if gz else "")
+            data = idx_bytes(arr)
+            (root / name).write_bytes(gzip.compress(data) if gz else data)
+        out[split] = (x[..., 0], y)
+    return out
+
+
+def write_cifar10(root, per_batch=12, test=10, seed=0, folder=True, key_type=str):
+    """``cifar-10-batches-py/`` with data_batch_1..5, test_batch, batches.meta as protocol-2 pickles.
+
+    ``key_type=bytes`` writes keys as byte strings, as a Python 2 pickle read without latin1 would have them.
+    """
+    root = Path(root)
+    d = root / "cifar-10-batches-py" if folder else root
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    k = (lambda s: s.encode()) if key_type is bytes else (lambda s: s)
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    with open(d / "batches.meta", "wb") as f:
+        pickle.dump({k("label_names"): names, k("num_cases_per_batch"): per_batch, k("num_vis"): 3072}, f, protocol=2)
+    out = {}
+    for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", test)]:
+        x, y = make_images(n, (32, 32), 3, 10, rng)
+        flat = x.transpose(0, 3, 1, 2).reshape(n, 3072)  # channel-major rows, as the official files store them
+        with open(d / name, "wb") as f:
+            pickle.dump({k("batch_label"): name, k("labels"): [int(v) for v in y], k("data"): flat,
+                         k("filenames"): [f"img_{i}.png" for i in range(n)]}, f, protocol=2)
+        out[name] = (x, y)
+    return out
+
+
+CORE50_BATCHES = {"ni": 8, "nc": 9, "nicv2_79": 79}
+
+
+def write_core50(root, scenarios=("ni", "nc"), runs=2, per_batch=4, n_images=120, seed=0, images="npz",
+                 compressed=False):
+    """``paths.pkl``, ``labels.pkl``, ``LUP.pkl`` ([scenario][run][batch], last batch = test) and the images.
+
+    The images are 128x128x3 with a value derived from the object id, so tests can check that indices, labels and
+    pixels line up. ``images``: "npz" (core50_imgs.npz, array x) or "folders" (core50_128x128/sS/oO/*.png).
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    objects = np.arange(n_images) % 50
+    sessions = 1 + (np.arange(n_images) // 50) % 11
+    paths = [f"s{s}/o{o + 1}/C_{s:02d}_{o + 1:02d}_{i:03d}.png" for i, (s, o) in enumerate(zip(sessions, objects))]
+    x = np.zeros((n_images, 128, 128, 3), np.uint8)
+    x[:] = (objects * 5)[:, None, None, None]
+    x[:, 0, 0, 0] = np.arange(n_images) % 256  # a per-image fingerprint
+    lup, labels = {}, {}
+    for sc in scenarios:
+        lup[sc], labels[sc] = [], []
+        for _ in range(runs):
+            nb = CORE50_BATCHES.get(sc, 3) + 1
+            idx = [rng.choice(n_images, size=per_batch, replace=False).tolist() for _ in range(nb)]
+            lup[sc].append(idx)
+            labels[sc].append([[int(objects[i]) for i in b] for b in idx])
+    for name, obj in (("paths.pkl", paths), ("LUP.pkl", lup), ("labels.pkl", labels)):
+        with open(root / name, "wb") as f:
+            pickle.dump(obj, f, protocol=2)
+    if images == "npz":
+        (np.savez_compressed if compressed else np.savez)(root / "core50_imgs.npz", x=x)
+    else:
+        from PIL import Image
+
+        for p, img in zip(paths, x):
+            f = root / "core50_128x128" / p
+            f.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(f)
+    return {"x": x, "objects": objects, "paths": paths, "lup": lup, "labels": labels}

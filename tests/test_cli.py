@@ -1,0 +1,100 @@
+"""The command line: summary, pretrain, evaluate, and one-line errors for bad input."""
+
+import gzip
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bnncl.checkpoint import save_checkpoint
+from bnncl.cli import main
+from bnncl.models import build_model, preset_config
+from fixtures import write_idx_dataset
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fmnist")
+    write_idx_dataset(d, n_train=48, n_test=24, seed=2)
+    return d
+
+
+def _one_line_error(capsys, argv, *needles):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("bnncl: error: ")
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def test_summary_reports_at_least_10x_smaller(capsys, tmp_path):
+    assert main(["summary", "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    ratio = float(re.search(r"([\d.]+)x smaller", out).group(1))
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert ratio == pytest.approx(s["totals"]["fp32_over_deployed"], abs=0.05)
+    assert ratio >= 10
+    assert s["totals"]["params_1bit"] > 0
+
+
+def test_pretrain_then_evaluate(capsys, data_dir, tmp_path):
+    ckpt = tmp_path / "m.pt"
+    argv = ["pretrain", "--data", str(data_dir), "--epochs", "1", "--batch-size", "16", "--max-steps", "2",
+            "--out", str(ckpt), "--quiet", "--json", str(tmp_path / "p.json")]
+    assert main(argv) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert json.loads((tmp_path / "p.json").read_text())["history"][0]["epoch"] == 1
+
+    assert main(["evaluate", str(ckpt), "--data", str(data_dir), "--out", str(tmp_path / "e.json")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads((tmp_path / "e.json").read_text())
+    assert report["n"] == 24
+    assert sum(c["n"] for c in report["per_class"].values()) == 24
+    confusion = report["confusion"]
+    assert sum(map(sum, confusion)) == 24
+    assert report["accuracy"] == pytest.approx(sum(confusion[i][i] for i in range(10)) / 24)
+
+
+def test_evaluate_checkpoint_of_another_architecture(capsys, data_dir, tmp_path):
+    ckpt = tmp_path / "cifar.pt"
+    save_checkpoint(ckpt, build_model(preset_config("cifar10", 10)))
+    _one_line_error(capsys, ["evaluate", str(ckpt), "--data", str(data_dir)], str(ckpt), "takes 32x32x3 images", "28x28x1")
+
+
+def test_resume_from_checkpoint_of_another_architecture(capsys, data_dir, tmp_path):
+    ckpt = tmp_path / "other.pt"
+    save_checkpoint(ckpt, build_model(preset_config("fmnist", 10, stages=((64, 1, 2),))))
+    _one_line_error(capsys, ["pretrain", "--data", str(data_dir), "--out", str(ckpt), "--resume", "--quiet"],
+                    str(ckpt), "another architecture")
+
+
+def test_evaluate_missing_and_corrupt_checkpoint(capsys, data_dir, tmp_path):
+    _one_line_error(capsys, ["evaluate", str(tmp_path / "nope.pt"), "--data", str(data_dir)], "nope.pt", "no such checkpoint")
+    bad = tmp_path / "bad.pt"
+    save_checkpoint(bad, build_model(preset_config("fmnist", 10)))
+    bad.write_bytes(bad.read_bytes()[:1000])
+    _one_line_error(capsys, ["evaluate", str(bad), "--data", str(data_dir)], str(bad), "truncated or corrupt")
+
+
+def test_truncated_gzip_is_one_line_naming_the_file(capsys, tmp_path):
+    d = tmp_path / "data"
+    write_idx_dataset(d, n_train=20, n_test=10, seed=0)
+    f = d / "train-images-idx3-ubyte.gz"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    _one_line_error(capsys, ["pretrain", "--data", str(d), "--out", str(tmp_path / "m.pt"), "--quiet"], str(f), "truncated")
+
+
+def test_core50_options_refused_for_other_datasets(capsys, data_dir, tmp_path):
+    _one_line_error(capsys, ["pretrain", "--data", str(data_dir), "--scenario", "ni", "--out", str(tmp_path / "m.pt")],
+                    "--scenario applies to the core50 dataset only")
+
+
+def test_console_script_help():
+    for sub in ([], ["summary"], ["pretrain"], ["evaluate"]):
+        proc = subprocess.run([sys.executable, "-m", "bnncl.cli", *sub, "--help"], capture_output=True, text=True)
+        assert proc.returncode == 0 and "usage: bnncl" in proc.stdout
