@@ -31,6 +31,10 @@ def save_checkpoint(path: str | os.PathLike, model: BinaryResNet, **extra) -> No
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
+    try:  # refuse now what load_model would refuse later (weights_only admits tensors and plain containers only)
+        torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot save, an extra entry is not plain data ({str(e).splitlines()[0]})") from None
     atomic_write_bytes(path, buf.getvalue())
 
 

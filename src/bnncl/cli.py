@@ -28,11 +28,12 @@ def _add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "fa
     g.add_argument("--scenario", help="CORe50 scenario in LUP.pkl: ni, nc, nic, nicv2_79, nicv2_196, nicv2_391 (default ni)")
     g.add_argument("--run", type=int, help="CORe50 run, 0-9 (default 0)")
     g.add_argument("--labels", choices=("object", "category"), help="CORe50 labels: 50 objects or 10 categories (default category)")
+    g.add_argument("--batch", type=int, help="CORe50: use only this training batch of the scenario (e.g. 0, the first batch a vendor ships)")
     g.add_argument("--classes", type=_int_list, metavar="I,J,..", help="use only these classes (e.g. the base classes)")
 
 
 def _dataset_options(args) -> dict:
-    opts = {k: getattr(args, k) for k in ("scenario", "run", "labels") if getattr(args, k) is not None}
+    opts = {k: getattr(args, k) for k in ("scenario", "run", "labels", "batch") if getattr(args, k) is not None}
     if opts and args.dataset != "core50":
         raise ConfigError(f"--{next(iter(opts))} applies to the core50 dataset only, not {args.dataset}")
     return opts

@@ -80,15 +80,25 @@ def weight_scale(w: torch.Tensor) -> torch.Tensor:
     return w.abs().mean(dim=dims, keepdim=True)
 
 
+class _MagnitudeAwareSign(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w):
+        ctx.save_for_backward(w)
+        return hard_sign(w) * weight_scale(w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (w,) = ctx.saved_tensors
+        return grad * (w.abs() <= 1).to(grad.dtype)
+
+
 def magnitude_aware_sign(w: torch.Tensor) -> torch.Tensor:
-    """Forward ``sign(W) * mean(|W|)`` per output channel; backward the STE box on the latent weight.
+    """Forward exactly ``sign(W) * mean(|W|)`` per output channel; backward the STE box on the latent weight.
 
     The scale is treated as a constant in the backward pass (as in ReActNet): the gradient is the incoming gradient
-    where ``|W| <= 1`` and zero elsewhere.
+    where ``|W| <= 1`` and zero elsewhere. The forward value is bit-exact, so the device's folded scale matches it.
     """
-    binary = (hard_sign(w) * weight_scale(w)).detach()
-    clipped = torch.clamp(w, -1.0, 1.0)
-    return binary + clipped - clipped.detach()
+    return _MagnitudeAwareSign.apply(w)
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ whole network.
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -154,8 +155,8 @@ class BinaryResNet(nn.Module):
             raise ConfigError(f"no layer {before!r} to split at (valid: {', '.join(self.split_points)})")
         names = list(self.layers)
         k = names.index(before)
-        frozen = nn.Sequential({n: self.layers[n] for n in names[:k]})
-        trainable = nn.Sequential({n: self.layers[n] for n in names[k:]})
+        frozen = nn.Sequential(OrderedDict((n, self.layers[n]) for n in names[:k]))
+        trainable = nn.Sequential(OrderedDict((n, self.layers[n]) for n in names[k:]))
         return frozen, trainable
 
 
