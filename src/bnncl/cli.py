@@ -67,6 +67,7 @@ def cmd_pretrain(args) -> int:
 
     opts = PretrainOptions(
         dataset=args.dataset, data=args.data, dataset_options=_dataset_options(args), preset=args.preset,
+        binary_boundary=args.binary_boundary,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, classes=args.classes,
         fraction=args.fraction, augment=not args.no_augment, out=args.out, resume=args.resume,
         progress=not args.quiet, max_steps_per_epoch=args.max_steps,
@@ -111,6 +112,94 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _learn_config(args) -> dict:
+    """The config file (if any) with the flags given on the command line laid over it."""
+    from .learning.experiment import load_config
+
+    cfg = load_config(args.config) if args.config else {}
+    for key in ("dataset", "data", "checkpoint", "out", "seed"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    if args.strategy:
+        cfg["strategies"] = args.strategy
+    stream = dict(cfg.get("stream") or {})
+    if args.stream:
+        stream["type"] = args.stream
+    for flag, key in (("experiences", "n_experiences"), ("first", "first"), ("shift", "shift"), ("batches", "n_batches")):
+        if getattr(args, flag) is not None:
+            stream[key] = getattr(args, flag)
+    core50 = {k: getattr(args, k) for k in ("scenario", "run", "labels") if getattr(args, k) is not None}
+    if core50:
+        if stream.get("type") != "core50":
+            raise ConfigError(f"--{next(iter(core50))} applies to --stream core50 only")
+        stream.update(core50)
+    if stream:
+        cfg["stream"] = stream
+    if args.classes is not None or args.batch is not None:
+        raise ConfigError("--classes and --batch do not apply to learn: the scenario decides what each experience holds")
+    pre = dict(cfg.get("pretrain") or {})
+    if args.pretrain_epochs is not None:
+        pre["epochs"] = args.pretrain_epochs
+    if args.binary_boundary is not None:
+        pre["binary_boundary"] = args.binary_boundary
+    if pre:
+        cfg["pretrain"] = pre
+    learn = dict(cfg.get("learn") or {})
+    for key in ("lr_layer", "epochs", "lr", "batch_size", "replay_size", "replay_storage", "replay_update", "replay_mix", "replay_batch"):
+        if getattr(args, key) is not None:
+            learn[key] = getattr(args, key)
+    if learn:
+        cfg["learn"] = learn
+    return cfg
+
+
+def cmd_learn(args) -> int:
+    from .learning.experiment import report_markdown, run_experiment
+
+    result = run_experiment(_learn_config(args), progress=not args.quiet)
+    print(result["backbone"]["architecture"])
+    print(result["stream"])
+    print(report_markdown([result]), end="")
+    print(f"wrote {result['config']['out']}/result.json, report.md, accuracy.png and the accuracy matrices")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from .atomic import atomic_write_text
+    from .errors import DataError
+    from .learning.experiment import report_markdown
+    from .plots import accuracy_curves
+
+    results = []
+    for run in args.runs:
+        path = Path(run) / "result.json" if Path(run).is_dir() else Path(run)
+        try:
+            res = json.loads(path.read_text())
+            res["runs"]
+        except FileNotFoundError:
+            raise DataError(f"{path}: no such result file (give a run directory of bnncl learn or its result.json)") from None
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise DataError(f"{path}: not a bnncl learn result ({e})") from None
+        for r in res["runs"]:
+            r["label"] = f"{r['strategy']} ({path.parent.name})" if len(args.runs) > 1 else r["strategy"]
+        results.append(res)
+    text = report_markdown(results)
+    print(text, end="")
+    if args.out:
+        out = Path(args.out)
+        atomic_write_text(out / "report.md", text)
+        by_stream: dict[str, list] = {}
+        for res in results:
+            for r in res["runs"]:
+                by_stream.setdefault(r["stream"]["name"], []).append(r)
+        for name, runs in by_stream.items():
+            accuracy_curves(runs, out / f"accuracy_{name}.png", title=name)
+        print(f"wrote {out}/report.md and {len(by_stream)} figure(s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .models import PRESETS
 
@@ -133,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "from it. Runs unchanged under torchrun --nproc_per_node N (DDP with gloo).")
     _add_data_args(p)
     p.add_argument("--preset", choices=PRESETS, help="backbone preset (default: the one matching the image shape)")
+    p.add_argument("--binary-boundary", metavar="BLOCK",
+                   help="binarize the whole input of this block (e.g. block5), shortcut included, so that a latent-replay "
+                        "layer there stores exactly 1 bit per activation (default: none)")
     p.add_argument("--epochs", type=int, default=8, help="default: %(default)s")
     p.add_argument("--batch-size", type=int, default=128, help="per process (default: %(default)s)")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, cosine-decayed to 0 (default: %(default)s)")
@@ -153,6 +245,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "test"), default="test", help="default: %(default)s")
     p.add_argument("--out", metavar="FILE", help="also write the JSON report to FILE")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("learn", help="continual learning over a scenario with one or more strategies (torch simulation)",
+                       description="Run strategies over a continual-learning stream and write result.json, report.md, "
+                                   "accuracy.png and one accuracy matrix per strategy to --out. Without --checkpoint the "
+                                   "backbone is first pretrained on experience 0 (kept in OUT/pretrain and reused). "
+                                   "Flags override the --config TOML file.")
+    p.add_argument("--config", metavar="FILE.toml", help="a TOML config (see the README); flags override it")
+    _add_data_args(p, default_dataset=None)
+    g = p.add_argument_group("stream")
+    g.add_argument("--stream", choices=("nc", "ni", "nic", "core50"), help="scenario type (default: nc)")
+    g.add_argument("--experiences", type=int, help="nc/ni: number of experiences (default 5)")
+    g.add_argument("--first", type=int, help="nc/nic: classes in the first experience")
+    g.add_argument("--shift", choices=("none", "rotation", "contrast", "noise"), help="ni: domain shift along the stream")
+    g.add_argument("--batches", type=int, help="nic: number of small batches after the first experience (default 40)")
+    g = p.add_argument_group("backbone")
+    g.add_argument("--checkpoint", metavar="PATH", help="pretrained backbone (default: pretrain on experience 0)")
+    g.add_argument("--pretrain-epochs", type=int, help="epochs of that pretraining (default 8)")
+    g.add_argument("--binary-boundary", metavar="BLOCK", help="pretrain with the input of BLOCK binarized in full (1-bit replay there is exact)")
+    g = p.add_argument_group("strategy")
+    g.add_argument("--strategy", nargs="+", metavar="S", help="one or more of naive, cwr, ar1, joint (default: ar1)")
+    g.add_argument("--lr-layer", help="latent-replay layer: train above it (default: head for cwr; else the binary "
+                                      "boundary or the last stage's first block)")
+    g.add_argument("--epochs", type=int, help="epochs per experience (default 4)")
+    g.add_argument("--lr", type=float, help="SGD learning rate, reset each experience (default 0.01)")
+    g.add_argument("--batch-size", type=int, help="patterns per step (default 64)")
+    g.add_argument("--replay-size", type=int, help="replay memory slots (default 1500)")
+    g.add_argument("--replay-storage", choices=("bits", "float32"), help="1-bit packed signs or float32 (default bits)")
+    g.add_argument("--replay-update", choices=("ar1", "balanced"), help="memory update rule (default balanced)")
+    g.add_argument("--replay-mix", choices=("proportional", "fixed"), help="minibatch mix (default proportional)")
+    g.add_argument("--replay-batch", type=int, help="replayed patterns per step with --replay-mix fixed (default 64)")
+    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/learn)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_learn)
+
+    p = sub.add_parser("report", help="put several learn runs side by side: a table and a figure per stream",
+                       description="Read the result.json of each run and print one markdown table; with --out, also "
+                                   "write report.md and one accuracy figure per stream.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories of bnncl learn (or their result.json)")
+    p.add_argument("--out", metavar="DIR", help="write report.md and accuracy_<stream>.png here")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -37,6 +37,33 @@ class LearnableBias(nn.Module):
         return x + _per_channel(self.bias, x)
 
 
+class LearnableScale(nn.Module):
+    """A learnable per-channel multiplier ``x * s``; starts at one."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x):
+        return x * _per_channel(self.scale, x)
+
+
+class BinarizeInput(nn.Module):
+    """``sign(x + b)``: a learnable shift, then the activation binarizer. Output is exactly ±1.
+
+    Placed before a block built with ``binary_input=True`` it makes the whole tensor crossing that point one sign per
+    element, so a latent-replay layer there stores 1 bit per activation without losing anything.
+    """
+
+    def __init__(self, channels: int, activation: str = "approx"):
+        super().__init__()
+        self.shift = LearnableBias(channels)
+        self.binarize = activation_binarizer(activation)
+
+    def forward(self, x):
+        return self.binarize(self.shift(x))
+
+
 class RPReLU(nn.Module):
     """shift -> PReLU (one slope per channel) -> shift."""
 
@@ -130,11 +157,15 @@ class BinaryBlock(nn.Module):
     The block input and output are real-valued; only the conv sees binary activations and binary weights.
     """
 
-    def __init__(self, cin, cout, stride=1, activation="approx", shortcut="duplicate"):
+    def __init__(self, cin, cout, stride=1, activation="approx", shortcut="duplicate", binary_input=False):
         super().__init__()
         if shortcut not in SHORTCUTS:
             raise ConfigError(f"unknown shortcut {shortcut!r} (valid: {', '.join(SHORTCUTS)})")
-        self.shift = LearnableBias(cin)
+        # binary_input: the input is already ±1 (a BinarizeInput precedes the block); the conv takes it as is and the
+        # shortcut carries it through a learnable per-channel scale instead of the real-valued stream.
+        self.binary_input = binary_input
+        self.shift = nn.Identity() if binary_input else LearnableBias(cin)
+        self.input_scale = LearnableScale(cin) if binary_input else nn.Identity()
         self.conv = BinaryConv2d(cin, cout, 3, stride=stride, padding=1, activation=activation)
         self.bn = nn.BatchNorm2d(cout)
         if stride == 1 and cin == cout:
@@ -146,4 +177,4 @@ class BinaryBlock(nn.Module):
         self.act = RPReLU(cout)
 
     def forward(self, x):
-        return self.act(self.bn(self.conv(self.shift(x))) + self.shortcut(x))
+        return self.act(self.bn(self.conv(self.shift(x))) + self.shortcut(self.input_scale(x)))

@@ -143,8 +143,10 @@ def ni(train: LabelledArrays, test: LabelledArrays, n_experiences: int = 5, shif
     i / (n - 1) and every test image at the strength of a random experience."""
     if shift not in SHIFTS:
         raise ConfigError(f"unknown domain shift {shift!r} (valid: {', '.join(SHIFTS)})")
-    if n_experiences < 1 or n_experiences > np.bincount(train.y).max():
-        raise ConfigError(f"NI: n_experiences must be in 1..{np.bincount(train.y).max()}, got {n_experiences}")
+    counts = np.bincount(train.y)
+    smallest = int(counts[counts > 0].min())
+    if not 1 <= n_experiences <= smallest:  # every experience must hold every class
+        raise ConfigError(f"NI: n_experiences must be in 1..{smallest} (patterns of the smallest class), got {n_experiences}")
     rng = np.random.default_rng(seed)
     groups = _stratified_shards(train.y, n_experiences, rng)
     strengths = np.linspace(0, 1, n_experiences) if n_experiences > 1 else np.zeros(1)

@@ -33,7 +33,8 @@ from .augment import AUGMENTATION, random_crop_flip
 from .evaluate import evaluate
 
 # Options that define what is trained; a resumed run must use the same ones.
-_IDENTITY = ("dataset", "dataset_options", "classes", "fraction", "seed", "epochs", "batch_size", "lr", "augment", "preset")
+_IDENTITY = ("dataset", "dataset_options", "classes", "fraction", "seed", "epochs", "batch_size", "lr", "augment", "preset",
+             "binary_boundary", "subset")
 
 
 @dataclass
@@ -42,6 +43,8 @@ class PretrainOptions:
     data: str | None = None  # directory of the dataset files; None = the dataset's default
     dataset_options: dict = field(default_factory=dict)  # e.g. CORe50 scenario/run/labels
     preset: str | None = None  # None = the preset matching the input shape
+    binary_boundary: str | None = None  # block whose input is binarized in full (where 1-bit latent replay goes)
+    subset: str | None = None  # names the training subset when the caller passes the data (part of the identity)
     epochs: int = 8
     batch_size: int = 128
     lr: float = 2e-3
@@ -87,7 +90,7 @@ def load_training_data(opts: PretrainOptions) -> tuple[LabelledArrays, LabelledA
 
 def model_config(opts: PretrainOptions, train: LabelledArrays) -> BackboneConfig:
     preset = opts.preset or preset_for_shape(train.input_shape)
-    config = preset_config(preset, train.num_classes)
+    config = preset_config(preset, train.num_classes, binary_boundary=opts.binary_boundary)
     if config.input_shape != train.input_shape:
         shape = "x".join(map(str, train.input_shape))
         raise ConfigError(f"preset {preset!r} takes {config.describe()}, but {train.name} images are {shape}")
@@ -110,13 +113,14 @@ def _average_buffers(model: torch.nn.Module, world: int) -> None:
             buf /= world
 
 
-def pretrain(opts: PretrainOptions) -> tuple[BinaryResNet, dict]:
+def pretrain(opts: PretrainOptions, data: tuple[LabelledArrays, LabelledArrays] | None = None) -> tuple[BinaryResNet, dict]:
     """Train, checkpoint every epoch, evaluate on the test split (rank 0).
 
     Returns the trained model and a JSON-able summary: history per epoch and, on rank 0, the test report.
     """
     rank, world = _dist_context()
-    train, test = load_training_data(opts)
+    # ``data``: (train, test) chosen by the caller, e.g. experience 0 of a stream; ``opts.subset`` must then name it.
+    train, test = data if data is not None else load_training_data(opts)
     config = model_config(opts, train)
     torch.manual_seed(opts.seed)
     model = build_model(config)
@@ -135,7 +139,7 @@ def pretrain(opts: PretrainOptions) -> tuple[BinaryResNet, dict]:
         payload = read_checkpoint(out)
         check_architecture(out, BackboneConfig.from_dict(payload["config"]), config)
         saved = payload.get("meta", {}).get("options", {})
-        if saved != opts.identity():
+        if any(saved.get(k) != v for k, v in opts.identity().items()):  # a key added later reads as None
             diff = ", ".join(f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in opts.identity().items() if saved.get(k) != v)
             raise CheckpointError(f"{out}: cannot resume, the training options changed ({diff})")
         model.load_state_dict(payload["model"])

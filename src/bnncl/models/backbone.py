@@ -1,6 +1,7 @@
 """The residual BNN backbone: float stem, binary blocks, global average pool, bias-free float head.
 
-The network is a flat list of named layers, ``stem, block1 .. blockN, pool, head``, so it can be cut before any of
+The network is a flat list of named layers, ``stem, block1 .. blockN, pool, head`` (plus ``binarize`` before the
+``binary_boundary`` block, if one is set), so it can be cut before any of
 them into a frozen part and a trainable part (the latent-replay split); running one after the other is exactly the
 whole network.
 """
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..layers import SHORTCUTS, BinaryBlock
+from ..layers import SHORTCUTS, BinarizeInput, BinaryBlock
 from ..quantizers import ACTIVATION_BINARIZERS
 
 
@@ -32,6 +33,9 @@ class BackboneConfig:
     stem_stride: int = 1
     stages: tuple[tuple[int, int, int], ...] = ((64, 2, 2), (128, 2, 2), (256, 2, 2))
     activation: str = "approx"
+    # A block whose input is binarized in full (conv path and shortcut): a latent-replay layer placed before it
+    # stores exactly 1 bit per activation. None: every block input is real-valued (the Bi-Real/ReActNet default).
+    binary_boundary: str | None = None
     shortcut: str = "duplicate"  # downsampling shortcut: "duplicate" (pool + repeat channels) or "binary" (pool + 1x1 binary conv + BN)
     name: str = "custom"
 
@@ -46,6 +50,10 @@ class BackboneConfig:
             raise ConfigError(f"stages must be a non-empty list of (channels, blocks, stride) >= 1, got {self.stages}")
         if self.activation not in ACTIVATION_BINARIZERS:
             raise ConfigError(f"unknown activation {self.activation!r} (valid: {', '.join(ACTIVATION_BINARIZERS)})")
+        blocks = [f"block{i + 1}" for i in range(sum(s[1] for s in self.stages))]
+        if self.binary_boundary is not None and self.binary_boundary not in blocks[1:]:
+            raise ConfigError(f"binary_boundary must name a block after the first ({', '.join(blocks[1:])}), "
+                              f"got {self.binary_boundary!r}")
         if self.shortcut not in SHORTCUTS:
             raise ConfigError(f"unknown shortcut {self.shortcut!r} (valid: {', '.join(SHORTCUTS)})")
 
@@ -66,7 +74,9 @@ class BackboneConfig:
     def describe(self) -> str:
         h, w, c = self.input_shape
         stages = " ".join(f"{ch}x{n}/s{s}" for ch, n, s in self.stages)
-        return f"{self.name}: input {h}x{w}x{c}, stem {self.stem_channels}/s{self.stem_stride}, stages {stages}, {self.num_classes} classes"
+        boundary = f", binary input at {self.binary_boundary}" if self.binary_boundary else ""
+        return (f"{self.name}: input {h}x{w}x{c}, stem {self.stem_channels}/s{self.stem_stride}, stages {stages}, "
+                f"{self.num_classes} classes{boundary}")
 
 
 # Presets by input shape. Widths double as resolution halves; every block is binary.
@@ -125,7 +135,12 @@ class BinaryResNet(nn.Module):
         cin = config.stem_channels
         for channels, blocks, stride in config.stages:
             for i in range(blocks):
-                layers[f"block{len(layers)}"] = BinaryBlock(cin, channels, stride if i == 0 else 1, config.activation, config.shortcut)
+                name = f"block{sum(n.startswith('block') for n in layers) + 1}"
+                boundary = name == config.binary_boundary
+                if boundary:
+                    layers["binarize"] = BinarizeInput(cin, config.activation)
+                layers[name] = BinaryBlock(cin, channels, stride if i == 0 else 1, config.activation, config.shortcut,
+                                           binary_input=boundary)
                 cin = channels
         layers["pool"] = GlobalAvgPool()
         # Bias-free: CWR* consolidates weights only, and the head holds a row for every class from the start.

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ..layers import BinaryConv2d, BinaryLinear, LearnableBias
+from ..layers import BinaryConv2d, BinaryLinear
 
 
 @dataclass
@@ -48,9 +48,9 @@ def _row(name: str, m: nn.Module, out: torch.Tensor) -> LayerRow | None:
         fmacs = macs
     elif isinstance(m, nn.BatchNorm2d):
         bits32 = fp32_params = 2 * m.num_features  # folded: scale and bias
-    elif isinstance(m, (LearnableBias, nn.PReLU)):
-        bits32 = fp32_params = sum(p.numel() for p in m.parameters())
-    else:
+    elif any(True for _ in m.parameters(recurse=False)):  # shifts, scales, PReLU slopes: float per channel
+        bits32 = fp32_params = sum(p.numel() for p in m.parameters(recurse=False))
+    else:  # parameter-free (pooling, identity, binarizer)
         return None
     return LayerRow(
         name=name,

@@ -1,0 +1,78 @@
+"""Continual-learning benchmark on Fashion-MNIST (torch simulation): NC 5x2 and a NICv2-style stream.
+
+For each stream: the backbone is pretrained on experience 0 (twice: with the binary boundary at block5, where 1-bit
+latent replay is exact, and without it, where 1-bit replay decodes sign(x) * per-channel mean |x|), then every strategy
+runs over the whole stream. Prints one markdown table (BENCHMARKS.md holds the latest) and the two checks of issue 3:
+ar1 - naive on NC, and 1-bit vs float32 replay at the same number of patterns.
+
+Usage: python benchmarks/continual.py [--out runs/bench/continual] [--streams nc nic] [--epochs N] [--replay-size M]
+Each configuration is a `bnncl learn` run; its directory holds result.json, report.md and the figures.
+"""
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from bnncl.learning.experiment import report_markdown, run_experiment
+
+STREAMS = {
+    "nc": {"type": "nc", "n_experiences": 5},
+    "nic": {"type": "nic", "first": 2, "n_batches": 40},
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/bench/continual")
+    ap.add_argument("--streams", nargs="+", default=list(STREAMS), choices=STREAMS)
+    ap.add_argument("--pretrain-epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=4, help="epochs per experience")
+    ap.add_argument("--replay-size", type=int, default=1500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+
+    out = Path(args.out)
+    learn = {"epochs": args.epochs, "replay_size": args.replay_size}
+    results, t_start = [], time.perf_counter()
+    for name in args.streams:
+        for boundary in ("block5", None):
+            tag = "binary-boundary" if boundary else "real-boundary"
+            base = {"stream": STREAMS[name], "seed": args.seed, "learn": learn,
+                    "pretrain": {"epochs": args.pretrain_epochs, **({"binary_boundary": boundary} if boundary else {})}}
+            strategies = ["naive", "cwr", "ar1", "joint"] if boundary else ["ar1"]
+            first = {**base, "strategies": strategies, "out": str(out / f"{name}-{tag}-bits")}
+            res = run_experiment(first, progress=not args.quiet)
+            for r in res["runs"]:
+                r["label"] = f"{r['strategy']}{' 1-bit' if r['strategy'] == 'ar1' else ''} ({tag})"
+            results.append(res)
+            ckpt = res["backbone"]["checkpoint"]
+            res = run_experiment({**base, "strategies": ["ar1"], "checkpoint": ckpt, "out": str(out / f"{name}-{tag}-float32"),
+                                  "learn": {**learn, "replay_storage": "float32"}}, progress=not args.quiet)
+            res["runs"][0]["label"] = f"ar1 float32 ({tag})"
+            results.append(res)
+    table = report_markdown(results)
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), platform.processor())
+    print(f"machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"total {(time.perf_counter() - t_start) / 60:.1f} min")
+    print(table, end="")
+    for name in args.streams:
+        runs = {r["label"]: r for res in results for r in res["runs"] if r["stream"]["name"].startswith(STREAMS[name]["type"])}
+        naive, ar1 = runs.get("naive (binary-boundary)"), runs.get("ar1 1-bit (binary-boundary)")
+        if naive and ar1:
+            print(f"{name}: ar1 1-bit - naive = {(ar1['final_accuracy'] - naive['final_accuracy']) * 100:+.1f} pp")
+        for tag in ("binary-boundary", "real-boundary"):
+            b, f = runs.get(f"ar1 1-bit ({tag})"), runs.get(f"ar1 float32 ({tag})")
+            if b and f:
+                print(f"{name} {tag}: 1-bit - float32 replay = {(b['final_accuracy'] - f['final_accuracy']) * 100:+.2f} pp, "
+                      f"memory {f['bytes']['replay_memory'] / b['bytes']['replay_memory']:.1f}x smaller")
+    (out / "summary.json").write_text(json.dumps({"table": table, "results": results}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

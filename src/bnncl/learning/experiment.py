@@ -1,0 +1,187 @@
+"""``bnncl learn``: a scenario, a pretrained (or freshly pretrained) backbone, one or more strategies; results as
+JSON, figures and a short markdown report in a run directory.
+
+The configuration is a dict (from CLI flags or a TOML file); every section refuses unknown keys, naming the valid ones:
+
+.. code-block:: toml
+
+    dataset = "fashion-mnist"        # or mnist, cifar10, core50 (then give data = "DIR")
+    strategies = ["naive", "cwr", "ar1", "joint"]
+    checkpoint = "runs/base/model.pt"  # optional; without it, the backbone is pretrained on experience 0
+    out = "runs/learn"
+
+    [stream]                           # type: nc | ni | nic | core50; the rest are that factory's options
+    type = "nc"
+    n_experiences = 5
+
+    [pretrain]                         # used when no checkpoint is given
+    epochs = 6
+    binary_boundary = "block5"
+
+    [learn]                            # LearnOptions
+    epochs = 4
+    replay_size = 1500
+    replay_storage = "bits"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import time
+from pathlib import Path
+
+from ..atomic import atomic_write_text
+from ..data import DATASETS, load_dataset
+from ..data import scenarios
+from ..errors import ConfigError
+from .strategy import STRATEGIES, LearnOptions
+
+TOP_KEYS = ("dataset", "data", "dataset_options", "strategies", "checkpoint", "out", "seed", "stream", "pretrain", "learn")
+STREAM_TYPES = ("nc", "ni", "nic", "core50")
+PRETRAIN_KEYS = ("epochs", "batch_size", "lr", "augment", "binary_boundary", "preset")
+
+
+def _check_keys(d: dict, valid, where: str) -> None:
+    bad = sorted(set(d) - set(valid))
+    if bad:
+        raise ConfigError(f"{where}: unknown key {', '.join(bad)} (valid: {', '.join(valid)})")
+
+
+def load_config(path) -> dict:
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+
+
+def validate(cfg: dict) -> dict:
+    """Fill defaults and check every key and value before anything runs."""
+    _check_keys(cfg, TOP_KEYS, "config")
+    cfg = {"dataset": "fashion-mnist", "strategies": ["ar1"], "out": "runs/learn", "seed": 0, "dataset_options": {},
+           **cfg}
+    cfg["stream"] = dict(cfg.get("stream") or {"type": "nc"})
+    cfg["pretrain"] = dict(cfg.get("pretrain") or {})
+    cfg["learn"] = dict(cfg.get("learn") or {})
+    if cfg["dataset"] not in DATASETS:
+        raise ConfigError(f"unknown dataset {cfg['dataset']!r} (valid: {', '.join(DATASETS)})")
+    strategies = cfg["strategies"]
+    if isinstance(strategies, str):
+        strategies = cfg["strategies"] = [strategies]
+    for s in strategies:
+        if s not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {s!r} (valid: {', '.join(STRATEGIES)})")
+    kind = cfg["stream"].get("type", "nc")
+    if kind not in STREAM_TYPES:
+        raise ConfigError(f"unknown scenario {kind!r} (valid: {', '.join(STREAM_TYPES)})")
+    factory = scenarios.core50 if kind == "core50" else scenarios.SCENARIO_FACTORIES[kind]
+    skip = ("train", "test", "root")
+    valid = ["type"] + [p for p in inspect.signature(factory).parameters if p not in skip]
+    _check_keys(cfg["stream"], valid, f"[stream] of type {kind}")
+    if kind == "core50" and cfg["dataset"] != "core50":
+        raise ConfigError("the core50 scenario needs dataset = \"core50\"")
+    _check_keys(cfg["pretrain"], PRETRAIN_KEYS, "[pretrain]")
+    _check_keys(cfg["learn"], [f.name for f in dataclasses.fields(LearnOptions) if f.name != "strategy"], "[learn]")
+    LearnOptions(**{**cfg["learn"], "seed": cfg["learn"].get("seed", cfg["seed"])})  # value checks now, not mid-run
+    return cfg
+
+
+def build_stream(cfg: dict) -> scenarios.Stream:
+    opts = {k: v for k, v in cfg["stream"].items() if k != "type"}
+    kind = cfg["stream"].get("type", "nc")
+    if kind == "core50":
+        if not cfg.get("data"):
+            raise ConfigError("core50: give the directory that holds its files (--data DIR)")
+        return scenarios.core50(cfg["data"], **opts)
+    opts.setdefault("seed", cfg["seed"])
+    train = load_dataset(cfg["dataset"], cfg.get("data"), "train", **cfg["dataset_options"])
+    test = load_dataset(cfg["dataset"], cfg.get("data"), "test", **cfg["dataset_options"])
+    return scenarios.make_stream(kind, train, test, **opts)
+
+
+def backbone_for(cfg: dict, stream: scenarios.Stream, progress: bool):
+    """The checkpoint's model, or one pretrained on experience 0 of the stream (kept in the run directory)."""
+    from ..checkpoint import load_model
+    from .pretrain import PretrainOptions, pretrain
+
+    if cfg.get("checkpoint"):
+        model, _ = load_model(cfg["checkpoint"])
+        if model.config.input_shape != stream.input_shape or model.config.num_classes != stream.num_classes:
+            raise ConfigError(f"{cfg['checkpoint']}: checkpoint takes {model.config.describe()}, but the stream has "
+                              f"{'x'.join(map(str, stream.input_shape))} images and {stream.num_classes} classes")
+        return model, {"checkpoint": cfg["checkpoint"]}
+    exp0 = stream.experiences[0]
+    test = stream.test.select(classes=exp0.classes)
+    opts = PretrainOptions(dataset=cfg["dataset"], data=cfg.get("data"), dataset_options=cfg["dataset_options"],
+                           seed=cfg["seed"], subset=f"{stream.name} experience 0 (seed {cfg['seed']})",
+                           out=str(Path(cfg["out"]) / "pretrain" / "model.pt"), resume=True, progress=progress,
+                           **cfg["pretrain"])
+    model, result = pretrain(opts, data=(exp0.data, test))
+    return model, {"pretrained_on": opts.subset, "checkpoint": opts.out, "pretrain_test_accuracy": result["test"]["accuracy"],
+                   "pretrain_test_set": test.name}
+
+
+def run_experiment(cfg: dict, progress: bool = True) -> dict:
+    from ..plots import accuracy_curves, accuracy_matrix
+    from .run import run_stream
+
+    cfg = validate(cfg)
+    out = Path(cfg["out"])
+    stream = build_stream(cfg)
+    model, origin = backbone_for(cfg, stream, progress)
+    runs = []
+    for s in cfg["strategies"]:
+        options = LearnOptions(**{"seed": cfg["seed"], **cfg["learn"], "strategy": s})
+        t0 = time.perf_counter()
+        runs.append({**run_stream(model, stream, options, progress), "seconds": time.perf_counter() - t0})
+    result = {"config": cfg, "backbone": {**origin, "architecture": model.config.describe()},
+              "stream": stream.describe(), "runs": runs}
+    atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
+    accuracy_curves(runs, out / "accuracy.png", title=stream.describe().split(":")[0])
+    for r in runs:
+        if len(r["accuracy"]) > 1:
+            accuracy_matrix(r, out / f"matrix_{r['strategy']}.png")
+    atomic_write_text(out / "report.md", report_markdown([result]))
+    return result
+
+
+def _pp(v) -> str:
+    return "–" if v is None else f"{v * 100:.1f} pp"
+
+
+def _kib(n) -> str:
+    return "–" if n is None else f"{n / 1024:,.1f} KiB"
+
+
+def table_rows(result: dict) -> list[dict]:
+    rows = []
+    for r in result["runs"]:
+        b = r["bytes"]
+        rows.append({"stream": r["stream"]["name"], "strategy": r.get("label") or r["strategy"],
+                     "lr_layer": r["options"]["lr_layer"], "final": r["final_accuracy"],
+                     "forgetting": r["forgetting"] if len(r["accuracy"]) > 1 else None,
+                     "bwt": r["backward_transfer"] if len(r["accuracy"]) > 1 else None,
+                     "replay": b.get("replay_memory"), "storage": r["options"]["replay_storage"] if "replay_memory" in b else "",
+                     "patterns": r["options"]["replay_size"] if "replay_memory" in b else None,
+                     "trainable": b["trainable_parameters_fp32"], "cwr": b.get("consolidated_rows"),
+                     "seconds": r.get("seconds")})
+    return rows
+
+
+def report_markdown(results: list[dict]) -> str:
+    lines = ["| stream | strategy | LR layer | final accuracy | forgetting | BWT | replay memory | trainable params (fp32) | CWR* rows | time |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for res in results:
+        for r in table_rows(res):
+            replay = f"{_kib(r['replay'])} ({r['patterns']} x {r['storage']})" if r["replay"] else "–"
+            seconds = "–" if r["seconds"] is None else f"{r['seconds']:.0f} s"
+            lines.append(f"| {r['stream']} | {r['strategy']} | {r['lr_layer']} | {r['final'] * 100:.2f} % | "
+                         f"{_pp(r['forgetting'])} | {_pp(r['bwt'])} | {replay} | {_kib(r['trainable'])} | "
+                         f"{_kib(r['cwr'])} | {seconds} |")
+    return "\n".join(lines) + "\n"
