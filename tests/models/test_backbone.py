@@ -167,3 +167,24 @@ def test_normalize_maps_uint8_range_and_layout():
     extremes = normalize(torch.tensor([[[[0], [255]]]], dtype=torch.uint8))
     assert extremes.shape == (1, 1, 1, 2)
     assert extremes.flatten().tolist() == [-1.0, 1.0]
+
+
+def test_binary_boundary_makes_the_split_tensor_exactly_binary():
+    torch.manual_seed(5)
+    cfg = _small_config(binary_boundary="block3")
+    model = build_model(cfg).eval()
+    assert list(model.layers)[:5] == ["stem", "block1", "block2", "binarize", "block3"]
+    assert model.layers["block3"].binary_input and not model.layers["block2"].binary_input
+    frozen, trainable = model.split("block3")
+    x = torch.randn(6, 2, 9, 9)
+    with torch.no_grad():
+        z = frozen(x)
+        assert set(z.unique().tolist()) <= {-1.0, 1.0}
+        assert torch.equal(trainable(z), model(x))
+    assert BackboneConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+@pytest.mark.parametrize("bad", ["block1", "block9", "head", "stem"])
+def test_binary_boundary_must_name_a_later_block(bad):
+    with pytest.raises(ConfigError, match="binary_boundary must name a block after the first"):
+        _small_config(binary_boundary=bad)

@@ -108,7 +108,8 @@ def build_stream(cfg: dict) -> scenarios.Stream:
 def backbone_for(cfg: dict, stream: scenarios.Stream, progress: bool):
     """The checkpoint's model, or one pretrained on experience 0 of the stream (kept in the run directory)."""
     from ..checkpoint import load_model
-    from .pretrain import PretrainOptions, pretrain
+    from ..models import build_model
+    from .pretrain import PretrainOptions, model_config, pretrain
 
     if cfg.get("checkpoint"):
         model, _ = load_model(cfg["checkpoint"])
@@ -117,6 +118,7 @@ def backbone_for(cfg: dict, stream: scenarios.Stream, progress: bool):
                               f"{'x'.join(map(str, stream.input_shape))} images and {stream.num_classes} classes")
         return model, {"checkpoint": cfg["checkpoint"]}
     exp0 = stream.experiences[0]
+    _preflight(cfg, stream, build_model(model_config(PretrainOptions(**cfg["pretrain"]), exp0.data)))  # before minutes of pretraining
     test = stream.test.select(classes=exp0.classes)
     opts = PretrainOptions(dataset=cfg["dataset"], data=cfg.get("data"), dataset_options=cfg["dataset_options"],
                            seed=cfg["seed"], subset=f"{stream.name} experience 0 (seed {cfg['seed']})",
@@ -127,6 +129,20 @@ def backbone_for(cfg: dict, stream: scenarios.Stream, progress: bool):
                    "pretrain_test_set": test.name}
 
 
+def _preflight(cfg: dict, stream: scenarios.Stream, model) -> None:
+    """Check what depends on the model (LR layer, replay size) for every strategy, before anything trains."""
+    from .strategy import default_lr_layer
+
+    total = sum(len(e) for e in stream.experiences)
+    for s in cfg["strategies"]:
+        options = LearnOptions(**{"seed": cfg["seed"], **cfg["learn"], "strategy": s})
+        lr_layer = options.lr_layer or default_lr_layer(model, s)
+        if lr_layer not in model.split_points:
+            raise ConfigError(f"no layer {lr_layer!r} to put the latent-replay layer at (valid: {', '.join(model.split_points)})")
+        if s == "ar1" and options.replay_size > total:
+            raise ConfigError(f"replay size {options.replay_size} is larger than the {total} training patterns of {stream.name}")
+
+
 def run_experiment(cfg: dict, progress: bool = True) -> dict:
     from ..plots import accuracy_curves, accuracy_matrix
     from .run import run_stream
@@ -135,6 +151,7 @@ def run_experiment(cfg: dict, progress: bool = True) -> dict:
     out = Path(cfg["out"])
     stream = build_stream(cfg)
     model, origin = backbone_for(cfg, stream, progress)
+    _preflight(cfg, stream, model)
     runs = []
     for s in cfg["strategies"]:
         options = LearnOptions(**{"seed": cfg["seed"], **cfg["learn"], "strategy": s})
