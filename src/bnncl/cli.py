@@ -142,6 +142,8 @@ def _learn_config(args) -> dict:
         pre["epochs"] = args.pretrain_epochs
     if args.binary_boundary is not None:
         pre["binary_boundary"] = args.binary_boundary
+    if args.pretrain_holdout is not None:
+        pre["holdout"] = args.pretrain_holdout
     if pre:
         cfg["pretrain"] = pre
     learn = dict(cfg.get("learn") or {})
@@ -262,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("backbone")
     g.add_argument("--checkpoint", metavar="PATH", help="pretrained backbone (default: pretrain on experience 0)")
     g.add_argument("--pretrain-epochs", type=int, help="epochs of that pretraining (default 8)")
+    g.add_argument("--pretrain-holdout", type=float, metavar="F",
+                   help="pretrain on a stratified fraction F of the training instances instead, and build the stream "
+                        "from the rest (a disjoint instance split)")
     g.add_argument("--binary-boundary", metavar="BLOCK", help="pretrain with the input of BLOCK binarized in full (1-bit replay there is exact)")
     g = p.add_argument_group("strategy")
     g.add_argument("--strategy", nargs="+", metavar="S", help="one or more of naive, cwr, ar1, joint (default: ar1)")

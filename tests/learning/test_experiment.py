@@ -102,3 +102,16 @@ def test_config_file_and_flag_override(tiny, tmp_path):
     assert res["config"]["stream"]["n_experiences"] == 5 and len(res["runs"][0]["accuracy"]) == 5
     toml.write_text('[learn]\nepoch = 1\n')
     assert main(["learn", "--config", str(toml), "--data", str(tiny / "data"), "--out", str(out), "--quiet"]) == 2
+
+
+def test_holdout_pretrains_on_instances_the_stream_never_sees(tiny, tmp_path):
+    from bnncl.learning.experiment import build_stream
+
+    cfg = validate(_cfg(tiny, tmp_path / "h", pretrain={"epochs": 1, "batch_size": 20, "holdout": 0.3}))
+    stream, held = build_stream(cfg)
+    assert len(held) == 30 and sum(len(e) for e in stream.experiences) == 70
+    key = lambda x: {bytes(im) for im in x.reshape(len(x), -1)}
+    seen = set().union(*(key(e.data.x) for e in stream.experiences))
+    assert not key(held.x) & seen
+    res = run_experiment({**cfg, "strategies": ["cwr"]}, progress=False)
+    assert "held out" in res["backbone"]["pretrained_on"]

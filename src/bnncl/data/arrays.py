@@ -63,19 +63,31 @@ class LabelledArrays:
             keep = keep[np.isin(self.y, classes)]
             name += f" classes {','.join(map(str, classes))}"
         if fraction is not None and fraction != 1:
-            if not 0 < fraction <= 1:
-                raise DataError(f"{self.name}: fraction must be in (0, 1], got {fraction}")
-            rng = np.random.default_rng(seed)
-            chosen = []
-            for c in np.unique(self.y[keep]):
-                idx = keep[self.y[keep] == c]
-                n = max(1, int(round(fraction * len(idx))))
-                chosen.append(rng.choice(idx, size=n, replace=False))
-            keep = np.sort(np.concatenate(chosen)) if chosen else keep
+            keep = self._stratified(keep, fraction, seed)
             name += f" {fraction:g} of instances"
         if len(keep) == len(self) and name == self.name:
             return self
         return self.subset(keep, name)
+
+    def _stratified(self, keep: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+        """A class-stratified random ``fraction`` of the indices ``keep`` (at least one per class), sorted."""
+        if not 0 < fraction <= 1:
+            raise DataError(f"{self.name}: fraction must be in (0, 1], got {fraction}")
+        rng = np.random.default_rng(seed)
+        chosen = []
+        for c in np.unique(self.y[keep]):
+            idx = keep[self.y[keep] == c]
+            n = max(1, int(round(fraction * len(idx))))
+            chosen.append(rng.choice(idx, size=n, replace=False))
+        return np.sort(np.concatenate(chosen)) if chosen else keep
+
+    def split_fraction(self, fraction: float, seed: int = 0) -> tuple["LabelledArrays", "LabelledArrays"]:
+        """(a stratified ``fraction`` of the instances, the rest): disjoint, together the whole set."""
+        if not 0 < fraction < 1:
+            raise DataError(f"{self.name}: a split fraction must be in (0, 1), got {fraction}")
+        part = self._stratified(np.arange(len(self)), fraction, seed)
+        rest = np.setdiff1d(np.arange(len(self)), part)
+        return self.subset(part, f"{self.name} {fraction:g} held out"), self.subset(rest, f"{self.name} rest")
 
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.y, minlength=self.num_classes)

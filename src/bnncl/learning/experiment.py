@@ -40,7 +40,9 @@ from .strategy import STRATEGIES, LearnOptions
 
 TOP_KEYS = ("dataset", "data", "dataset_options", "strategies", "checkpoint", "out", "seed", "stream", "pretrain", "learn")
 STREAM_TYPES = ("nc", "ni", "nic", "core50")
-PRETRAIN_KEYS = ("epochs", "batch_size", "lr", "augment", "binary_boundary", "preset")
+# holdout: pretrain on this stratified fraction of the training instances, and build the stream from the rest
+# (a disjoint instance split); without it, pretraining uses experience 0 of the stream (the reference code's choice).
+PRETRAIN_KEYS = ("epochs", "batch_size", "lr", "augment", "binary_boundary", "preset", "holdout")
 
 
 def _check_keys(d: dict, valid, where: str) -> None:
@@ -92,21 +94,28 @@ def validate(cfg: dict) -> dict:
     return cfg
 
 
-def build_stream(cfg: dict) -> scenarios.Stream:
+def build_stream(cfg: dict) -> tuple[scenarios.Stream, "LabelledArrays | None"]:
+    """The stream, and the held-out pretraining set when ``[pretrain] holdout`` is given."""
     opts = {k: v for k, v in cfg["stream"].items() if k != "type"}
     kind = cfg["stream"].get("type", "nc")
     if kind == "core50":
         if not cfg.get("data"):
             raise ConfigError("core50: give the directory that holds its files (--data DIR)")
-        return scenarios.core50(cfg["data"], **opts)
+        if cfg["pretrain"].get("holdout"):
+            raise ConfigError("[pretrain] holdout does not apply to core50: its scenarios fix every batch")
+        return scenarios.core50(cfg["data"], **opts), None
     opts.setdefault("seed", cfg["seed"])
     train = load_dataset(cfg["dataset"], cfg.get("data"), "train", **cfg["dataset_options"])
     test = load_dataset(cfg["dataset"], cfg.get("data"), "test", **cfg["dataset_options"])
-    return scenarios.make_stream(kind, train, test, **opts)
+    held = None
+    if cfg["pretrain"].get("holdout"):
+        held, train = train.split_fraction(cfg["pretrain"]["holdout"], seed=cfg["seed"])
+    return scenarios.make_stream(kind, train, test, **opts), held
 
 
-def backbone_for(cfg: dict, stream: scenarios.Stream, progress: bool):
-    """The checkpoint's model, or one pretrained on experience 0 of the stream (kept in the run directory)."""
+def backbone_for(cfg: dict, stream: scenarios.Stream, progress: bool, held=None):
+    """The checkpoint's model, or one pretrained on experience 0 of the stream or on the held-out instances
+    (kept in the run directory and reused)."""
     from ..checkpoint import load_model
     from ..models import build_model
     from .pretrain import PretrainOptions, model_config, pretrain
@@ -117,14 +126,17 @@ def backbone_for(cfg: dict, stream: scenarios.Stream, progress: bool):
             raise ConfigError(f"{cfg['checkpoint']}: checkpoint takes {model.config.describe()}, but the stream has "
                               f"{'x'.join(map(str, stream.input_shape))} images and {stream.num_classes} classes")
         return model, {"checkpoint": cfg["checkpoint"]}
-    exp0 = stream.experiences[0]
-    _preflight(cfg, stream, build_model(model_config(PretrainOptions(**cfg["pretrain"]), exp0.data)))  # before minutes of pretraining
-    test = stream.test.select(classes=exp0.classes)
+    pre = {k: v for k, v in cfg["pretrain"].items() if k != "holdout"}
+    if held is not None:
+        base, subset = held, f"{held.name} (seed {cfg['seed']})"
+    else:
+        base, subset = stream.experiences[0].data, f"{stream.name} experience 0 (seed {cfg['seed']})"
+    _preflight(cfg, stream, build_model(model_config(PretrainOptions(**pre), base)))  # before minutes of pretraining
+    test = stream.test.select(classes=sorted(set(base.y.tolist())))
     opts = PretrainOptions(dataset=cfg["dataset"], data=cfg.get("data"), dataset_options=cfg["dataset_options"],
-                           seed=cfg["seed"], subset=f"{stream.name} experience 0 (seed {cfg['seed']})",
-                           out=str(Path(cfg["out"]) / "pretrain" / "model.pt"), resume=True, progress=progress,
-                           **cfg["pretrain"])
-    model, result = pretrain(opts, data=(exp0.data, test))
+                           seed=cfg["seed"], subset=subset, out=str(Path(cfg["out"]) / "pretrain" / "model.pt"),
+                           resume=True, progress=progress, **pre)
+    model, result = pretrain(opts, data=(base, test))
     return model, {"pretrained_on": opts.subset, "checkpoint": opts.out, "pretrain_test_accuracy": result["test"]["accuracy"],
                    "pretrain_test_set": test.name}
 
@@ -149,8 +161,8 @@ def run_experiment(cfg: dict, progress: bool = True) -> dict:
 
     cfg = validate(cfg)
     out = Path(cfg["out"])
-    stream = build_stream(cfg)
-    model, origin = backbone_for(cfg, stream, progress)
+    stream, held = build_stream(cfg)
+    model, origin = backbone_for(cfg, stream, progress, held)
     _preflight(cfg, stream, model)
     runs = []
     for s in cfg["strategies"]:
