@@ -56,6 +56,11 @@ def main():
                                   "learn": {**learn, "replay_storage": "float32"}}, progress=not args.quiet)
             res["runs"][0]["label"] = f"ar1 float32 ({tag})"
             results.append(res)
+            if boundary and name == "nc":  # the minibatch mix: AR1*'s proportional split instead of 50 new + 128 replayed
+                res = run_experiment({**base, "strategies": ["ar1"], "checkpoint": ckpt, "out": str(out / f"{name}-{tag}-proportional"),
+                                      "learn": {**learn, "replay_mix": "proportional", "batch_size": 128}}, progress=not args.quiet)
+                res["runs"][0]["label"] = f"ar1 1-bit, proportional mix of 128 ({tag})"
+                results.append(res)
     table = report_markdown(results)
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), platform.processor())
     print(f"machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "

@@ -70,3 +70,14 @@ def test_failed_rename_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["f.bin"]
+
+
+def test_written_file_gets_the_mode_of_a_plain_open(tmp_path):
+    import stat
+
+    from bnncl.atomic import atomic_write_bytes as write
+
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"x")
+    write(tmp_path / "atomic", b"y")
+    assert stat.S_IMODE((tmp_path / "atomic").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)

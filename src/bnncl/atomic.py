@@ -13,6 +13,12 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Open a temporary binary file beside ``path``; on success it replaces ``path`` atomically.
@@ -26,6 +32,8 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
+            # mkstemp makes the file 0600; give it the mode a plain open() would have (0666 minus the umask).
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -42,3 +42,13 @@ def test_validation():
         LabelledArrays(x, np.array([0, 1, 2]), ("a", "b"), "t")
     with pytest.raises(DataError, match="uint8 NHWC"):
         LabelledArrays(x.astype(np.float32), np.zeros(3, np.int64), ("a", "b"), "t")
+
+
+def test_split_fraction_is_disjoint_stratified_and_complete():
+    d = make(200, 4)
+    part, rest = d.split_fraction(0.3, seed=4)
+    ids_part, ids_rest = set(part.x[:, 0, 0, 0]), set(rest.x[:, 0, 0, 0])
+    assert not ids_part & ids_rest and len(ids_part | ids_rest) == len(d)
+    assert list(part.class_counts()[:4]) == [15] * 4  # 30 % of 50 per class
+    with pytest.raises(DataError, match="split fraction must be in"):
+        d.split_fraction(1.0)

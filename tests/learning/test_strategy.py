@@ -137,7 +137,7 @@ def test_head_holds_consolidated_rows_after_run(monkeypatch, strategy):
 # (c) ---------------------------------------------------------------------------------------------------------------
 
 def test_ar1_cur_counts_replayed_patterns():
-    learner = build_learner(make_model(), options("ar1"))
+    learner = build_learner(make_model(), options("ar1", replay_mix="proportional"))
     rec = Recorder()
     learner.plugins.append(rec)  # after ReplayPlugin and CWRPlugin: sees the cur they use
     replay = next(p for p in learner.plugins if isinstance(p, ReplayPlugin))
@@ -293,3 +293,17 @@ def test_same_seed_same_result(monkeypatch, strategy):
     # a different seed trains differently
     _, l3 = run_capturing(monkeypatch, make_model(), options(strategy, seed=4))
     assert not torch.equal(l3.model.layers["head"].weight, l1.model.layers["head"].weight)
+
+
+def test_fixed_mix_adds_replay_batch_to_every_step():
+    learner = build_learner(make_model(), options("ar1", replay_mix="fixed", batch_size=6, replay_batch=5))
+    rec = Recorder()
+    learner.plugins.append(rec)
+    for exp in STREAM.experiences:
+        learner.train_experience(exp)
+    e0 = STREAM.experiences[0]
+    sizes = [[shape[0] for shape, _ in rec.steps[:8]], [shape[0] for shape, _ in rec.steps[8:]]]
+    assert sizes[0] == [6, 6, 6, 6] * 2  # experience 1: memory empty, 24 new in steps of 6
+    assert sizes[1] == [6 + 5] * 8  # experience 2: 6 new + 5 replayed (of the 8 stored)
+    for _, y in rec.steps[8:]:
+        assert int(np.isin(y.numpy(), e0.classes).sum()) == 5

@@ -38,12 +38,12 @@ class LearnOptions:
     lr_layer: str | None = None  # None: "head" for cwr, else the model's binary boundary or its last stage's first block
     epochs: int = 4
     lr: float = 0.01
-    batch_size: int = 64  # patterns per SGD step (new + replayed with mix "proportional"; new only with "fixed")
+    batch_size: int = 50  # patterns per SGD step (new + replayed with mix "proportional"; new only with "fixed")
     replay_size: int = 1500
     replay_storage: str = "bits"
     replay_update: str = "balanced"
-    replay_mix: str = "proportional"
-    replay_batch: int = 64  # replayed patterns per step with mix "fixed"
+    replay_mix: str = "fixed"  # B's code: 50 new + 128 replayed per step (BENCHMARKS.md compares the mixes)
+    replay_batch: int = 128  # replayed patterns per step with mix "fixed"
     seed: int = 0
 
     def __post_init__(self):
