@@ -125,7 +125,8 @@ def _learn_config(args) -> dict:
     stream = dict(cfg.get("stream") or {})
     if args.stream:
         stream["type"] = args.stream
-    for flag, key in (("experiences", "n_experiences"), ("first", "first"), ("shift", "shift"), ("batches", "n_batches")):
+    for flag, key in (("experiences", "n_experiences"), ("first", "first"), ("shift", "shift"), ("batches", "n_batches"),
+                      ("order", "order")):
         if getattr(args, flag) is not None:
             stream[key] = getattr(args, flag)
     core50 = {k: getattr(args, k) for k in ("scenario", "run", "labels") if getattr(args, k) is not None}
@@ -259,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stream", choices=("nc", "ni", "nic", "core50"), help="scenario type (default: nc)")
     g.add_argument("--experiences", type=int, help="nc/ni: number of experiences (default 5)")
     g.add_argument("--first", type=int, help="nc/nic: classes in the first experience")
+    g.add_argument("--order", type=_int_list, metavar="I,J,..", help="nc: class order (default: drawn from the seed), "
+                                                                     "e.g. the base classes of a checkpoint first")
     g.add_argument("--shift", choices=("none", "rotation", "contrast", "noise"), help="ni: domain shift along the stream")
     g.add_argument("--batches", type=int, help="nic: number of small batches after the first experience (default 40)")
     g = p.add_argument_group("backbone")

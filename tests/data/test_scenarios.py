@@ -229,3 +229,13 @@ def test_ni_refuses_more_experiences_than_the_smallest_class_has_patterns():
     with pytest.raises(ConfigError, match=r"n_experiences must be in 1\.\.2 \(patterns of the smallest class\), got 3"):
         ni(data, data, n_experiences=3)
     assert all(e.classes == [0, 1] for e in ni(data, data, n_experiences=2).experiences)
+
+
+def test_nc_explicit_order_puts_base_classes_first():
+    train = dataset()
+    k = len(np.unique(train.y))
+    order = list(range(k))[::-1]
+    s = nc(train, train, n_experiences=k, order=order)
+    assert [e.classes for e in s.experiences] == [[c] for c in order]
+    with pytest.raises(ConfigError, match="order must list each class present exactly once"):
+        nc(train, train, n_experiences=k, order=order[:-1])

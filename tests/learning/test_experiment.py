@@ -22,7 +22,7 @@ def one_thread():
 @pytest.mark.parametrize("cfg,message", [
     ({"strategies": ["ar1", "ewc"]}, "unknown strategy 'ewc' (valid: naive, cwr, ar1, joint)"),
     ({"stream": {"type": "nx"}}, "unknown scenario 'nx' (valid: nc, ni, nic, core50)"),
-    ({"stream": {"type": "nc", "n_experience": 5}}, "[stream] of type nc: unknown key n_experience (valid: type, n_experiences, first, seed)"),
+    ({"stream": {"type": "nc", "n_experience": 5}}, "[stream] of type nc: unknown key n_experience (valid: type, n_experiences, first, seed, order)"),
     ({"learn": {"replay_sise": 10}}, "[learn]: unknown key replay_sise (valid: lr_layer, epochs"),
     ({"learn": {"replay_storage": "int4"}}, "unknown replay_storage 'int4' (valid: bits, float32)"),
     ({"pretrain": {"epoch": 3}}, "[pretrain]: unknown key epoch (valid: epochs"),

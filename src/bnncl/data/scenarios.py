@@ -76,9 +76,18 @@ def _class_order(data: LabelledArrays, seed: int) -> list[int]:
 
 
 def nc(train: LabelledArrays, test: LabelledArrays, n_experiences: int = 5, first: int | None = None,
-       seed: int = 0) -> Stream:
-    """Class-incremental: ``first`` classes (or an equal share) in experience 0, the rest split evenly."""
-    order = _class_order(train, seed)
+       seed: int = 0, order: list[int] | None = None) -> Stream:
+    """Class-incremental: ``first`` classes (or an equal share) in experience 0, the rest split evenly.
+
+    The class order comes from ``seed``, or is given as ``order`` (e.g. the base classes a checkpoint was pretrained
+    on first)."""
+    if order is None:
+        order = _class_order(train, seed)
+    else:
+        order = [int(c) for c in order]
+        present = sorted(np.unique(train.y).tolist())
+        if sorted(order) != present:
+            raise ConfigError(f"NC: order must list each class present exactly once ({present}), got {order}")
     k = len(order)
     if not 1 <= n_experiences <= k:
         raise ConfigError(f"NC: n_experiences must be in 1..{k} (classes present), got {n_experiences}")
