@@ -109,7 +109,7 @@ def test_nbytes_formula_and_ratio():
     p = 512 * 4 * 4
     bits, f32 = LatentMemory(cap, shape, "bits"), LatentMemory(cap, shape, "float32")
     # documented: stored patterns + int16 labels at full capacity (+ float32 per-channel scale for bits)
-    assert bits.nbytes() == cap * math.ceil(p / 8) + cap * 2 + 512 * 4
+    assert bits.nbytes() == cap * math.ceil(p / 8) + cap * 2 + 512 * 8  # float32 scale and offset per channel
     assert f32.nbytes() == cap * p * 4 + cap * 2
     ratio = bits.nbytes() / f32.nbytes()
     assert 1 / 32 <= ratio < 1 / 31
@@ -289,3 +289,20 @@ def test_errors():
     with pytest.raises(ConfigError, match=">= 0"):
         LatentMemory(-1, FP_SHAPE, "bits")
     assert len(mem) == 0
+
+
+def test_offset_makes_the_consumers_signs_exact():
+    """With the next block's shift o as offset, sign(decoded + o) == sign(x + o) for every stored value."""
+    rng = np.random.default_rng(11)
+    shape = (3, 2, 2)
+    o = np.array([0.5, -0.3, 0.0], np.float32)
+    x = rng.standard_normal((10, *shape)).astype(np.float32)
+    mem = LatentMemory(10, shape, "bits", offset=o)
+    mem.update(x, np.arange(10), "balanced", rng)  # one class per pattern: the label says which pattern a slot holds
+    dec = mem.decode(np.arange(10))
+    ob = o.reshape(3, 1, 1)
+    src = x[mem.labels[:10].astype(int)]
+    np.testing.assert_array_equal(dec + ob >= 0, src + ob >= 0)
+    # Decoded magnitudes: |decoded + o| is the per-channel mean |x + o| of what was stored.
+    scale = np.abs(x + ob).mean(axis=(0, 2, 3))
+    np.testing.assert_allclose(np.abs(dec + ob), np.broadcast_to(scale.reshape(3, 1, 1), dec.shape), rtol=1e-6)

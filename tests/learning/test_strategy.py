@@ -217,7 +217,7 @@ def test_run_stream_result(monkeypatch, strategy):
         assert r["bytes"]["consolidated_rows"] == 4 * 4 * 8 + 4 * 4  # 4 classes x 8 features + int32 counts
     if strategy == "ar1":
         assert r["latent_shape"] == [4, 8, 8]  # block2's input: block1's output at 8x8
-        assert r["bytes"]["replay_memory"] == 8 * (4 * 8 * 8 // 8) + 8 * 2 + 4 * 4
+        assert r["bytes"]["replay_memory"] == 8 * (4 * 8 * 8 // 8) + 8 * 2 + 4 * 8
     assert r["stream"]["experiences"] == len(STREAM)
     assert r["options"]["lr_layer"] == learner.lr_layer
 

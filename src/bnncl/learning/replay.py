@@ -1,9 +1,12 @@
 """Latent replay memory (METHOD §4). NumPy only: the device learner uses the same memory.
 
 Patterns are latent-replay (LR) layer activations with their labels, stored either as float32 or as **1-bit packed
-signs** (8 per byte, 32x smaller). A 1-bit pattern is decoded as ``sign(x) * s[c]``, with ``s[c]`` the mean ``|x|`` of
-channel ``c`` over every pattern stored so far (one float per channel, not per pattern). Where the LR layer output is
-already ±1 (a backbone with ``binary_boundary``), ``s`` is exactly 1 and 1-bit storage loses nothing.
+signs** (8 per byte, 32x smaller). With a per-channel ``offset`` ``o`` (the learnable shift the next block applies
+before its sign), a 1-bit pattern stores ``sign(x + o)`` and decodes as ``sign(x + o) * s[c] - o[c]``, with ``s[c]``
+the mean ``|x + o|`` of channel ``c`` over every pattern stored so far (one float per channel, not per pattern). The
+next block's binary conv then sees exactly the signs it would have computed from ``x``; only its real-valued
+shortcut gets the approximation. Where the LR layer output is already ±1 (a backbone with ``binary_boundary``), the
+offset is 0, ``s`` is exactly 1 and 1-bit storage loses nothing.
 
 Update rules at the end of experience ``i`` (``M`` slots):
 
@@ -24,7 +27,7 @@ UPDATE_RULES = ("ar1", "balanced")
 
 
 class LatentMemory:
-    def __init__(self, capacity: int, latent_shape, storage: str = "bits"):
+    def __init__(self, capacity: int, latent_shape, storage: str = "bits", offset: np.ndarray | None = None):
         if storage not in STORAGES:
             raise ConfigError(f"unknown replay storage {storage!r} (valid: {', '.join(STORAGES)})")
         if capacity < 0:
@@ -42,15 +45,17 @@ class LatentMemory:
         channels = self.latent_shape[0]
         self._abs_sum = np.zeros(channels, np.float64)  # for the per-channel decode scale
         self._abs_count = 0
+        self.offset = np.zeros(channels, np.float32) if offset is None else np.asarray(offset, np.float32).reshape(channels)
+        self._offset_b = self.offset.reshape(-1, *([1] * (len(self.latent_shape) - 1)))  # broadcast over H, W
 
     def __len__(self) -> int:
         return self.size
 
     # -- storage -------------------------------------------------------------------------------------------------
     def _encode(self, latents: np.ndarray) -> np.ndarray:
+        if self.storage == "bits":  # sign(0) = +1, as everywhere in bnncl
+            return np.packbits((latents + self._offset_b).reshape(len(latents), -1) >= 0, axis=1)
         flat = latents.reshape(len(latents), -1)
-        if self.storage == "bits":
-            return np.packbits(flat >= 0, axis=1)  # sign(0) = +1, as everywhere in bnncl
         return flat.astype(np.float32)
 
     @property
@@ -65,7 +70,7 @@ class LatentMemory:
             return self.data[index].reshape(len(index), *self.latent_shape)
         signs = np.unpackbits(self.data[index], axis=1, count=self.pattern_size).astype(np.float32) * 2 - 1
         signs = signs.reshape(len(index), *self.latent_shape)
-        return signs * self.channel_scale.reshape(-1, *([1] * (len(self.latent_shape) - 1)))
+        return signs * self.channel_scale.reshape(self._offset_b.shape) - self._offset_b
 
     def _store(self, slots: np.ndarray, latents: np.ndarray, labels: np.ndarray) -> None:
         self.data[slots] = self._encode(latents)
@@ -74,7 +79,7 @@ class LatentMemory:
     def _account(self, latents: np.ndarray) -> None:
         axes = (0,) + tuple(range(2, latents.ndim))
         per_channel_count = latents.size // self.latent_shape[0]
-        self._abs_sum += np.abs(latents).astype(np.float64).sum(axis=axes)
+        self._abs_sum += np.abs(latents + self._offset_b).astype(np.float64).sum(axis=axes)
         self._abs_count += per_channel_count
 
     # -- update rules --------------------------------------------------------------------------------------------
@@ -137,8 +142,9 @@ class LatentMemory:
         return np.bincount(self.labels[: self.size], minlength=num_classes)
 
     def nbytes(self) -> int:
-        """Bytes of the stored patterns and int16 labels at full capacity, plus the float32 per-channel decode scale."""
-        return self.data.nbytes + self.labels.nbytes + (self.latent_shape[0] * 4 if self.storage == "bits" else 0)
+        """Bytes of the stored patterns and int16 labels at full capacity, plus the float32 per-channel decode scale
+        and offset."""
+        return self.data.nbytes + self.labels.nbytes + (self.latent_shape[0] * 8 if self.storage == "bits" else 0)
 
 
 def _balanced_quota(counts: dict, capacity: int) -> dict:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..data.scenarios import Experience
 from ..errors import ConfigError
+from ..layers import LearnableBias
 from ..models import BinaryResNet, normalize
 from ..quantizers import clip_latent_weights
 from .cwr import CWRStar
@@ -227,6 +228,16 @@ class Learner:
         return out
 
 
+def _sign_offset(model: BinaryResNet, lr_layer: str) -> np.ndarray | None:
+    """The shift the LR layer's consumer applies before its sign (taken once, from the pretrained model), so 1-bit
+    replay stores exactly the signs that block's binary conv uses. None where the LR tensor is already ±1."""
+    block = model.layers[lr_layer]
+    shift = getattr(block, "shift", None)
+    if isinstance(shift, LearnableBias):
+        return shift.bias.detach().numpy().copy()
+    return None
+
+
 def build_learner(model: BinaryResNet, options: LearnOptions) -> Learner:
     """The template with the plugins of ``options.strategy``."""
     lr_layer = options.lr_layer or default_lr_layer(model, options.strategy)
@@ -238,7 +249,7 @@ def build_learner(model: BinaryResNet, options: LearnOptions) -> Learner:
             shape = learner.latent_shape
             if options.replay_size < 1:
                 raise ConfigError("ar1 needs a replay memory: replay_size must be at least 1")
-            memory = LatentMemory(options.replay_size, shape, options.replay_storage)
+            memory = LatentMemory(options.replay_size, shape, options.replay_storage, offset=_sign_offset(model, lr_layer))
             learner.plugins.append(ReplayPlugin(memory, options.replay_update, options.replay_mix, options.replay_batch, options.seed))
         learner.plugins.append(CWRPlugin(model.config.num_classes, model.feature_dim))  # after replay: cur includes memory
     return learner
