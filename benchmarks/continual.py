@@ -34,6 +34,9 @@ def main():
     ap.add_argument("--epochs", type=int, default=4, help="epochs per experience")
     ap.add_argument("--replay-size", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--storage-only", action="store_true",
+                    help="only the replay-storage comparison (ar1 1-bit with the binary boundary; ar1 1-bit and float32 "
+                         "without it), e.g. to repeat it with another --seed")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
 
@@ -45,18 +48,20 @@ def main():
             tag = "binary-boundary" if boundary else "real-boundary"
             base = {"stream": STREAMS[name], "seed": args.seed, "learn": learn,
                     "pretrain": {"epochs": args.pretrain_epochs, **({"binary_boundary": boundary} if boundary else {})}}
-            strategies = ["naive", "cwr", "ar1", "joint"] if boundary else ["ar1"]
+            strategies = ["naive", "cwr", "ar1", "joint"] if boundary and not args.storage_only else ["ar1"]
             first = {**base, "strategies": strategies, "out": str(out / f"{name}-{tag}-bits")}
             res = run_experiment(first, progress=not args.quiet)
             for r in res["runs"]:
                 r["label"] = f"{r['strategy']}{' 1-bit' if r['strategy'] == 'ar1' else ''} ({tag})"
             results.append(res)
             ckpt = res["backbone"]["checkpoint"]
+            if boundary and args.storage_only:
+                continue
             res = run_experiment({**base, "strategies": ["ar1"], "checkpoint": ckpt, "out": str(out / f"{name}-{tag}-float32"),
                                   "learn": {**learn, "replay_storage": "float32"}}, progress=not args.quiet)
             res["runs"][0]["label"] = f"ar1 float32 ({tag})"
             results.append(res)
-            if boundary and name == "nc":  # the minibatch mix: AR1*'s proportional split instead of 50 new + 128 replayed
+            if boundary and name == "nc" and not args.storage_only:  # the minibatch mix: AR1*'s proportional split instead of 50 new + 128 replayed
                 res = run_experiment({**base, "strategies": ["ar1"], "checkpoint": ckpt, "out": str(out / f"{name}-{tag}-proportional"),
                                       "learn": {**learn, "replay_mix": "proportional", "batch_size": 128}}, progress=not args.quiet)
                 res["runs"][0]["label"] = f"ar1 1-bit, proportional mix of 128 ({tag})"
@@ -76,6 +81,11 @@ def main():
             if b and f:
                 print(f"{name} {tag}: 1-bit - float32 replay = {(b['final_accuracy'] - f['final_accuracy']) * 100:+.2f} pp, "
                       f"memory {f['bytes']['replay_memory'] / b['bytes']['replay_memory']:.1f}x smaller")
+        b, f = runs.get("ar1 1-bit (binary-boundary)"), runs.get("ar1 float32 (real-boundary)")
+        if b and f:
+            print(f"{name}: 1-bit replay with the binary boundary - float32 replay without it = "
+                  f"{(b['final_accuracy'] - f['final_accuracy']) * 100:+.2f} pp, "
+                  f"memory {f['bytes']['replay_memory'] / b['bytes']['replay_memory']:.1f}x smaller")
     (out / "summary.json").write_text(json.dumps({"table": table, "results": results}, indent=1) + "\n")
 
 

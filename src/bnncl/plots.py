@@ -21,6 +21,7 @@ def accuracy_curves(runs: list[dict], path, title: str | None = None) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     longest = max(len(r["accuracy"]) for r in runs)
@@ -32,6 +33,7 @@ def accuracy_curves(runs: list[dict], path, title: str | None = None) -> None:
         else:
             ax.plot(np.arange(1, len(acc) + 1), acc, marker="o" if len(acc) <= 20 else None, ms=3, label=label)
     ax.set_xlabel("experience")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
