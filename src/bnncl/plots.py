@@ -9,6 +9,15 @@ import numpy as np
 from .atomic import atomic_write_bytes
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _save(fig, path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -17,12 +26,9 @@ def _save(fig, path) -> None:
 
 def accuracy_curves(runs: list[dict], path, title: str | None = None) -> None:
     """Test accuracy after each experience, one line per run; a joint run (one point) as a dashed line."""
-    import matplotlib
+    from matplotlib.ticker import MaxNLocator
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     longest = max(len(r["accuracy"]) for r in runs)
     for r in runs:
@@ -33,7 +39,7 @@ def accuracy_curves(runs: list[dict], path, title: str | None = None) -> None:
         else:
             ax.plot(np.arange(1, len(acc) + 1), acc, marker="o" if len(acc) <= 20 else None, ms=3, label=label)
     ax.set_xlabel("experience")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
@@ -45,11 +51,7 @@ def accuracy_curves(runs: list[dict], path, title: str | None = None) -> None:
 
 def accuracy_matrix(run: dict, path) -> None:
     """Per-class test accuracy (columns) after each experience (rows)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     m = np.array([[np.nan if v is None else v for v in row] for row in run["accuracy_matrix"]], dtype=float) * 100
     fig, ax = plt.subplots(figsize=(0.45 * m.shape[1] + 2.5, 0.3 * m.shape[0] + 2))
     im = ax.imshow(m, aspect="auto", cmap="viridis", vmin=0, vmax=100, interpolation="nearest")

@@ -15,6 +15,7 @@ Every factory is deterministic given its seed and keeps the dataset's label numb
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -223,15 +224,18 @@ def core50(root, scenario: str = "nicv2_391", run: int = 0, labels: str = "categ
 SCENARIO_FACTORIES = {"nc": nc, "ni": ni, "nic": nic}
 
 
+def scenario_options(factory) -> list[str]:
+    """The options a scenario factory takes, besides its data (train/test arrays or the CORe50 root)."""
+    return [p for p in inspect.signature(factory).parameters if p not in ("train", "test", "root")]
+
+
 def make_stream(scenario: str, train: LabelledArrays, test: LabelledArrays, **options) -> Stream:
     """Build a named scenario, refusing unknown option names with the valid ones listed."""
-    import inspect
-
     try:
         factory = SCENARIO_FACTORIES[scenario]
     except KeyError:
         raise ConfigError(f"unknown scenario {scenario!r} (valid: {', '.join(SCENARIO_FACTORIES)}, core50)") from None
-    valid = [p for p in inspect.signature(factory).parameters if p not in ("train", "test")]
+    valid = scenario_options(factory)
     bad = sorted(set(options) - set(valid))
     if bad:
         raise ConfigError(f"scenario {scenario!r} has no option {', '.join(bad)} (valid: {', '.join(valid)})")

@@ -27,13 +27,12 @@ The configuration is a dict (from CLI flags or a TOML file); every section refus
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import time
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from ..data import DATASETS, load_dataset
+from ..data import DATASETS, LabelledArrays, load_dataset
 from ..data import scenarios
 from ..errors import ConfigError
 from .strategy import STRATEGIES, LearnOptions
@@ -83,18 +82,23 @@ def validate(cfg: dict) -> dict:
     if kind not in STREAM_TYPES:
         raise ConfigError(f"unknown scenario {kind!r} (valid: {', '.join(STREAM_TYPES)})")
     factory = scenarios.core50 if kind == "core50" else scenarios.SCENARIO_FACTORIES[kind]
-    skip = ("train", "test", "root")
-    valid = ["type"] + [p for p in inspect.signature(factory).parameters if p not in skip]
+    valid = ["type"] + scenarios.scenario_options(factory)
     _check_keys(cfg["stream"], valid, f"[stream] of type {kind}")
     if kind == "core50" and cfg["dataset"] != "core50":
         raise ConfigError("the core50 scenario needs dataset = \"core50\"")
     _check_keys(cfg["pretrain"], PRETRAIN_KEYS, "[pretrain]")
     _check_keys(cfg["learn"], [f.name for f in dataclasses.fields(LearnOptions) if f.name != "strategy"], "[learn]")
-    LearnOptions(**{**cfg["learn"], "seed": cfg["learn"].get("seed", cfg["seed"])})  # value checks now, not mid-run
+    for s in strategies:
+        learn_options(cfg, s)  # value checks now, not mid-run
     return cfg
 
 
-def build_stream(cfg: dict) -> tuple[scenarios.Stream, "LabelledArrays | None"]:
+def learn_options(cfg: dict, strategy: str) -> LearnOptions:
+    """The ``[learn]`` section for one strategy; the top-level seed unless ``[learn]`` sets its own."""
+    return LearnOptions(**{"seed": cfg["seed"], **cfg["learn"], "strategy": strategy})
+
+
+def build_stream(cfg: dict) -> tuple[scenarios.Stream, LabelledArrays | None]:
     """The stream, and the held-out pretraining set when ``[pretrain] holdout`` is given."""
     opts = {k: v for k, v in cfg["stream"].items() if k != "type"}
     kind = cfg["stream"].get("type", "nc")
@@ -125,6 +129,7 @@ def backbone_for(cfg: dict, stream: scenarios.Stream, progress: bool, held=None)
         if model.config.input_shape != stream.input_shape or model.config.num_classes != stream.num_classes:
             raise ConfigError(f"{cfg['checkpoint']}: checkpoint takes {model.config.describe()}, but the stream has "
                               f"{'x'.join(map(str, stream.input_shape))} images and {stream.num_classes} classes")
+        _preflight(cfg, stream, model)
         return model, {"checkpoint": cfg["checkpoint"]}
     pre = {k: v for k, v in cfg["pretrain"].items() if k != "holdout"}
     if held is not None:
@@ -143,16 +148,10 @@ def backbone_for(cfg: dict, stream: scenarios.Stream, progress: bool, held=None)
 
 def _preflight(cfg: dict, stream: scenarios.Stream, model) -> None:
     """Check what depends on the model (LR layer, replay size) for every strategy, before anything trains."""
-    from .strategy import default_lr_layer
+    from .run import check_run
 
-    total = sum(len(e) for e in stream.experiences)
     for s in cfg["strategies"]:
-        options = LearnOptions(**{"seed": cfg["seed"], **cfg["learn"], "strategy": s})
-        lr_layer = options.lr_layer or default_lr_layer(model, s)
-        if lr_layer not in model.split_points:
-            raise ConfigError(f"no layer {lr_layer!r} to put the latent-replay layer at (valid: {', '.join(model.split_points)})")
-        if s == "ar1" and options.replay_size > total:
-            raise ConfigError(f"replay size {options.replay_size} is larger than the {total} training patterns of {stream.name}")
+        check_run(model, stream, learn_options(cfg, s))
 
 
 def run_experiment(cfg: dict, progress: bool = True) -> dict:
@@ -162,13 +161,11 @@ def run_experiment(cfg: dict, progress: bool = True) -> dict:
     cfg = validate(cfg)
     out = Path(cfg["out"])
     stream, held = build_stream(cfg)
-    model, origin = backbone_for(cfg, stream, progress, held)
-    _preflight(cfg, stream, model)
+    model, origin = backbone_for(cfg, stream, progress, held)  # checks every strategy's options against the model
     runs = []
     for s in cfg["strategies"]:
-        options = LearnOptions(**{"seed": cfg["seed"], **cfg["learn"], "strategy": s})
         t0 = time.perf_counter()
-        runs.append({**run_stream(model, stream, options, progress), "seconds": time.perf_counter() - t0})
+        runs.append({**run_stream(model, stream, learn_options(cfg, s), progress), "seconds": time.perf_counter() - t0})
     result = {"config": cfg, "backbone": {**origin, "architecture": model.config.describe()},
               "stream": stream.describe(), "runs": runs}
     atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")

@@ -60,7 +60,7 @@ class LatentMemory:
 
     @property
     def channel_scale(self) -> np.ndarray:
-        """Per-channel mean |x| of every pattern stored so far (1 where nothing was stored)."""
+        """Per-channel mean |x + offset| of every pattern stored so far (1 where nothing was stored)."""
         if not self._abs_count:
             return np.ones(self.latent_shape[0], np.float32)
         return (self._abs_sum / self._abs_count).astype(np.float32)

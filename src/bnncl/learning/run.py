@@ -14,7 +14,7 @@ from ..data.scenarios import Experience, Stream
 from ..errors import ConfigError
 from ..metrics import backward_transfer, first_seen, forgetting, per_class_accuracy
 from ..models import BinaryResNet
-from .strategy import LearnOptions, build_learner
+from .strategy import LearnOptions, build_learner, resolve_lr_layer
 
 
 def joint_experience(stream: Stream) -> Experience:
@@ -24,15 +24,21 @@ def joint_experience(stream: Stream) -> Experience:
     return Experience(0, LabelledArrays(np.concatenate(xs), np.concatenate(ys), stream.class_names, f"{stream.name} joint"))
 
 
-def run_stream(model: BinaryResNet, stream: Stream, options: LearnOptions, progress: bool = True) -> dict:
-    """Train a copy of ``model`` on ``stream`` with ``options``; returns a JSON-able result."""
+def check_run(model: BinaryResNet, stream: Stream, options: LearnOptions) -> None:
+    """Everything that can make ``run_stream`` fail on its input, checked without training anything."""
     if model.config.num_classes != stream.num_classes:
         raise ConfigError(f"the model's head has {model.config.num_classes} classes, the stream {stream.num_classes}")
     if model.config.input_shape != stream.input_shape:
         raise ConfigError(f"the model takes {model.config.input_shape} images, the stream has {stream.input_shape}")
+    resolve_lr_layer(model, options)
     total = sum(len(e) for e in stream.experiences)
     if options.strategy == "ar1" and options.replay_size > total:
         raise ConfigError(f"replay size {options.replay_size} is larger than the {total} training patterns of {stream.name}")
+
+
+def run_stream(model: BinaryResNet, stream: Stream, options: LearnOptions, progress: bool = True) -> dict:
+    """Train a copy of ``model`` on ``stream`` with ``options``; returns a JSON-able result."""
+    check_run(model, stream, options)
     model = copy.deepcopy(model)
     learner = build_learner(model, options)
     experiences = [joint_experience(stream)] if options.strategy == "joint" else list(stream.experiences)

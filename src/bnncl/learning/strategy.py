@@ -15,6 +15,7 @@ replay + CWR*, training above the LR layer: work B / AR1*), ``joint`` (every exp
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -79,6 +80,14 @@ def default_lr_layer(model: BinaryResNet, strategy: str) -> str:
         return model.config.binary_boundary
     first_of_last_stage = sum(s[1] for s in model.config.stages[:-1]) + 1
     return f"block{first_of_last_stage}"
+
+
+def resolve_lr_layer(model: BinaryResNet, options: LearnOptions) -> str:
+    """The LR layer ``options`` ask for (or the strategy's default), checked against the model's split points."""
+    lr_layer = options.lr_layer or default_lr_layer(model, options.strategy)
+    if lr_layer not in model.split_points:
+        raise ConfigError(f"no layer {lr_layer!r} to put the latent-replay layer at (valid: {', '.join(model.split_points)})")
+    return lr_layer
 
 
 class Plugin:
@@ -148,7 +157,7 @@ class Learner:
 
     def __init__(self, model: BinaryResNet, options: LearnOptions, plugins: list[Plugin] = (), lr_layer: str | None = None):
         self.model, self.options, self.plugins = model, options, list(plugins)
-        self.lr_layer = lr_layer or options.lr_layer or default_lr_layer(model, options.strategy)
+        self.lr_layer = lr_layer or resolve_lr_layer(model, options)
         self.frozen, self.trainable = model.split(self.lr_layer)
         for p in self.frozen.parameters():
             p.requires_grad_(False)
@@ -175,8 +184,6 @@ class Learner:
         return [p for p in self.trainable.parameters() if p.requires_grad]
 
     def train_experience(self, exp: Experience) -> None:
-        import time
-
         self.exp = exp
         self.new_latents = self.latents(exp.data.x)
         self.new_labels = torch.from_numpy(exp.data.y)
@@ -240,9 +247,7 @@ def _sign_offset(model: BinaryResNet, lr_layer: str) -> np.ndarray | None:
 
 def build_learner(model: BinaryResNet, options: LearnOptions) -> Learner:
     """The template with the plugins of ``options.strategy``."""
-    lr_layer = options.lr_layer or default_lr_layer(model, options.strategy)
-    if lr_layer not in model.split_points:
-        raise ConfigError(f"no layer {lr_layer!r} to put the latent-replay layer at (valid: {', '.join(model.split_points)})")
+    lr_layer = resolve_lr_layer(model, options)
     learner = Learner(model, options, lr_layer=lr_layer)
     if options.strategy in ("cwr", "ar1"):
         if options.strategy == "ar1":
