@@ -1,8 +1,8 @@
 """Continual-learning benchmark on Fashion-MNIST (torch simulation): NC 5x2 and a NICv2-style stream.
 
 For each stream: the backbone is pretrained on experience 0 (twice: with the binary boundary at block5, where 1-bit
-latent replay is exact, and without it, where 1-bit replay decodes sign(x) * per-channel mean |x|), then every strategy
-runs over the whole stream. Prints one markdown table (BENCHMARKS.md holds the latest) and the two checks of issue 3:
+latent replay is exact, and without it, where 1-bit replay stores sign(x + o) for block5's shift o and decodes it as
+sign(x + o) * s - o with a per-channel scale s), then every strategy runs over the whole stream. Prints one markdown table (BENCHMARKS.md holds the latest) and the two checks of issue 3:
 ar1 - naive on NC, and 1-bit vs float32 replay at the same number of patterns.
 
 Usage: python benchmarks/continual.py [--out runs/bench/continual] [--streams nc nic] [--epochs N] [--replay-size M]
@@ -11,14 +11,11 @@ Each configuration is a `bnncl learn` run; its directory holds result.json, repo
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
-import torch
-
 from bnncl.learning.experiment import report_markdown, run_experiment
+from machine import describe_machine
 
 STREAMS = {
     "nc": {"type": "nc", "n_experiences": 5},
@@ -67,9 +64,7 @@ def main():
                 res["runs"][0]["label"] = f"ar1 1-bit, proportional mix of 128 ({tag})"
                 results.append(res)
     table = report_markdown(results)
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), platform.processor())
-    print(f"machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"total {(time.perf_counter() - t_start) / 60:.1f} min")
+    print(f"machine: {describe_machine()}; total {(time.perf_counter() - t_start) / 60:.1f} min")
     print(table, end="")
     for name in args.streams:
         runs = {r["label"]: r for res in results for r in res["runs"] if r["stream"]["name"].startswith(STREAMS[name]["type"])}

@@ -6,25 +6,13 @@ Usage: python benchmarks/pretrain.py [--epochs N] [--out DIR] [--preset NAME]
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
-import torch
 
 from bnncl.learning.pretrain import PretrainOptions, pretrain
 from bnncl.models.summary import summarize
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from machine import describe_machine
 
 
 def main():
@@ -50,7 +38,7 @@ def main():
         "deployed_bytes": s["bytes_deployed"],
         "fp32_bytes": s["bytes_fp32"],
         "fp32_over_deployed": s["fp32_over_deployed"],
-        "machine": f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "machine": describe_machine(),
     }
     (out / "result.json").write_text(json.dumps({**row, "history": result["history"]}, indent=2) + "\n")
     print(f"machine: {row['machine']}")

@@ -1,13 +1,11 @@
 """The command line: summary, pretrain, evaluate, and one-line errors for bad input."""
 
-import gzip
 import json
 import re
 import subprocess
 import sys
 
 import pytest
-import torch
 
 from bnncl.checkpoint import save_checkpoint
 from bnncl.cli import main
