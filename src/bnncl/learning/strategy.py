@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -174,7 +175,7 @@ class Learner:
                for i in range(0, len(x_uint8), batch_size)]
         return torch.cat(out)
 
-    @property
+    @cached_property  # the frozen part never changes
     def latent_shape(self) -> tuple[int, ...]:
         h, w, c = self.model.config.input_shape
         with torch.no_grad():
