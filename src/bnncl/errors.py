@@ -15,3 +15,7 @@ class CheckpointError(BnnclError):
 
 class ConfigError(BnnclError):
     """An option or configuration value is invalid (unknown name, out of range)."""
+
+
+class ModelFileError(BnnclError):
+    """A device model file is missing, truncated, corrupt, altered, or from a newer bnncl."""

@@ -1,10 +1,17 @@
-"""Binary kernels: XNOR-popcount GEMM and convolution on packed signs, each a numba kernel with a plain NumPy
-reference beside it (tests hold the two equal).
+"""Device kernels: XNOR-popcount GEMM and convolution on packed signs, the float stem convolution, pooling, the
+fused threshold/sign packing and the block epilogue. Each numba kernel has a plain NumPy reference beside it
+(``*_reference``); tests hold the two equal.
 
-For K binary inputs packed in words, ``dot(a, w) = K - 2 * popcount(a xor w)``: XNOR counts agreements, the xor
-counts disagreements. numba has no popcount function, so :func:`popcount64` is an intrinsic that emits LLVM's
-``ctpop``; compiled for the host (``-mcpu=native``) it becomes the ``popcnt`` instruction, or AVX-512 VPOPCNTQ where
-LLVM vectorizes the loop and the CPU has it.
+Layout: activations are NHWC, float32 when real-valued and packed along channels (``bitpack``) when binary.
+
+For K binary inputs packed in words, ``dot(a, w) = K - 2 * popcount(a xor w)``: the xor counts disagreements.
+numba has no popcount function, so :func:`popcount64` is an intrinsic that emits LLVM's ``ctpop``. numba compiles
+for the host CPU: the inner loops run over output channels (weights stored ``(kh, kw, words, Cout)``), so LLVM
+vectorizes ``acc[co] += ctpop(x ^ w[co])``; with AVX-512 VPOPCNTDQ that is one ``vpopcntq`` per 8 words, without it
+LLVM emits scalar ``popcnt`` (or a shuffle-based bit count on AVX2), which is several times slower per word.
+
+Kernels are compiled once and cached on disk (``cache=True``, in ``__pycache__`` beside this file), so a second
+process starts without compiling.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
-from .bitpack import WORD_BITS
+from .bitpack import WORD_BITS, pack_signs, words_for
 
 
 @intrinsic
@@ -28,6 +35,10 @@ def popcount64(typingctx, x):
     return x(x), codegen
 
 
+def _out_size(size: int, k: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - k) // stride + 1
+
+
 # -- binary GEMM ---------------------------------------------------------------------------------------------------
 
 def bgemm_reference(a: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
@@ -36,25 +47,30 @@ def bgemm_reference(a: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
     return (k - 2 * pop).astype(np.int32)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=True)
-def _bgemm(a, w, k, out):
+@numba.njit(parallel=True, cache=True)
+def _bgemm(a, wt, k, out):
+    # wt: (words, N), so the innermost loop runs over N contiguous words and vectorizes.
     m, nw = a.shape
-    n = w.shape[0]
+    n = wt.shape[1]
     for i in numba.prange(m):
+        acc = np.zeros(n, np.int64)
+        for t in range(nw):
+            av = a[i, t]
+            row = wt[t]
+            for j in range(n):
+                acc[j] += popcount64(av ^ row[j])
         for j in range(n):
-            pop = 0
-            for t in range(nw):
-                pop += popcount64(a[i, t] ^ w[j, t])
-            out[i, j] = k - 2 * pop
+            out[i, j] = k - 2 * acc[j]
 
 
 def bgemm(a: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
+    """Binary GEMM: ``a`` (M, words) and ``w`` (N, words) packed signs, ``k`` real inputs -> (M, N) int32."""
     if a.dtype != np.uint64 or w.dtype != np.uint64 or a.shape[1] != w.shape[1]:
         raise ValueError(f"bgemm needs uint64 operands with the same word count, got {a.dtype}{a.shape} and {w.dtype}{w.shape}")
     if not 0 < k <= a.shape[1] * WORD_BITS:
         raise ValueError(f"k = {k} does not fit {a.shape[1]} words")
     out = np.empty((a.shape[0], w.shape[0]), np.int32)
-    _bgemm(np.ascontiguousarray(a), np.ascontiguousarray(w), np.int64(k), out)
+    _bgemm(np.ascontiguousarray(a), np.ascontiguousarray(w.T), np.int64(k), out)
     return out
 
 
@@ -69,7 +85,7 @@ def bconv_reference(x: np.ndarray, w: np.ndarray, cin: int, stride: int, pad: in
     cout, kh, kw, _ = w.shape
     xp = np.zeros((n, h + 2 * pad, wd + 2 * pad, nw), np.uint64)
     xp[:, pad:pad + h, pad:pad + wd] = x
-    ho, wo = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    ho, wo = _out_size(h, kh, stride, pad), _out_size(wd, kw, stride, pad)
     out = np.zeros((n, ho, wo, cout), np.int64)
     for dy in range(kh):
         for dx in range(kw):
@@ -78,36 +94,259 @@ def bconv_reference(x: np.ndarray, w: np.ndarray, cin: int, stride: int, pad: in
     return (kh * kw * cin - 2 * out).astype(np.int32)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=True)
-def _bconv(x, w, k, stride, pad, out):
+@numba.njit(parallel=True, cache=True)
+def _bconv(x, wt, k, stride, pad, out):
+    # wt: (kh, kw, words, Cout): for one input word, the xor-popcount runs over all output channels at once.
     n, h, wd, nw = x.shape
-    cout, kh, kw, _ = w.shape
+    kh, kw, _, cout = wt.shape
     _, ho, wo, _ = out.shape
-    for b_oy in numba.prange(n * ho):
-        b = b_oy // ho
-        oy = b_oy % ho
+    zero = np.uint64(0)
+    for r in numba.prange(n * ho):
+        b = r // ho
+        oy = r % ho
+        acc = np.empty(cout, np.int64)
         for ox in range(wo):
+            acc[:] = 0
+            for dy in range(kh):
+                iy = oy * stride + dy - pad
+                for dx in range(kw):
+                    ix = ox * stride + dx - pad
+                    inside = iy >= 0 and iy < h and ix >= 0 and ix < wd
+                    for t in range(nw):
+                        xv = x[b, iy, ix, t] if inside else zero  # a +1 padding pixel is a zero word
+                        row = wt[dy, dx, t]
+                        for co in range(cout):
+                            acc[co] += popcount64(xv ^ row[co])
             for co in range(cout):
-                pop = 0
-                for dy in range(kh):
-                    iy = oy * stride + dy - pad
-                    for dx in range(kw):
-                        ix = ox * stride + dx - pad
-                        if iy < 0 or iy >= h or ix < 0 or ix >= wd:
-                            for t in range(nw):  # a +1 pixel is a zero word: xor leaves the weight bits
-                                pop += popcount64(w[co, dy, dx, t])
-                        else:
-                            for t in range(nw):
-                                pop += popcount64(x[b, iy, ix, t] ^ w[co, dy, dx, t])
-                out[b, oy, ox, co] = k - 2 * pop
+                out[b, oy, ox, co] = k - 2 * acc[co]
 
 
-def bconv(x: np.ndarray, w: np.ndarray, cin: int, stride: int = 1, pad: int = 1) -> np.ndarray:
-    if x.dtype != np.uint64 or w.dtype != np.uint64 or x.shape[-1] != w.shape[-1]:
+def conv_weights_for_kernel(w: np.ndarray) -> np.ndarray:
+    """Packed weights (Cout, kh, kw, words) -> the kernel's layout (kh, kw, words, Cout). Do it once, at load."""
+    return np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0)))
+
+
+def bconv(x: np.ndarray, w: np.ndarray, cin: int, stride: int = 1, pad: int = 1, *, w_is_kernel_layout: bool = False) -> np.ndarray:
+    """Binary conv of packed ``x`` (N, H, W, words) with packed ``w`` (Cout, kh, kw, words): int32 dot products.
+
+    ``w_is_kernel_layout``: ``w`` is already :func:`conv_weights_for_kernel`'s (kh, kw, words, Cout).
+    """
+    wt = w if w_is_kernel_layout else conv_weights_for_kernel(w)
+    if x.dtype != np.uint64 or wt.dtype != np.uint64 or x.shape[-1] != wt.shape[2]:
         raise ValueError(f"bconv needs uint64 operands with the same word count, got {x.dtype}{x.shape} and {w.dtype}{w.shape}")
     n, h, wd, _ = x.shape
-    cout, kh, kw, _ = w.shape
-    ho, wo = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
-    out = np.empty((n, ho, wo, cout), np.int32)
-    _bconv(np.ascontiguousarray(x), np.ascontiguousarray(w), np.int64(kh * kw * cin), np.int64(stride), np.int64(pad), out)
+    kh, kw, _, cout = wt.shape
+    out = np.empty((n, _out_size(h, kh, stride, pad), _out_size(wd, kw, stride, pad), cout), np.int32)
+    _bconv(np.ascontiguousarray(x), wt, np.int64(kh * kw * cin), np.int64(stride), np.int64(pad), out)
     return out
+
+
+# -- float convolution (the stem; zero padding) ---------------------------------------------------------------------
+
+def conv2d_reference(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: int, pad: int,
+                     pad_value: float = 0.0) -> np.ndarray:
+    """Float conv by im2col and one matrix product: x (N, H, W, Cin), w (Cout, kh, kw, Cin) -> (N, Ho, Wo, Cout).
+
+    Also the float path for binary convs (±1 inputs and weights, ``pad_value`` +1).
+    """
+    cout, kh, kw, cin = w.shape
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=pad_value) if pad else x
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]  # (N, Ho, Wo, Cin, kh, kw)
+    n, ho, wo = win.shape[:3]
+    cols = np.ascontiguousarray(np.transpose(win, (0, 1, 2, 4, 5, 3))).reshape(n * ho * wo, kh * kw * cin)
+    out = cols @ w.reshape(cout, -1).T
+    if bias is not None:
+        out += bias
+    return out.reshape(n, ho, wo, cout).astype(np.float32, copy=False)
+
+
+@numba.njit(parallel=True, cache=True)
+def _conv2d(x, wt, bias, stride, pad, out):
+    # wt: (kh, kw, Cin, Cout), innermost loop over Cout.
+    n, h, wd, cin = x.shape
+    kh, kw, _, cout = wt.shape
+    _, ho, wo, _ = out.shape
+    for r in numba.prange(n * ho):
+        b = r // ho
+        oy = r % ho
+        acc = np.empty(cout, np.float32)
+        for ox in range(wo):
+            acc[:] = bias
+            for dy in range(kh):
+                iy = oy * stride + dy - pad
+                if iy < 0 or iy >= h:
+                    continue
+                for dx in range(kw):
+                    ix = ox * stride + dx - pad
+                    if ix < 0 or ix >= wd:
+                        continue
+                    for ci in range(cin):
+                        xv = x[b, iy, ix, ci]
+                        row = wt[dy, dx, ci]
+                        for co in range(cout):
+                            acc[co] += xv * row[co]
+            out[b, oy, ox] = acc
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, stride: int = 1, pad: int = 1) -> np.ndarray:
+    """Float conv with zero padding: x (N, H, W, Cin) float32, w (Cout, kh, kw, Cin), bias (Cout,)."""
+    cout, kh, kw, cin = w.shape
+    if x.ndim != 4 or x.shape[-1] != cin:
+        raise ValueError(f"conv2d: input {x.shape} does not have {cin} channels last")
+    n, h, wd, _ = x.shape
+    out = np.empty((n, _out_size(h, kh, stride, pad), _out_size(wd, kw, stride, pad), cout), np.float32)
+    wt = np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0)), dtype=np.float32)
+    _conv2d(np.ascontiguousarray(x, dtype=np.float32), wt, np.ascontiguousarray(bias, dtype=np.float32),
+            np.int64(stride), np.int64(pad), out)
+    return out
+
+
+# -- 2x2 average pooling (ceil mode, average over the pixels inside the image) --------------------------------------
+
+def avgpool_reference(x: np.ndarray, stride: int) -> np.ndarray:
+    """x (N, H, W, C) -> (N, ceil(H/s), ceil(W/s), C): the mean of each s x s window's pixels inside the image."""
+    n, h, w, c = x.shape
+    ho, wo = -(-h // stride), -(-w // stride)
+    out = np.empty((n, ho, wo, c), np.float32)
+    for i in range(ho):
+        for j in range(wo):
+            out[:, i, j] = x[:, i * stride:(i + 1) * stride, j * stride:(j + 1) * stride].mean(axis=(1, 2))
+    return out
+
+
+@numba.njit(parallel=True, cache=True)
+def _avgpool(x, stride, out):
+    n, h, w, c = x.shape
+    _, ho, wo, _ = out.shape
+    for r in numba.prange(n * ho):
+        b = r // ho
+        oy = r % ho
+        y1 = min(h, (oy + 1) * stride)
+        for ox in range(wo):
+            x1 = min(w, (ox + 1) * stride)
+            acc = np.zeros(c, np.float32)
+            for iy in range(oy * stride, y1):
+                for ix in range(ox * stride, x1):
+                    for ch in range(c):
+                        acc[ch] += x[b, iy, ix, ch]
+            inv = np.float32((y1 - oy * stride) * (x1 - ox * stride))
+            for ch in range(c):
+                out[b, oy, ox, ch] = acc[ch] / inv
+
+
+def avgpool(x: np.ndarray, stride: int) -> np.ndarray:
+    n, h, w, c = x.shape
+    out = np.empty((n, -(-h // stride), -(-w // stride), c), np.float32)
+    _avgpool(np.ascontiguousarray(x, dtype=np.float32), np.int64(stride), out)
+    return out
+
+
+# -- fused threshold + sign + pack ----------------------------------------------------------------------------------
+
+def pack_below_reference(x: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """Bits of ``x < threshold`` (per channel, last axis) packed like :func:`bitpack.pack_signs`.
+
+    ``x < -b`` is exactly ``x + b < 0`` in IEEE arithmetic, so this is the sign of a shifted activation.
+    """
+    return pack_signs(np.where(x < threshold, -1.0, 1.0))
+
+
+@numba.njit(cache=True, inline="always")
+def _pack_row(v, threshold, out_row):
+    c = v.shape[0]
+    for t in range(out_row.shape[0]):
+        word = np.uint64(0)
+        for j in range(min(WORD_BITS, c - t * WORD_BITS)):
+            ch = t * WORD_BITS + j
+            if v[ch] < threshold[ch]:
+                word |= np.uint64(1) << np.uint64(j)
+        out_row[t] = word
+
+
+@numba.njit(parallel=True, cache=True)
+def _pack_below(x, threshold, out):
+    n, h, w, c = x.shape
+    for r in numba.prange(n * h):
+        b = r // h
+        y = r % h
+        for xx in range(w):
+            _pack_row(x[b, y, xx], threshold, out[b, y, xx])
+
+
+def pack_below(x: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """x (N, H, W, C) float32, threshold (C,) -> (N, H, W, words) uint64: bit set where ``x < threshold``."""
+    n, h, w, c = x.shape
+    out = np.empty((n, h, w, words_for(c)), np.uint64)
+    _pack_below(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(threshold, dtype=np.float32), out)
+    return out
+
+
+# -- block epilogue: folded BN + shortcut + RPReLU, then the next layer's threshold ---------------------------------
+
+def block_epilogue_reference(dot, mult, bias, shortcut, shift_in, slope, shift_out, threshold=None, want_real=True):
+    """``z = mult * dot + bias + shortcut`` (shortcut channels tiled to Cout), then RPReLU
+    ``prelu(z + shift_in, slope) + shift_out``. Returns ``(real or None, bits of real < threshold or None)``."""
+    reps = dot.shape[-1] // shortcut.shape[-1]
+    z = (mult * dot.astype(np.float32) + bias + np.tile(shortcut, (1, 1, 1, reps))).astype(np.float32) + shift_in
+    z = (np.where(z >= 0, z, z * slope) + shift_out).astype(np.float32)
+    return (z if want_real else None), (pack_below_reference(z, threshold) if threshold is not None else None)
+
+
+@numba.njit(parallel=True, cache=True)
+def _block_epilogue(dot, mult, bias, sc, shift_in, slope, shift_out, threshold, real, bits, want_real, want_bits):
+    n, h, w, c = dot.shape
+    cs = sc.shape[3]
+    for r in numba.prange(n * h):
+        b = r // h
+        y = r % h
+        z = np.empty(c, np.float32)
+        for xx in range(w):
+            for co in range(c):
+                v = mult[co] * np.float32(dot[b, y, xx, co]) + bias[co] + sc[b, y, xx, co % cs] + shift_in[co]
+                if v < 0:
+                    v = v * slope[co]
+                z[co] = v + shift_out[co]
+            if want_real:
+                real[b, y, xx] = z
+            if want_bits:
+                _pack_row(z, threshold, bits[b, y, xx])
+
+
+def block_epilogue(dot, mult, bias, shortcut, shift_in, slope, shift_out, threshold=None, want_real=True):
+    """The numba form of :func:`block_epilogue_reference` (one pass over the conv output)."""
+    n, h, w, c = dot.shape
+    if shortcut.shape[:3] != dot.shape[:3] or c % shortcut.shape[-1]:
+        raise ValueError(f"shortcut {shortcut.shape} does not fit conv output {dot.shape}")
+    real = np.empty((n, h, w, c) if want_real else (0, 1, 1, 1), np.float32)
+    want_bits = threshold is not None
+    bits = np.empty((n, h, w, words_for(c)) if want_bits else (0, 1, 1, 1), np.uint64)
+    thr = np.ascontiguousarray(threshold if want_bits else np.zeros(c), dtype=np.float32)
+    f32 = lambda v: np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731
+    _block_epilogue(np.ascontiguousarray(dot), f32(mult), f32(bias), f32(shortcut), f32(shift_in), f32(slope),
+                    f32(shift_out), thr, real, bits, want_real, want_bits)
+    return (real if want_real else None), (bits if want_bits else None)
+
+
+# -- the popcount peak of this CPU ----------------------------------------------------------------------------------
+
+@numba.njit(parallel=True, cache=True)
+def _xor_popcount_sweeps(a, b, sweeps):
+    # Each thread sweeps its own cache-resident pair of rows: loads, xor, popcount, add; nothing else.
+    threads, nw = a.shape
+    total = np.zeros(threads, np.int64)
+    for i in numba.prange(threads):
+        acc = 0
+        for s in range(sweeps):
+            for t in range(nw):
+                acc += popcount64(a[i, t] ^ b[i, t])
+            acc += s  # keeps the sweeps from being folded into one
+        total[i] = acc
+    return total.sum()
+
+
+def xor_popcount_sweeps(a: np.ndarray, b: np.ndarray, sweeps: int) -> int:
+    """The microbenchmark behind the popcount peak: each of the rows of ``a`` and ``b`` (uint64, one row per thread,
+    sized to stay in L1/L2) xor-popcounted ``sweeps`` times. Returns a checksum so the work cannot be optimized away;
+    the caller times the call."""
+    return int(_xor_popcount_sweeps(np.ascontiguousarray(a, dtype=np.uint64), np.ascontiguousarray(b, dtype=np.uint64),
+                                    np.int64(sweeps)))

@@ -1,0 +1,110 @@
+"""The device runtime's model: load an exported model file, run the frozen part to the latent-replay layer, and
+predict. NumPy + numba only.
+
+    from bnncl.device import Model
+    model = Model.load("model.bnn")
+    labels = model.predict(images)          # uint8 (N, H, W, C), or (N, H, W) for one channel
+    latent = model.latent(images)           # the LR layer's activation (packed bits where it is binary)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from ..errors import DataError
+from .modelfile import ModelFileError, read_model_file
+from .ops import BACKENDS, Activation, Binarize, Block, Op, _below, build_op, link
+
+
+def normalize(images: np.ndarray) -> np.ndarray:
+    """uint8 NHWC -> float32 NHWC in [-1, 1], the same arithmetic as the torch side's ``normalize``."""
+    return images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+class Model:
+    def __init__(self, meta: dict, arrays: dict[str, np.ndarray], path: str = "<memory>"):
+        self.meta, self.path = meta, path
+        self.input_shape = tuple(meta["input_shape"])  # (H, W, C)
+        self.class_names = list(meta["class_names"])
+        self.lr_layer = meta["lr_layer"]
+        try:
+            ops = [build_op(layer, arrays) for layer in meta["layers"]]
+        except (KeyError, ValueError, IndexError) as e:
+            raise ModelFileError(f"{path}: layer table does not match the arrays ({type(e).__name__}: {e})") from None
+        names = [op.name for op in ops]
+        if self.lr_layer not in names:
+            raise ModelFileError(f"{path}: latent-replay layer {self.lr_layer!r} is not one of its layers")
+        k = names.index(self.lr_layer)
+        self.ops = link(ops)
+        self.frozen_ops, self.trainable_ops = self.ops[:k], self.ops[k:]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Model":
+        meta, arrays = read_model_file(path)
+        return cls(meta, arrays, str(path))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def check_images(self, images) -> np.ndarray:
+        """uint8 images of this model's input shape, (N, H, W, C) or (N, H, W) when C is 1; a clear error otherwise."""
+        images = np.asarray(images)
+        h, w, c = self.input_shape
+        if images.ndim == 3 and c == 1:
+            images = images[..., None]
+        if images.ndim != 4 or images.shape[1:] != (h, w, c):
+            raise DataError(f"images of shape {images.shape} do not fit the model's input (N, {h}, {w}, {c})")
+        if images.dtype != np.uint8:
+            raise DataError(f"images must be uint8 pixels (0-255), got {images.dtype}")
+        return images
+
+    # -- running the network ---------------------------------------------------------------------------------------
+
+    def _run(self, ops: list[Op], act: Activation, backend: str, trace=None, timings=None) -> Activation:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r} (valid: {', '.join(BACKENDS)})")
+        for op in ops:
+            if op.in_threshold is not None and act.bits is None and not isinstance(op, Binarize):
+                # The first op of a part, whose producer lives in the other part: binarize its input here.
+                act = Activation(act.channels, act.real, _below(act.real, op.in_threshold, backend))
+            t0 = time.perf_counter()
+            act = op.run(act, backend, trace)
+            if timings is not None:
+                timings[op.name] = timings.get(op.name, 0.0) + time.perf_counter() - t0
+            if trace is not None:
+                trace[op.name] = act
+        return act
+
+    def latent(self, images, backend: str = "packed", trace=None, timings=None) -> Activation:
+        """The frozen part: images -> the activation at the LR layer (``.bits`` packed where it is binary)."""
+        x = normalize(self.check_images(images))
+        return self._run(self.frozen_ops, Activation(x.shape[-1], x), backend, trace, timings)
+
+    def head_input(self, latent: Activation, backend: str = "packed", timings=None) -> np.ndarray:
+        """The trainable part without the head: the LR activation -> the features the head sees (N, features)."""
+        return self._run(self.trainable_ops[:-1], latent, backend, timings=timings).real
+
+    def logits(self, images, backend: str = "packed", batch_size: int = 256, timings=None) -> np.ndarray:
+        images = self.check_images(images)
+        out = []
+        for i in range(0, len(images), batch_size):
+            act = self.latent(images[i:i + batch_size], backend, timings=timings)
+            out.append(self._run(self.trainable_ops, act, backend, timings=timings).real)
+        return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
+
+    def predict(self, images, backend: str = "packed", batch_size: int = 256) -> np.ndarray:
+        """Class indices (N,) int64."""
+        return self.logits(images, backend, batch_size).argmax(axis=1)
+
+    def describe(self) -> str:
+        frozen = ", ".join(op.name for op in self.frozen_ops)
+        trainable = ", ".join(op.name for op in self.trainable_ops)
+        return (f"{self.meta['architecture'].get('name', 'model')}: input {'x'.join(map(str, self.input_shape))}, "
+                f"{self.num_classes} classes; frozen [{frozen}] -> LR layer -> trainable [{trainable}]")
+
+    def binary_layers(self) -> list[Block]:
+        return [op for op in self.ops if isinstance(op, Block)]

@@ -1,0 +1,77 @@
+"""The exported model file: one versioned, checksummed file that the device runtime reads with NumPy alone.
+
+Container: an uncompressed ``.npz`` (a zip of ``.npy`` arrays, read with ``allow_pickle=False``, so the file is data,
+never code). The entry ``__meta__`` holds UTF-8 JSON: format, version, architecture, input shape, class names, the
+latent-replay split, the precision of every part, the source checkpoint, and a SHA-256 over every array (name, dtype,
+shape, bytes). A truncated, corrupt or altered file, or one written by a newer bnncl, is refused with an error that
+names the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write_bytes
+from ..errors import ModelFileError
+
+FORMAT = "bnncl-model"
+VERSION = 1
+META = "__meta__"
+
+
+def checksum(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def write_model_file(path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``meta`` (JSON-able) and ``arrays`` atomically (temporary file, fsync, rename)."""
+    if META in arrays:
+        raise ValueError(f"{META!r} is reserved")
+    meta = {"format": FORMAT, "version": VERSION, **meta, "sha256": checksum(arrays)}
+    buf = io.BytesIO()
+    np.savez(buf, **{META: np.frombuffer(json.dumps(meta, indent=1).encode(), np.uint8)}, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read and verify a model file: ``(meta, arrays)``. Every failure is a :class:`ModelFileError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if META not in z.files:
+                raise ModelFileError(f"{path}: not a bnncl model file (no {META} entry)")
+            arrays = {name: z[name] for name in z.files}
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelFileError(f"{path}: not a readable model file (truncated or corrupt: {reason})") from None
+    try:
+        meta = json.loads(arrays.pop(META).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"{path}: corrupt metadata ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a bnncl model file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    version = meta.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"{path}: invalid model file version {version!r}")
+    if version > VERSION:
+        raise ModelFileError(f"{path}: model file version {version} is newer than this bnncl reads (up to {VERSION}); "
+                             "upgrade bnncl on the device")
+    if meta.get("sha256") != checksum(arrays):
+        raise ModelFileError(f"{path}: checksum mismatch: the arrays were altered or damaged after export")
+    return meta, arrays

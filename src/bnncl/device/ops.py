@@ -1,0 +1,204 @@
+"""The device's inference layers, built from a model file's arrays (NumPy + numba, no torch).
+
+Each op maps an :class:`Activation` to the next one and runs on one of two backends:
+
+* ``packed`` (the device): binary activations as bits packed into uint64 words, XNOR-popcount convs, integer dot
+  products rescaled once per output by the folded BN;
+* ``float`` (the exported model's float equivalent): the same folded parameters, binary activations as ±1 float32
+  tensors and every conv an im2col matrix product (BLAS). It shares nothing with the packed kernels, so it is both
+  the NumPy baseline of ``benchmarks/inference.py`` and an independent check of the packed path.
+
+Fusion: when the next op only needs the signs of an op's output (a binarize layer, or the conv path of the next
+block), the producer thresholds and packs them in the same pass (``out_threshold``), and drops its real-valued output
+when nobody needs it (``keep_real``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kernels as K
+from .bitpack import unpack_signs
+
+BACKENDS = ("packed", "float")
+
+
+@dataclass
+class Activation:
+    """Real values (N, H, W, C) float32 and/or the signs the next conv consumes: packed (N, H, W, words) uint64 on
+    the packed backend, ±1 float32 (N, H, W, C) on the float backend."""
+
+    channels: int
+    real: np.ndarray | None = None
+    bits: np.ndarray | None = None
+
+    def signs(self) -> np.ndarray:
+        """The binary part as ±1 float32 (N, H, W, C), whichever backend made it."""
+        if self.bits is None:
+            raise ValueError("this activation has no binary part")
+        if self.bits.dtype == np.uint64:
+            return unpack_signs(self.bits, self.channels)
+        return self.bits
+
+
+def _below(x: np.ndarray, threshold: np.ndarray, backend: str) -> np.ndarray:
+    if backend == "packed":
+        return K.pack_below(x, threshold)
+    return np.where(x < threshold, np.float32(-1), np.float32(1))
+
+
+class Op:
+    name: str
+    in_threshold: np.ndarray | None = None  # the threshold this op binarizes its input with (None: takes real input)
+    needs_real_input: bool = True
+
+    def __init__(self):
+        self.out_threshold = None  # set by link(): the next op's in_threshold
+        self.keep_real = True
+
+    def run(self, act: Activation, backend: str, trace: dict | None = None) -> Activation:
+        raise NotImplementedError
+
+
+class Stem(Op):
+    """Float conv (zero padding) with BN folded into its weights and bias."""
+
+    def __init__(self, name, weight, bias, stride):
+        super().__init__()
+        self.name, self.weight, self.bias, self.stride = name, weight, bias, int(stride)
+        self.cout = weight.shape[0]
+
+    def run(self, act, backend, trace=None):
+        if backend == "packed":
+            real = K.conv2d(act.real, self.weight, self.bias, self.stride, 1)
+        else:
+            real = K.conv2d_reference(act.real, self.weight, self.bias, self.stride, 1)
+        bits = _below(real, self.out_threshold, backend) if self.out_threshold is not None else None
+        return Activation(self.cout, real if self.keep_real else None, bits)
+
+
+class Binarize(Op):
+    """``sign(x + shift)`` as the threshold ``x < -shift``; usually fused into the op before it."""
+
+    needs_real_input = False
+
+    def __init__(self, name, threshold):
+        super().__init__()
+        self.name, self.in_threshold = name, threshold
+
+    def run(self, act, backend, trace=None):
+        bits = act.bits if act.bits is not None else _below(act.real, self.in_threshold, backend)
+        return Activation(act.channels, None, bits)
+
+
+class Block(Op):
+    """shift + sign (the input threshold) -> binary 3x3 conv -> folded BN -> + shortcut -> RPReLU."""
+
+    def __init__(self, name, arrays: dict, spec: dict):
+        super().__init__()
+        self.name = name
+        self.cin, self.cout, self.stride = int(spec["cin"]), int(spec["cout"]), int(spec["stride"])
+        self.binary_input = bool(spec["binary_input"])
+        self.shortcut = spec["shortcut"]  # {"kind": identity | duplicate | binary, "stride": s}
+        self.needs_real_input = not self.binary_input
+        self.in_threshold = None if self.binary_input else arrays[f"{name}.threshold"]
+        self.weight = arrays[f"{name}.conv.weight"]  # packed (Cout, 3, 3, words)
+        self.weight_kernel = K.conv_weights_for_kernel(self.weight)
+        self.weight_float = unpack_signs(self.weight, self.cin)  # the float backend's ±1 weights
+        self.mult, self.bias = arrays[f"{name}.mult"], arrays[f"{name}.bias"]
+        self.rprelu = tuple(arrays[f"{name}.rprelu.{k}"] for k in ("shift_in", "slope", "shift_out"))
+        self.input_scale = arrays.get(f"{name}.input_scale")
+        if self.shortcut["kind"] == "binary":
+            sc = f"{name}.shortcut"
+            self.sc_threshold, self.sc_weight = arrays[f"{sc}.threshold"], arrays[f"{sc}.weight"]
+            self.sc_weight_kernel = K.conv_weights_for_kernel(self.sc_weight)
+            self.sc_weight_float = unpack_signs(self.sc_weight, self.cin)
+            self.sc_mult, self.sc_bias = arrays[f"{sc}.mult"], arrays[f"{sc}.bias"]
+
+    def _conv(self, signs, backend, weight_kernel, weight_float, stride, pad):
+        if backend == "packed":
+            return K.bconv(signs, weight_kernel, self.cin, stride, pad, w_is_kernel_layout=True)
+        return K.conv2d_reference(signs, weight_float, None, stride, pad, pad_value=1.0)
+
+    def _pool(self, x, backend):
+        s = self.shortcut.get("stride", 1)
+        if s == 1:
+            return x
+        return K.avgpool(x, s) if backend == "packed" else K.avgpool_reference(x, s)
+
+    def _shortcut(self, act, backend):
+        """The shortcut's value with Cin or Cout channels (the epilogue tiles Cin up to Cout)."""
+        if self.binary_input:  # the input is ±1 only: the shortcut scales the signs per channel
+            x = act.signs() * self.input_scale
+        else:
+            x = act.real
+        kind = self.shortcut["kind"]
+        if kind in ("identity", "duplicate"):
+            return self._pool(x, backend)
+        pooled = self._pool(x, backend)  # binary: pool -> threshold -> binary 1x1 conv -> folded BN
+        dot = self._conv(_below(pooled, self.sc_threshold, backend), backend, self.sc_weight_kernel, self.sc_weight_float, 1, 0)
+        return (self.sc_mult * dot + self.sc_bias).astype(np.float32)
+
+    def run(self, act, backend, trace=None):
+        if act.bits is None:
+            raise ValueError(f"{self.name}: the previous op did not binarize its output for this block")
+        if trace is not None:
+            trace[f"{self.name}.conv_input"] = act.signs()
+        dot = self._conv(act.bits, backend, self.weight_kernel, self.weight_float, self.stride, 1)
+        shortcut = self._shortcut(act, backend)
+        if backend == "packed":
+            real, bits = K.block_epilogue(dot, self.mult, self.bias, shortcut, *self.rprelu,
+                                          threshold=self.out_threshold, want_real=self.keep_real)
+            return Activation(self.cout, real, bits)
+        real, _ = K.block_epilogue_reference(dot, self.mult, self.bias, shortcut, *self.rprelu)
+        bits = _below(real, self.out_threshold, backend) if self.out_threshold is not None else None
+        return Activation(self.cout, real if self.keep_real else None, bits)
+
+
+class GlobalPool(Op):
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+
+    def run(self, act, backend, trace=None):
+        return Activation(act.channels, act.real.mean(axis=(1, 2), dtype=np.float32))
+
+
+class Head(Op):
+    """Bias-free float linear layer: logits = features @ W.T."""
+
+    def __init__(self, name, weight):
+        super().__init__()
+        self.name, self.weight = name, np.ascontiguousarray(weight, np.float32)
+
+    def run(self, act, backend, trace=None):
+        return Activation(self.weight.shape[0], act.real @ self.weight.T)
+
+
+def link(ops: list[Op], keep_last_real: bool = True) -> list[Op]:
+    """Tell each op what its successor consumes: fuse the successor's input threshold into the producer, and drop
+    real outputs that nobody reads. The last op keeps its real output if ``keep_last_real``."""
+    for op, nxt in zip(ops, ops[1:] + [None]):
+        if nxt is None:
+            op.out_threshold, op.keep_real = None, keep_last_real
+        else:
+            op.out_threshold = nxt.in_threshold
+            op.keep_real = nxt.needs_real_input
+    return ops
+
+
+def build_op(layer: dict, arrays: dict) -> Op:
+    kind, name = layer["kind"], layer["name"]
+    if kind == "stem":
+        return Stem(name, arrays[f"{name}.weight"], arrays[f"{name}.bias"], layer["stride"])
+    if kind == "block":
+        return Block(name, arrays, layer)
+    if kind == "binarize":
+        return Binarize(name, arrays[f"{name}.threshold"])
+    if kind == "pool":
+        return GlobalPool(name)
+    if kind == "head":
+        return Head(name, arrays[f"{name}.weight"])
+    raise ValueError(f"unknown layer kind {kind!r} in {name}")
