@@ -203,8 +203,76 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    import os
+
+    from .export import export_checkpoint
+
+    meta = export_checkpoint(args.checkpoint, args.out, args.lr_layer)
+    size, source = os.path.getsize(args.out), os.path.getsize(args.checkpoint)
+    print(f"{args.out}: {meta['description']}")
+    print(f"  frozen part: {', '.join(meta['frozen'])}; latent-replay layer: {meta['lr_layer']}; "
+          f"trainable: {', '.join(meta['trainable'])}")
+    print(f"  {size / 1024:.1f} KiB, {source / size:.1f}x smaller than the checkpoint ({source / 1024:.1f} KiB)")
+    return 0
+
+
+def _device_images(args):
+    """(images, labels or None, name) for ``device predict``: a dataset split, or .npy files. NumPy only."""
+    import numpy as np
+
+    if args.images:
+        from .data.arrays import load_npy
+
+        images = load_npy(args.images)
+        labels = load_npy(args.image_labels) if args.image_labels else None
+        return images, labels, args.images
+    from .data import load_dataset
+
+    data = load_dataset(args.dataset, args.data, args.split, **_dataset_options(args))
+    if args.classes is not None:
+        data = data.select(classes=args.classes)
+    return data.x, np.asarray(data.y), data.name
+
+
+def cmd_device_predict(args) -> int:
+    import time
+
+    import numpy as np
+
+    from .device import Model
+
+    model = Model.load(args.model)
+    images, labels, name = _device_images(args)
+    images = model.check_images(images)
+    if labels is not None and len(labels) != len(images):
+        raise ConfigError(f"{args.image_labels or name}: {len(labels)} labels for {len(images)} images")
+    t0 = time.perf_counter()
+    pred = model.predict(images, backend=args.backend, batch_size=args.batch_size)
+    seconds = time.perf_counter() - t0
+    report = {"model": args.model, "data": name, "backend": args.backend, "images": int(len(images)),
+              "seconds": round(seconds, 3), "images_per_second": round(len(images) / max(seconds, 1e-9), 1)}
+    if labels is not None:
+        report["accuracy"] = float(np.mean(pred == labels)) if len(labels) else None
+    print(json.dumps(report, indent=2))
+    if args.out:
+        _write_json(args.out, {**report, "class_names": model.class_names, "predictions": pred.tolist()})
+    return 0
+
+
+def cmd_device_info(args) -> int:
+    from .device import Model
+
+    model = Model.load(args.model)
+    print(model.describe())
+    for layer in model.meta["layers"]:
+        print("  " + ", ".join(f"{k} {v}" for k, v in layer.items()))
+    print(json.dumps({k: model.meta[k] for k in ("precision", "source", "bnncl_version")}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .models import PRESETS
+    from .presets import PRESETS
 
     parser = argparse.ArgumentParser(prog="bnncl", description="On-device continual learning with binary neural networks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -288,6 +356,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_learn)
 
+    p = sub.add_parser("export", help="turn a checkpoint into the device's model file (packed bits, folded BN)",
+                       description="Write one versioned, checksummed model file for the device runtime: binary conv "
+                                   "weights packed to bits, BN and scales folded into per-channel multipliers, biases "
+                                   "and thresholds, the float stem and head, and the latent-replay split. Reading it "
+                                   "needs NumPy and numba only.")
+    p.add_argument("checkpoint", nargs="?", default=DEFAULT_CHECKPOINT, help="default: %(default)s")
+    p.add_argument("--out", required=True, metavar="FILE", help="model file to write (e.g. model.bnn)")
+    p.add_argument("--lr-layer", help="latent-replay layer: the frozen part ends before it (default: the binary "
+                                      "boundary, else the last stage's first block)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("device", help="the device runtime (no torch): predict with, or inspect, an exported model",
+                       description="Commands that use the device runtime only (NumPy + numba, bit-packed kernels).")
+    dsub = p.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
+    d = dsub.add_parser("predict", help="predict a dataset split or a .npy of uint8 images with a model file",
+                        description="Run an exported model on a dataset split (default: the Fashion-MNIST test set) or on "
+                                    "a .npy file of uint8 images (N, H, W[, C]); print accuracy (when labels are known) "
+                                    "and throughput as JSON.")
+    d.add_argument("model", help="model file written by bnncl export")
+    _add_data_args(d)
+    d.add_argument("--split", choices=("train", "test"), default="test", help="default: %(default)s")
+    d.add_argument("--images", metavar="FILE.npy", help="predict these images instead of a dataset")
+    d.add_argument("--image-labels", metavar="FILE.npy", help="labels of --images (int, N), to report accuracy")
+    d.add_argument("--backend", choices=("packed", "float"), default="packed",
+                   help="packed: bit-packed XNOR-popcount kernels (the device); float: the same model as float32 "
+                        "NumPy (a baseline) (default: %(default)s)")
+    d.add_argument("--batch-size", type=int, default=256, help="default: %(default)s")
+    d.add_argument("--out", metavar="FILE", help="also write the report and every prediction as JSON")
+    d.set_defaults(func=cmd_device_predict)
+    d = dsub.add_parser("info", help="layers, precision and source of a model file")
+    d.add_argument("model", help="model file written by bnncl export")
+    d.set_defaults(func=cmd_device_info)
+
     p = sub.add_parser("report", help="put several learn runs side by side: a table and a figure per stream",
                        description="Read the result.json of each run and print one markdown table; with --out, also "
                                    "write report.md and one accuracy figure per stream.")
@@ -304,6 +405,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except BnnclError as e:
         print(f"bnncl: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        if e.name != "torch":
+            raise
+        print(f"bnncl: error: 'bnncl {args.command}' needs torch, which is not installed here (the device runtime "
+              "does not); install the training side with: pip install 'bnncl[train]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bnncl: interrupted", file=sys.stderr)

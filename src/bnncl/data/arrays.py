@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -91,3 +93,15 @@ class LabelledArrays:
 
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.y, minlength=self.num_classes)
+
+
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    """One array from a ``.npy`` file (never a pickle); a missing, truncated or non-.npy file is a DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{path}: not a readable .npy array ({reason})") from None

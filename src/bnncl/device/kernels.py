@@ -188,11 +188,14 @@ def _conv2d(x, wt, bias, stride, pad, out):
             out[b, oy, ox] = acc
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, stride: int = 1, pad: int = 1) -> np.ndarray:
+def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: int = 1, pad: int = 1) -> np.ndarray:
     """Float conv with zero padding: x (N, H, W, Cin) float32, w (Cout, kh, kw, Cin), bias (Cout,)."""
     cout, kh, kw, cin = w.shape
     if x.ndim != 4 or x.shape[-1] != cin:
         raise ValueError(f"conv2d: input {x.shape} does not have {cin} channels last")
+    bias = np.zeros(cout, np.float32) if bias is None else bias
+    if np.shape(bias) != (cout,):
+        raise ValueError(f"conv2d: bias has shape {np.shape(bias)}, expected ({cout},)")
     n, h, wd, _ = x.shape
     out = np.empty((n, _out_size(h, kh, stride, pad), _out_size(wd, kw, stride, pad), cout), np.float32)
     wt = np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0)), dtype=np.float32)
@@ -315,8 +318,12 @@ def _block_epilogue(dot, mult, bias, sc, shift_in, slope, shift_out, threshold, 
 def block_epilogue(dot, mult, bias, shortcut, shift_in, slope, shift_out, threshold=None, want_real=True):
     """The numba form of :func:`block_epilogue_reference` (one pass over the conv output)."""
     n, h, w, c = dot.shape
-    if shortcut.shape[:3] != dot.shape[:3] or c % shortcut.shape[-1]:
+    if shortcut.shape[:3] != dot.shape[:3] or shortcut.shape[-1] == 0 or c % shortcut.shape[-1]:
         raise ValueError(f"shortcut {shortcut.shape} does not fit conv output {dot.shape}")
+    for what, v in (("mult", mult), ("bias", bias), ("shift_in", shift_in), ("slope", slope), ("shift_out", shift_out),
+                    ("threshold", threshold)):
+        if v is not None and np.shape(v) != (c,):
+            raise ValueError(f"block_epilogue: {what} has shape {np.shape(v)}, expected ({c},)")
     real = np.empty((n, h, w, c) if want_real else (0, 1, 1, 1), np.float32)
     want_bits = threshold is not None
     bits = np.empty((n, h, w, words_for(c)) if want_bits else (0, 1, 1, 1), np.uint64)

@@ -50,6 +50,8 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: not a bnncl model file (not an .npz archive; truncated or another format)")
     try:
         with np.load(path, allow_pickle=False) as z:
             if META not in z.files:
@@ -57,13 +59,21 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray
             arrays = {name: z[name] for name in z.files}
     except ModelFileError:
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+    # zipfile reports a damaged archive with many types (BadZipFile, NotImplementedError for a garbled compression
+    # method or version, RuntimeError for a garbled encryption flag), numpy with ValueError/OSError.
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError, RuntimeError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelFileError(f"{path}: not a readable model file (truncated or corrupt: {reason})") from None
+    raw = arrays.pop(META)
+    if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8:  # numpy hands back raw bytes for a non-.npy entry
+        raise ModelFileError(f"{path}: corrupt metadata entry ({META} is not a uint8 array)")
     try:
-        meta = json.loads(arrays.pop(META).tobytes().decode("utf-8"))
+        meta = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{path}: corrupt metadata ({e})") from None
+    bad = [name for name, a in arrays.items() if not isinstance(a, np.ndarray)]
+    if bad:
+        raise ModelFileError(f"{path}: entry {bad[0]!r} is not an array")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a bnncl model file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     version = meta.get("version")

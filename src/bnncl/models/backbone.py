@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..layers import SHORTCUTS, BinarizeInput, BinaryBlock
+from ..presets import PRESETS
 from ..quantizers import ACTIVATION_BINARIZERS
 
 
@@ -77,17 +78,6 @@ class BackboneConfig:
         boundary = f", binary input at {self.binary_boundary}" if self.binary_boundary else ""
         return (f"{self.name}: input {h}x{w}x{c}, stem {self.stem_channels}/s{self.stem_stride}, stages {stages}, "
                 f"{self.num_classes} classes{boundary}")
-
-
-# Presets by input shape. Widths double as resolution halves; every block is binary.
-PRESETS: dict[str, dict] = {
-    # Fashion-MNIST / MNIST: 28x28 -> 14 -> 7 -> 4.
-    "fmnist": dict(input_shape=(28, 28, 1), stem_channels=32, stem_stride=1, stages=((32, 2, 2), (64, 2, 2), (128, 2, 2))),
-    # CIFAR-10: 32x32 -> 16 -> 8 -> 4, last stage 4x4x512 as in work B's latent-replay layer.
-    "cifar10": dict(input_shape=(32, 32, 3), stem_channels=64, stem_stride=1, stages=((64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2))),
-    # CORe50 128x128: stem to 64x64, then 32 -> 16 -> 8 -> 4.
-    "core50": dict(input_shape=(128, 128, 3), stem_channels=32, stem_stride=2, stages=((64, 2, 2), (128, 2, 2), (256, 2, 2), (512, 2, 2))),
-}
 
 
 def preset_config(name: str, num_classes: int, **overrides) -> BackboneConfig:
