@@ -18,7 +18,7 @@ from bnncl.device.bitpack import pack_signs
 from bnncl.device.ops import Activation, Block
 from bnncl.errors import CheckpointError, ConfigError, DataError
 from bnncl.export import export_checkpoint
-from bnncl.layers import BinaryBlock
+from bnncl.layers import BinarizeInput, BinaryBlock
 from bnncl.models import BackboneConfig, build_model, normalize
 
 TIE = 1e-6
@@ -49,14 +49,27 @@ def torch_trace(model, images):
     for name, module in model.layers.items():
         hooks.append(module.register_forward_hook(
             lambda m, i, o, name=name: trace.update({f"{name}.in": nhwc(i[0]), name: nhwc(o)})))
-        if isinstance(module, BinaryBlock):
+        if isinstance(module, BinaryBlock):  # sign(x + shift) happens inside the conv: its input is x + shift
             hooks.append(module.conv.register_forward_hook(
                 lambda m, i, o, name=name: trace.update({f"{name}.pre_sign": nhwc(i[0])})))
+        if isinstance(module, BinarizeInput):
+            hooks.append(module.shift.register_forward_hook(
+                lambda m, i, o, name=name: trace.update({f"{name}.pre_sign": nhwc(o)})))
     with torch.inference_mode():
         logits = model(normalize(torch.from_numpy(images))).numpy()
     for h in hooks:
         h.remove()
     return trace, logits
+
+
+def images_with_ties(trace, layers) -> np.ndarray:
+    """Per image: does any value torch binarized in ``layers`` lie within float rounding of zero (its threshold)?"""
+    ties = None
+    for key, v in trace.items():
+        if key.endswith(".pre_sign") and key.split(".")[0] in layers:
+            t = (np.abs(v) <= TIE * np.abs(v).max()).reshape(len(v), -1).any(axis=1)
+            ties = t if ties is None else ties | t
+    return ties
 
 
 def assert_close(ours, theirs, what):
@@ -184,8 +197,10 @@ FMNIST = "/usr/share/datasets/fashion-mnist"
 
 def test_whole_fashion_mnist_test_set_same_predictions(tmp_path):
     """A briefly pretrained default backbone (binary boundary at block5, so the LR layer is 1-bit), exported: the
-    device runtime predicts exactly what torch predicts on all 10,000 test images, on both backends, and its
-    LR-layer bits equal torch's signs on a slice of them."""
+    device runtime predicts exactly what torch predicts on all 10,000 test images, on both backends. Its LR-layer
+    bits equal torch's signs on every image where torch itself binarized no value at a tie; on an image with a tie
+    the two float32 computations may round it to opposite sides (and the flip travels on), which
+    test_every_layer_matches_torch checks layer by layer."""
     from bnncl.data import load_dataset
     from bnncl.learning.pretrain import PretrainOptions, pretrain
 
@@ -202,5 +217,9 @@ def test_whole_fashion_mnist_test_set_same_predictions(tmp_path):
     assert (theirs == test.y).mean() > 0.5  # a real, if briefly trained, classifier
     for backend in ("packed", "float"):
         np.testing.assert_array_equal(device.predict(test.x, backend), theirs, err_msg=backend)
-    trace, _ = torch_trace(model, test.x[:500])
-    np.testing.assert_array_equal(device.latent(test.x[:500]).signs(), trace["binarize"])
+    x = test.x[:1000]
+    trace, _ = torch_trace(model, x)
+    differ = (device.latent(x).signs() != trace["binarize"]).reshape(len(x), -1).any(axis=1)
+    ties = images_with_ties(trace, [op.name for op in device.frozen_ops])
+    assert not np.any(differ & ~ties), f"LR-layer signs differ on {int((differ & ~ties).sum())} images without a tie"
+    assert (~ties).sum() >= len(x) // 2  # most images have no tie, so the check above covers most of them
