@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   create .venv, install bnncl with its training extra, install Fashion-MNIST if missing, then
-#               pretrain on 4 base classes and learn the other 6 with CWR* + 1-bit latent replay (configs/demo.toml)
+#               pretrain on 4 base classes and learn the other 6 with CWR* + 1-bit latent replay (configs/demo.toml),
+#               then export the backbone and run it on the device runtime (bit-packed kernels, no torch)
 #   make test   the same set-up, then the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -29,9 +30,12 @@ data:
 demo: setup data
 	$(PY) -m bnncl.cli learn --config configs/demo.toml --out $(DEMO_DIR)
 	$(PY) -m bnncl.cli summary --checkpoint $(DEMO_DIR)/pretrain/model.pt
+	$(PY) -m bnncl.cli export $(DEMO_DIR)/pretrain/model.pt --out $(DEMO_DIR)/model.bnn
+	$(PY) -m bnncl.cli device predict $(DEMO_DIR)/model.bnn --out $(DEMO_DIR)/device_predict.json
 	@echo "report: $(DEMO_DIR)/report.md, figures: $(DEMO_DIR)/accuracy.png, $(DEMO_DIR)/matrix_*.png"
 
-# The pretraining benchmark of issue 2 and the continual-learning benchmark of issue 3 (BENCHMARKS.md).
+# The benchmarks whose figures are in BENCHMARKS.md: pretraining, continual learning, device inference and its
+# equivalence with torch (inference and equivalence use the checkpoint pretrain.py writes).
 
 test: setup data
 	$(PY) -m pytest -q
@@ -39,6 +43,8 @@ test: setup data
 bench: setup data
 	$(PY) benchmarks/pretrain.py
 	$(PY) benchmarks/continual.py
+	$(PY) benchmarks/inference.py
+	$(PY) benchmarks/equivalence.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -96,3 +96,45 @@ def test_console_script_help():
     for sub in ([], ["summary"], ["pretrain"], ["evaluate"]):
         proc = subprocess.run([sys.executable, "-m", "bnncl.cli", *sub, "--help"], capture_output=True, text=True)
         assert proc.returncode == 0 and "usage: bnncl" in proc.stdout
+
+
+def test_export_then_device_predict_and_info(capsys, tmp_path):
+    import numpy as np
+
+    model = build_model(preset_config("fmnist", 10))
+    save_checkpoint(tmp_path / "model.pt", model, meta={"trained_classes": [0, 1, 2], "class_names": list("abcdefghij")})
+    assert main(["export", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m.bnn")]) == 0
+    out = capsys.readouterr().out
+    assert "latent-replay layer: block5" in out and float(re.search(r"([\d.]+)x smaller", out).group(1)) >= 10
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.integers(0, 256, (9, 28, 28), dtype=np.uint8))  # (N, H, W): one channel implied
+    np.save(tmp_path / "y.npy", np.array([0, 1, 2, 3, 4, 5, 6, 7, 8]))
+    argv = ["device", "predict", str(tmp_path / "m.bnn"), "--images", str(tmp_path / "x.npy"),
+            "--image-labels", str(tmp_path / "y.npy"), "--out", str(tmp_path / "p.json")]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "p.json").read_text())
+    pred = np.array(report["predictions"])
+    assert report["images"] == 9 and report["class_names"] == list("abcdefghij")
+    assert report["accuracy"] == pytest.approx(np.mean(pred == np.arange(9)))
+    assert report["accuracy_on_trained_classes"] == pytest.approx(np.mean(pred[:3] == np.arange(3)))
+    assert main(["device", "info", str(tmp_path / "m.bnn")]) == 0
+    assert "frozen [stem, block1, block2, block3, block4]" in capsys.readouterr().out
+
+
+def test_device_predict_bad_input(capsys, tmp_path):
+    import numpy as np
+
+    _one_line_error(capsys, ["device", "predict", str(tmp_path / "none.bnn")], "none.bnn", "no such model file")
+    (tmp_path / "bad.bnn").write_bytes(b"PK\x03\x04 truncated")
+    _one_line_error(capsys, ["device", "predict", str(tmp_path / "bad.bnn")], "bad.bnn")
+    save_checkpoint(tmp_path / "model.pt", build_model(preset_config("fmnist", 10)))
+    assert main(["export", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m.bnn")]) == 0
+    np.save(tmp_path / "x.npy", np.zeros((2, 32, 32, 3), np.uint8))
+    _one_line_error(capsys, ["device", "predict", str(tmp_path / "m.bnn"), "--images", str(tmp_path / "x.npy")],
+                    "(N, 28, 28, 1)")
+    np.save(tmp_path / "x.npy", np.zeros((2, 28, 28), np.uint8))
+    np.save(tmp_path / "y.npy", np.zeros(3, np.int64))
+    _one_line_error(capsys, ["device", "predict", str(tmp_path / "m.bnn"), "--images", str(tmp_path / "x.npy"),
+                             "--image-labels", str(tmp_path / "y.npy")], "3 labels for 2 images")
+    (tmp_path / "t.npy").write_bytes(b"\x93NUMPY truncated")
+    _one_line_error(capsys, ["device", "predict", str(tmp_path / "m.bnn"), "--images", str(tmp_path / "t.npy")], "t.npy")

@@ -254,6 +254,11 @@ def cmd_device_predict(args) -> int:
               "seconds": round(seconds, 3), "images_per_second": round(len(images) / max(seconds, 1e-9), 1)}
     if labels is not None:
         report["accuracy"] = float(np.mean(pred == labels)) if len(labels) else None
+        trained = (model.meta.get("source") or {}).get("trained_classes")
+        if trained and len(trained) < model.num_classes:  # a backbone pretrained on base classes only
+            seen = np.isin(labels, trained)
+            report["trained_classes"] = trained
+            report["accuracy_on_trained_classes"] = float(np.mean(pred[seen] == labels[seen])) if seen.any() else None
     print(json.dumps(report, indent=2))
     if args.out:
         _write_json(args.out, {**report, "class_names": model.class_names, "predictions": pred.tolist()})

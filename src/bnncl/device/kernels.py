@@ -122,10 +122,20 @@ def _bconv(x, wt, k, stride, pad, out):
 
 
 @numba.njit(cache=True, inline="always")
-def _word(x, b, iy, ix, t, h, wd):
+def _tap(x, b, iy, ix, c, h, wd, pad_value):
     if iy < 0 or iy >= h or ix < 0 or ix >= wd:
-        return np.uint64(0)  # a +1 padding pixel is a zero word
-    return x[b, iy, ix, t]
+        return pad_value
+    return x[b, iy, ix, c]
+
+
+@numba.njit(cache=True, inline="always")
+def _nine(x, b, y0, x0, c, h, wd, pad_value):
+    """The 3x3 window at (y0, x0) of channel (or word) c, padded with ``pad_value``."""
+    return (_tap(x, b, y0, x0, c, h, wd, pad_value), _tap(x, b, y0, x0 + 1, c, h, wd, pad_value),
+            _tap(x, b, y0, x0 + 2, c, h, wd, pad_value), _tap(x, b, y0 + 1, x0, c, h, wd, pad_value),
+            _tap(x, b, y0 + 1, x0 + 1, c, h, wd, pad_value), _tap(x, b, y0 + 1, x0 + 2, c, h, wd, pad_value),
+            _tap(x, b, y0 + 2, x0, c, h, wd, pad_value), _tap(x, b, y0 + 2, x0 + 1, c, h, wd, pad_value),
+            _tap(x, b, y0 + 2, x0 + 2, c, h, wd, pad_value))
 
 
 @numba.njit(parallel=True, cache=True)
@@ -136,6 +146,7 @@ def _bconv3x3(x, wt, k, stride, pad, out):
     n, h, wd, nw = x.shape
     cout = wt.shape[3]
     _, ho, wo, _ = out.shape
+    zero = np.uint64(0)
     for r in numba.prange(n * ho):
         b = r // ho
         oy = r % ho
@@ -144,11 +155,7 @@ def _bconv3x3(x, wt, k, stride, pad, out):
         for ox in range(wo):
             x0 = ox * stride - pad
             for t in range(nw):
-                a0, a1, a2 = _word(x, b, y0, x0, t, h, wd), _word(x, b, y0, x0 + 1, t, h, wd), _word(x, b, y0, x0 + 2, t, h, wd)
-                a3, a4, a5 = (_word(x, b, y0 + 1, x0, t, h, wd), _word(x, b, y0 + 1, x0 + 1, t, h, wd),
-                              _word(x, b, y0 + 1, x0 + 2, t, h, wd))
-                a6, a7, a8 = (_word(x, b, y0 + 2, x0, t, h, wd), _word(x, b, y0 + 2, x0 + 1, t, h, wd),
-                              _word(x, b, y0 + 2, x0 + 2, t, h, wd))
+                a0, a1, a2, a3, a4, a5, a6, a7, a8 = _nine(x, b, y0, x0, t, h, wd, zero)  # +1 padding: a zero word
                 for co in range(cout):
                     p = (popcount64(a0 ^ wt[0, 0, t, co]) + popcount64(a1 ^ wt[0, 1, t, co]) + popcount64(a2 ^ wt[0, 2, t, co])
                          + popcount64(a3 ^ wt[1, 0, t, co]) + popcount64(a4 ^ wt[1, 1, t, co]) + popcount64(a5 ^ wt[1, 2, t, co])
@@ -228,13 +235,6 @@ def _conv2d(x, wt, bias, stride, pad, out):
                 out[b, oy, ox, co] = acc[co]
 
 
-@numba.njit(cache=True, inline="always")
-def _pixel(x, b, iy, ix, ci, h, wd):
-    if iy < 0 or iy >= h or ix < 0 or ix >= wd:
-        return np.float32(0)  # zero padding
-    return x[b, iy, ix, ci]
-
-
 @numba.njit(parallel=True, cache=True)
 def _conv3x3(x, wt, bias, stride, pad, out):
     # The stem's shape: the nine input values of a pixel are loaded once, then a single loop over Cout does all
@@ -249,11 +249,7 @@ def _conv3x3(x, wt, bias, stride, pad, out):
         for ox in range(wo):
             x0 = ox * stride - pad
             for ci in range(cin):
-                a0, a1, a2 = _pixel(x, b, y0, x0, ci, h, wd), _pixel(x, b, y0, x0 + 1, ci, h, wd), _pixel(x, b, y0, x0 + 2, ci, h, wd)
-                a3, a4, a5 = (_pixel(x, b, y0 + 1, x0, ci, h, wd), _pixel(x, b, y0 + 1, x0 + 1, ci, h, wd),
-                              _pixel(x, b, y0 + 1, x0 + 2, ci, h, wd))
-                a6, a7, a8 = (_pixel(x, b, y0 + 2, x0, ci, h, wd), _pixel(x, b, y0 + 2, x0 + 1, ci, h, wd),
-                              _pixel(x, b, y0 + 2, x0 + 2, ci, h, wd))
+                a0, a1, a2, a3, a4, a5, a6, a7, a8 = _nine(x, b, y0, x0, ci, h, wd, np.float32(0))  # zero padding
                 for co in range(cout):
                     prev = bias[co] if ci == 0 else out[b, oy, ox, co]
                     out[b, oy, ox, co] = prev + (a0 * wt[0, 0, ci, co] + a1 * wt[0, 1, ci, co] + a2 * wt[0, 2, ci, co]
