@@ -148,7 +148,8 @@ def _learn_config(args) -> dict:
     if pre:
         cfg["pretrain"] = pre
     learn = dict(cfg.get("learn") or {})
-    for key in ("lr_layer", "epochs", "lr", "batch_size", "replay_size", "replay_storage", "replay_update", "replay_mix", "replay_batch"):
+    for key in ("lr_layer", "epochs", "lr", "batch_size", "replay_size", "replay_storage", "replay_update", "replay_mix", "replay_batch",
+                "qf", "qb", "qbin", "q_ranges", "q_rounding"):
         if getattr(args, key) is not None:
             learn[key] = getattr(args, key)
     if learn:
@@ -356,6 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--replay-update", choices=("ar1", "balanced"), help="memory update rule (default balanced)")
     g.add_argument("--replay-mix", choices=("proportional", "fixed"), help="minibatch mix: fixed (--batch-size new + --replay-batch replayed) or proportional (default fixed)")
     g.add_argument("--replay-batch", type=int, help="replayed patterns per step with --replay-mix fixed (default 128)")
+    g = p.add_argument_group("hybrid quantization of the learning step (METHOD §5; 32 = float32)")
+    g.add_argument("--qf", type=int, metavar="BITS", help="forward bits: head input, weights, softmax, logit gradient (default 32)")
+    g.add_argument("--qb", type=int, metavar="BITS", help="backward bits: gradients and stored trainable parameters, at least --qf (default 32)")
+    g.add_argument("--qbin", type=int, metavar="BITS", help="gradients and latent weights of trainable binary convs (default 32)")
+    g.add_argument("--q-ranges", choices=("dynamic", "fixed"), help="quantizer ranges: min/max per call, or calibrated on "
+                                                                   "experience 0 (work A) (default dynamic)")
+    g.add_argument("--q-rounding", choices=("nearest", "stochastic"), help="default nearest")
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/learn)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -27,8 +27,10 @@ from ..data.scenarios import Experience
 from ..errors import ConfigError
 from ..layers import LearnableBias
 from ..models import BinaryResNet, normalize
+from ..quant import FLOAT_BITS, ROUNDINGS, check_bits
 from ..quantizers import clip_latent_weights
 from .cwr import CWRStar
+from .hybrid import RANGES, HeadHybridStep
 from .replay import STORAGES, UPDATE_RULES, LatentMemory
 
 STRATEGIES = ("naive", "cwr", "ar1", "joint")
@@ -47,6 +49,12 @@ class LearnOptions:
     replay_update: str = "balanced"
     replay_mix: str = "fixed"  # B's code: 50 new + 128 replayed per step (BENCHMARKS.md compares the mixes)
     replay_batch: int = 128  # replayed patterns per step with mix "fixed"
+    # Hybrid quantization of the learning step (METHOD §5); 32 = float32, no quantization.
+    qf: int = 32  # forward bits: inputs, weights and outputs of trainable ops, softmax, logit gradient
+    qb: int = 32  # backward bits: gradients and stored trainable parameters (at least qf)
+    qbin: int = 32  # gradients and latent weights of trainable binary convs
+    q_ranges: str = "dynamic"  # "dynamic" (min/max per call) or "fixed" (calibrated on experience 0, work A)
+    q_rounding: str = "nearest"  # or "stochastic"
     seed: int = 0
 
     def __post_init__(self):
@@ -61,6 +69,18 @@ class LearnOptions:
             raise ConfigError("replay_size and replay_batch must be >= 0")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
+        for name in ("qf", "qb", "qbin"):
+            check_bits(name, getattr(self, name))
+        if self.qb < self.qf:
+            raise ConfigError(f"qb (backward bits, {self.qb}) must be at least qf (forward bits, {self.qf}): the update "
+                              "step is where the method keeps more precision")
+        for name, value, valid in (("q_ranges", self.q_ranges, RANGES), ("q_rounding", self.q_rounding, ROUNDINGS)):
+            if value not in valid:
+                raise ConfigError(f"unknown {name} {value!r} (valid: {', '.join(valid)})")
+
+    @property
+    def quantized(self) -> bool:
+        return min(self.qf, self.qb, self.qbin) < FLOAT_BITS
 
     @classmethod
     def from_dict(cls, d: dict) -> "LearnOptions":
@@ -167,6 +187,13 @@ class Learner:
         self.generator = torch.Generator().manual_seed(options.seed)
         self._test_cache: tuple[np.ndarray, torch.Tensor] | None = None
         self.step_seconds: list[float] = []
+        self.hybrid = None
+        if options.quantized:
+            if list(dict(self.trainable.named_children())) != ["head"]:
+                raise ConfigError(f"quantized learning (qf {options.qf}, qb {options.qb}) trains the head only for now: "
+                                  f"use --lr-layer head (or strategy cwr), not {self.lr_layer}")
+            self.hybrid = HeadHybridStep(model.layers["head"], options.qf, options.qb, options.lr, options.q_ranges,
+                                         options.q_rounding, options.seed)
 
     @torch.no_grad()
     def latents(self, x_uint8: np.ndarray, batch_size: int = 500) -> torch.Tensor:
@@ -204,16 +231,21 @@ class Learner:
                 x, y = self.new_latents[idx], self.new_labels[idx]
                 for p in self.plugins:
                     x, y = p.before_step(self, x, y)
-                loss = F.cross_entropy(self.trainable(x), y)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} in experience {exp.index}, epoch {epoch + 1}; lower the learning rate")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                clip_latent_weights(self.trainable)
+                if self.hybrid is not None:
+                    self.hybrid(x, y)
+                else:
+                    loss = F.cross_entropy(self.trainable(x), y)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"loss became {loss.item()} in experience {exp.index}, epoch {epoch + 1}; lower the learning rate")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    clip_latent_weights(self.trainable)
                 for p in self.plugins:
                     p.after_step(self)
                 self.step_seconds.append(time.perf_counter() - t0)
+        if self.hybrid is not None:
+            self.hybrid.end_experience()
         for p in self.plugins:
             p.after_experience(self, exp)
 
@@ -230,7 +262,10 @@ class Learner:
         return torch.cat([self.trainable(z[i:i + batch_size]).argmax(1) for i in range(0, len(z), batch_size)]).numpy()
 
     def nbytes(self) -> dict:
-        out = {"trainable_parameters_fp32": 4 * sum(p.numel() for p in self.trainable_parameters())}
+        n = sum(p.numel() for p in self.trainable_parameters())
+        out = {"trainable_parameters_fp32": 4 * n}
+        if self.options.quantized:  # stored at q_b bits (the head-only variant has no binary latent weights)
+            out["trainable_state"] = math.ceil(n * self.options.qb / 8)
         for p in self.plugins:
             out.update(p.nbytes())
         return out
