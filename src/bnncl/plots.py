@@ -70,3 +70,28 @@ def accuracy_matrix(run: dict, path) -> None:
     ax.set_title(f"{run.get('label') or run['strategy']} on {run['stream']['name']}: accuracy matrix")
     _save(fig, path)
     plt.close(fig)
+
+
+def bit_width_heatmap(grid: dict, qfs: list[int], qbs: list[int], title: str, path) -> None:
+    """Final accuracy for each (q_f, q_b) of a bit-width study: ``grid[(qf, qb)]`` in [0, 1]; missing cells as '–'."""
+    plt = _pyplot()
+    data = np.full((len(qfs), len(qbs)), np.nan)
+    for (qf, qb), acc in grid.items():
+        if qf in qfs and qb in qbs:
+            data[qfs.index(qf), qbs.index(qb)] = 100 * acc
+    fig, ax = plt.subplots(figsize=(1.2 * len(qbs) + 2, 0.8 * len(qfs) + 1.5))
+    im = ax.imshow(data, cmap="viridis", origin="lower", aspect="auto")
+    ax.set_xticks(range(len(qbs)), [str(b) for b in qbs])
+    ax.set_yticks(range(len(qfs)), [str(b) for b in qfs])
+    ax.set_xlabel("q_b (backward bits)")
+    ax.set_ylabel("q_f (forward bits)")
+    mid = np.nanmean(data) if np.isfinite(data).any() else 0.0
+    for i in range(len(qfs)):
+        for j in range(len(qbs)):
+            v = data[i, j]
+            ax.text(j, i, "–" if np.isnan(v) else f"{v:.1f}", ha="center", va="center",
+                    color="white" if np.isnan(v) or v < mid else "black", fontsize=9)
+    fig.colorbar(im, ax=ax, label="final accuracy (%)")
+    ax.set_title(title)
+    _save(fig, path)
+    plt.close(fig)

@@ -108,8 +108,14 @@ def test_bad_bit_widths_and_unsupported_layers():
     with pytest.raises(ConfigError, match="q_ranges"):
         LearnOptions(q_ranges="static")
     model = build_model(BackboneConfig(input_shape=(8, 8, 1), num_classes=4, stem_channels=4, stages=((4, 1, 1), (8, 1, 2))))
-    with pytest.raises(ConfigError, match="head only"):
-        build_learner(model, LearnOptions(strategy="ar1", qf=8, qb=16, lr_layer="block2", replay_size=4))
+    with pytest.raises(ConfigError, match="dynamic ranges"):
+        build_learner(model, LearnOptions(strategy="ar1", qf=8, qb=16, lr_layer="block2", replay_size=4, q_ranges="fixed"))
+    multi = build_learner(model, LearnOptions(strategy="ar1", qf=8, qb=16, qbin=8, lr_layer="block2", replay_size=4))
+    parts = multi.nbytes()
+    # block2's 8 x 4 x 3 x 3 latent weights at 8 bits; its per-channel vectors and the head at 16 bits; BN in float32
+    assert parts["trainable_binary_latent_weights"] == 8 * 4 * 9
+    assert parts["trainable_batchnorm_fp32"] == 4 * 2 * 8
+    assert parts["trainable_state"] <= parts["trainable_parameters_fp32"] / 2
     learner = build_learner(model, LearnOptions(strategy="cwr", qf=8, qb=16))
     assert learner.hybrid is not None
     assert learner.nbytes()["trainable_state"] == 4 * 8 * 16 // 8  # head 4 x 8 at 16 bits: half of fp32

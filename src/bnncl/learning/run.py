@@ -70,4 +70,5 @@ def run_stream(model: BinaryResNet, stream: Stream, options: LearnOptions, progr
         "seconds_per_step_median": float(np.median(learner.step_seconds)) if learner.step_seconds else None,
         "latent_shape": list(learner.latent_shape),
         "bytes": learner.nbytes(),
+        "gradient_relative_error": learner.hybrid.gradient_errors() if learner.hybrid is not None else None,
     }

@@ -30,7 +30,7 @@ from ..models import BinaryResNet, normalize
 from ..quant import FLOAT_BITS, ROUNDINGS, check_bits
 from ..quantizers import clip_latent_weights
 from .cwr import CWRStar
-from .hybrid import RANGES, HeadHybridStep
+from .hybrid import RANGES, BackpropHybridStep, HeadHybridStep
 from .replay import STORAGES, UPDATE_RULES, LatentMemory
 
 STRATEGIES = ("naive", "cwr", "ar1", "joint")
@@ -189,11 +189,15 @@ class Learner:
         self.step_seconds: list[float] = []
         self.hybrid = None
         if options.quantized:
-            if list(dict(self.trainable.named_children())) != ["head"]:
-                raise ConfigError(f"quantized learning (qf {options.qf}, qb {options.qb}) trains the head only for now: "
-                                  f"use --lr-layer head (or strategy cwr), not {self.lr_layer}")
-            self.hybrid = HeadHybridStep(model.layers["head"], options.qf, options.qb, options.lr, options.q_ranges,
-                                         options.q_rounding, options.seed)
+            if list(dict(self.trainable.named_children())) == ["head"]:  # work A: the head alone
+                self.hybrid = HeadHybridStep(model.layers["head"], options.qf, options.qb, options.lr, options.q_ranges,
+                                             options.q_rounding, options.seed)
+            else:  # work B: quantized back-propagation through the blocks above the LR layer
+                if options.q_ranges != "dynamic":
+                    raise ConfigError("fixed quantizer ranges are work A's head-only variant; training blocks above the "
+                                      "LR layer uses dynamic ranges")
+                self.hybrid = BackpropHybridStep(self.trainable, options.qf, options.qb, options.qbin, options.lr,
+                                                 options.q_rounding, options.seed)
 
     @torch.no_grad()
     def latents(self, x_uint8: np.ndarray, batch_size: int = 500) -> torch.Tensor:
@@ -264,7 +268,11 @@ class Learner:
     def nbytes(self) -> dict:
         n = sum(p.numel() for p in self.trainable_parameters())
         out = {"trainable_parameters_fp32": 4 * n}
-        if self.options.quantized:  # stored at q_b bits (the head-only variant has no binary latent weights)
+        if isinstance(self.hybrid, BackpropHybridStep):
+            parts = self.hybrid.state_bytes()
+            out.update({f"trainable_{k}": v for k, v in parts.items()})
+            out["trainable_state"] = sum(parts.values())
+        elif self.hybrid is not None:  # the head alone, stored at q_b bits
             out["trainable_state"] = math.ceil(n * self.options.qb / 8)
         for p in self.plugins:
             out.update(p.nbytes())

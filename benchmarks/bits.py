@@ -1,0 +1,119 @@
+"""The bit-width study of the hybrid-quantized learning step (METHOD §5), torch simulation.
+
+For each stream, from a pretrained backbone: the fp32 run, then every (q_f, q_b) of the grid with q_b >= q_f; final
+accuracy, the mean relative error of the quantized gradient against the float one per trained layer, and the bytes of
+the trainable state. The frozen part never changes, so every run of a stream shares one cache of latents.
+
+Variants: ``head`` (work A: CWR* on the head only, strategy cwr) and ``multi`` (work B: CWR* + 1-bit latent replay,
+quantized back-propagation through the blocks above the LR layer, strategy ar1, q_bin = q_f). The fp32 run of each
+variant is the plain autograd learner.
+
+    python benchmarks/bits.py [--streams default nc] [--out runs/bench/bits] [--qf 4 6 8 16 32] [--qb 8 12 16 32]
+
+Streams: ``default`` is make demo's (configs/demo.toml, backbone runs/demo/pretrain/model.pt); ``nc`` is NC 5x2 with
+the backbone benchmarks/continual.py pretrained on its experience 0. A missing backbone is pretrained first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bnncl.learning import experiment
+from bnncl.learning.run import run_stream
+from bnncl.learning.strategy import Learner
+from bnncl.plots import bit_width_heatmap
+from machine import describe_machine
+
+STREAMS = {
+    "default": {"config": "configs/demo.toml", "checkpoint": "runs/demo/pretrain/model.pt"},
+    "nc": {"config": None, "checkpoint": "runs/bench/continual/nc-binary-boundary-bits/pretrain/model.pt",
+           "stream": {"type": "nc", "n_experiences": 5}},
+}
+
+
+def cache_latents():
+    """Memoize Learner.latents by input array: every run of a stream sees the same arrays and the same frozen part."""
+    original, cache = Learner.latents, {}
+
+    def latents(self, x, batch_size=500):
+        key = (id(x), x.shape)
+        if key not in cache:
+            cache[key] = (x, original(self, x, batch_size))  # keep x alive so its id is not reused
+        return cache[key][1]
+
+    Learner.latents = latents
+    return cache
+
+
+def stream_and_model(name: str, args):
+    spec = STREAMS[name]
+    cfg = experiment.load_config(spec["config"]) if spec["config"] else {"stream": spec["stream"], "pretrain": {
+        "epochs": 8, "binary_boundary": "block5"}}
+    cfg = experiment.validate({**cfg, "strategies": ["cwr"], "out": str(Path(args.out) / name), "seed": args.seed,
+                               **({"checkpoint": spec["checkpoint"]} if Path(spec["checkpoint"]).is_file() else {})})
+    stream, held = experiment.build_stream(cfg)
+    model, info = experiment.backbone_for(cfg, stream, progress=not args.quiet, held=held)
+    return cfg, stream, model, info
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--streams", nargs="+", default=list(STREAMS), choices=STREAMS)
+    ap.add_argument("--qf", nargs="+", type=int, default=[4, 6, 8, 16, 32])
+    ap.add_argument("--qb", nargs="+", type=int, default=[8, 12, 16, 32])
+    ap.add_argument("--variants", nargs="+", default=["head", "multi"], choices=("head", "multi"))
+    ap.add_argument("--ranges", default="dynamic", choices=("dynamic", "fixed"), help="head variant only")
+    ap.add_argument("--rounding", default="nearest", choices=("nearest", "stochastic"))
+    ap.add_argument("--out", default="runs/bench/bits")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache_latents()
+    t_start = time.perf_counter()
+    summary = {"machine": describe_machine(), "ranges": args.ranges, "rounding": args.rounding, "streams": {}}
+    print(f"machine: {summary['machine']}; ranges {args.ranges}, rounding {args.rounding}\n")
+    print("| stream | variant | q_f | q_b | q_bin | final accuracy | vs fp32 | gradient rel. error | trainable state | fp32 state |")
+    print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|")
+    for name in args.streams:
+        cfg, stream, model, info = stream_and_model(name, args)
+        summary["streams"][name] = {"stream": stream.name, "backbone": info, "rows": []}
+        for variant in args.variants:
+            strategy = "cwr" if variant == "head" else "ar1"
+            settings = [(32, 32)] + [(qf, qb) for qf in args.qf for qb in args.qb if qb >= qf and (qf, qb) != (32, 32)]
+            grid = {}
+            for qf, qb in settings:
+                learn = {**cfg["learn"], "qf": qf, "qb": qb, "qbin": qf, "q_rounding": args.rounding}
+                if variant == "head":
+                    learn["q_ranges"] = args.ranges
+                r = run_stream(copy.deepcopy(model), stream, experiment.learn_options({**cfg, "learn": learn}, strategy),
+                               progress=not args.quiet)
+                grid[(qf, qb)] = r["final_accuracy"]
+                errs = r.get("gradient_relative_error") or {}
+                state = r["bytes"].get("trainable_state", r["bytes"]["trainable_parameters_fp32"])
+                row = {"stream": stream.name, "variant": variant, "qf": qf, "qb": qb, "qbin": qf,
+                       "final_accuracy": r["final_accuracy"], "vs_fp32_pp": 100 * (r["final_accuracy"] - grid[(32, 32)]),
+                       "gradient_relative_error": errs, "bytes": r["bytes"], "trainable_state_bytes": state,
+                       "fp32_state_bytes": r["bytes"]["trainable_parameters_fp32"], "lr_layer": r["options"]["lr_layer"]}
+                summary["streams"][name]["rows"].append(row)
+                err_text = ", ".join(f"{k} {v:.1e}" for k, v in errs.items()) or "–"
+                print(f"| {stream.name} | {variant} | {qf} | {qb} | {qf if variant == 'multi' else '–'} | "
+                      f"{100 * r['final_accuracy']:.2f} % | {row['vs_fp32_pp']:+.2f} pp | {err_text} | {state:,} B | "
+                      f"{row['fp32_state_bytes']:,} B |", flush=True)
+                (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+            title = f"{'head only (work A)' if variant == 'head' else 'multi-layer (work B)'}, {stream.name}"
+            bit_width_heatmap(grid, args.qf, args.qb, title, out / f"heatmap_{variant}_{name}.png")
+    summary["minutes"] = (time.perf_counter() - t_start) / 60
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"\ntotal {summary['minutes']:.1f} min; figures: {out}/heatmap_*.png")
+
+
+if __name__ == "__main__":
+    main()

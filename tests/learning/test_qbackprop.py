@@ -1,0 +1,108 @@
+"""The hand-written quantized back-propagation (work B) against torch autograd, and against its own definition."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bnncl.learning.hybrid import TorchConv, block_params
+from bnncl.learning.qbackprop import Bits, QuantizedBackprop
+from bnncl.models import BackboneConfig, build_model
+
+
+def trainable_part(boundary: bool, seed: int = 0, activation: str = "approx"):
+    cfg = BackboneConfig(input_shape=(12, 12, 1), num_classes=5, stem_channels=8, stages=((8, 1, 1), (16, 2, 2)),
+                         binary_boundary="block2" if boundary else None, activation=activation)
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    with torch.no_grad():  # random per-channel vectors, latent weights inside and outside [-1, 1]
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.copy_((1.0 if name.endswith(("bn.weight", "scale")) else 0.0) + 0.3 * torch.randn_like(p))
+            elif p.dim() == 4 and "block" in name:
+                p.copy_(0.8 * torch.randn_like(p))
+    _, trainable = model.split("block2")
+    trainable.train()
+    return model, trainable
+
+
+def latents(boundary, n=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, 12, 12, generator=g)
+    return torch.where(x >= 0, 1.0, -1.0) if boundary else x
+
+
+@pytest.mark.parametrize("boundary", [True, False])
+@pytest.mark.parametrize("activation", ["approx", "ste"])
+@pytest.mark.parametrize("conv", ["numpy", "torch"])
+def test_32_bits_equals_autograd(boundary, activation, conv):
+    model, trainable = trainable_part(boundary, activation=activation)
+    x, y = latents(boundary), torch.tensor([0, 1, 2, 3, 4, 0])
+    names = [n for n, _ in trainable.named_children()]
+    blocks = [block_params(n, trainable.get_submodule(n)) for n in names if n.startswith("block")]
+    bp = QuantizedBackprop(blocks, trainable.get_submodule("head").weight.detach().numpy(), Bits(),
+                           TorchConv() if conv == "torch" else None)
+    # torch autograd on copies of the same model (block_params shares memory with `trainable`)
+    import copy
+
+    ref = copy.deepcopy(trainable)
+    loss_ref = F.cross_entropy(ref(x), y)
+    loss_ref.backward()
+    loss = bp.loss_and_backward(x.numpy().copy(), y.numpy())
+    assert loss == pytest.approx(loss_ref.item(), rel=1e-5)
+    torch.testing.assert_close(torch.from_numpy(bp.head_grad), ref.head.weight.grad, rtol=1e-4, atol=1e-6)
+    checked = 0
+    for b in blocks:
+        module = ref.get_submodule(b.name)
+        for key, g in b.grads.items():
+            expected = module.get_parameter(key).grad
+            torch.testing.assert_close(torch.from_numpy(np.asarray(g, np.float32)), expected, rtol=1e-4, atol=1e-5,
+                                       msg=lambda m, k=f"{b.name}.{key}": f"{k}: {m}")
+            checked += 1
+    n_params = sum(1 for n, p in ref.named_parameters() if not n.startswith("head"))
+    assert checked == n_params  # every trainable parameter of every block has its gradient checked
+    # running statistics moved exactly as torch's
+    for b in blocks:
+        torch.testing.assert_close(torch.from_numpy(b.running_var), ref.get_submodule(b.name).bn.running_var, rtol=1e-5, atol=1e-6)
+
+
+def test_low_bits_quantize_every_op_with_its_width(monkeypatch):
+    """At q_f 6, q_b 12, q_bin 8: every forward value goes through a q_f quantizer, every gradient through q_b (conv
+    weight gradients q_bin), and each gradient is the quantized float gradient of the quantized values it comes from."""
+    import bnncl.learning.qbackprop as qb_mod
+    from bnncl.quant import quantize as real_quantize
+
+    calls = []
+
+    def spy(x, bits, lo=None, hi=None, **kw):
+        out = real_quantize(x, bits, lo, hi, **kw)
+        calls.append((kw.get("where"), bits, np.array(x, copy=True), out))
+        return out
+
+    monkeypatch.setattr(qb_mod, "quantize", spy)
+    model, trainable = trainable_part(True, seed=3)
+    blocks = [block_params(n, trainable.get_submodule(n)) for n in ("block2", "block3")]
+    bp = QuantizedBackprop(blocks, trainable.get_submodule("head").weight.detach().numpy(), Bits(qf=6, qb=12, qbin=8))
+    bp.loss_and_backward(latents(True).numpy().copy(), np.array([0, 1, 2, 3, 4, 0]))
+    by_where = {w: (b, x, out) for w, b, x, out in calls}
+    for where, bits, _, _ in calls:
+        if "conv weight gradient" in where:
+            assert bits == 8, where
+        elif where == "logit gradient":  # METHOD §5: the logit gradient is a forward quantity, at q_f
+            assert bits == 6, where
+        elif "gradient" in where:
+            assert bits == 12, where
+        else:
+            assert bits == 6, where
+    for b in ("block2", "block3"):  # every non-BN op of both blocks is quantized on the way forward
+        for op in ("conv weights", "conv output", "shortcut output", "residual add", "rprelu shift_in", "prelu output",
+                   "rprelu output"):
+            assert f"{b}.{op}" in by_where, f"{b}.{op}"
+    assert "block3.shift output" in by_where and "block3.input gradient" in by_where
+    # the head gradient is Q_qb of the float product of the q_f values it was computed from
+    feat, d = by_where["head input"][2], by_where["logit gradient"][2]
+    np.testing.assert_array_equal(bp.head_grad, real_quantize(d.T @ feat, 12))
+    for b in blocks:  # stored gradients sit on their grids
+        for key, g in b.grads.items():
+            if not key.startswith("bn."):
+                np.testing.assert_allclose(real_quantize(g, 8 if key == "conv.weight" else 12), g, rtol=0, atol=1e-6)
