@@ -73,8 +73,18 @@ def main():
     ap.add_argument("--out", default="runs/bench/bits")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--replot", action="store_true", help="only redraw the heatmaps from OUT/summary.json")
     args = ap.parse_args()
     out = Path(args.out)
+    if args.replot:
+        summary = json.loads((out / "summary.json").read_text())
+        for name, st in summary["streams"].items():
+            for variant in sorted({r["variant"] for r in st["rows"]}):
+                grid = {(r["qf"], r["qb"]): r["final_accuracy"] for r in st["rows"] if r["variant"] == variant}
+                qfs, qbs = sorted({k[0] for k in grid}), sorted({k[1] for k in grid})
+                title = f"{'head only (work A)' if variant == 'head' else 'multi-layer (work B)'}, {st['stream']}"
+                bit_width_heatmap(grid, qfs, qbs, title, out / f"heatmap_{variant}_{name}.png")
+        return
     out.mkdir(parents=True, exist_ok=True)
     cache_latents()
     t_start = time.perf_counter()

@@ -90,7 +90,7 @@ def bit_width_heatmap(grid: dict, qfs: list[int], qbs: list[int], title: str, pa
         for j in range(len(qbs)):
             v = data[i, j]
             ax.text(j, i, "–" if np.isnan(v) else f"{v:.1f}", ha="center", va="center",
-                    color="white" if np.isnan(v) or v < mid else "black", fontsize=9)
+                    color="gray" if np.isnan(v) else "white" if v < mid else "black", fontsize=9)
     fig.colorbar(im, ax=ax, label="final accuracy (%)")
     ax.set_title(title)
     _save(fig, path)

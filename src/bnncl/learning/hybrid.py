@@ -157,6 +157,7 @@ class BackpropHybridStep:
         self.float_bp = QuantizedBackprop(blocks, head, Bits(), TorchConv())  # same arrays, no quantizer: the reference gradients
         self.errors: dict[str, list[float]] = {}
         self.steps = 0
+        self.rebinarize = True  # work B's update of binary latent weights: W <- clip(Q(sign(W) - lr g), -1, 1)
 
     def _gradients(self, bp) -> dict[str, np.ndarray]:
         out = {"head": bp.head_grad}
@@ -179,7 +180,7 @@ class BackpropHybridStep:
                 norm = float(np.linalg.norm(reference[k]))
                 if norm > 0:
                     self.errors.setdefault(k, []).append(float(np.linalg.norm(g - reference[k])) / norm)
-        self.bp.sgd_step(self.lr)
+        self.bp.sgd_step(self.lr, self.rebinarize)
         self.steps += 1
         return loss
 
