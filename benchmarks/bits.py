@@ -70,6 +70,10 @@ def main():
     ap.add_argument("--variants", nargs="+", default=["head", "multi"], choices=("head", "multi"))
     ap.add_argument("--ranges", default="dynamic", choices=("dynamic", "fixed"), help="head variant only")
     ap.add_argument("--rounding", default="nearest", choices=("nearest", "stochastic"))
+    ap.add_argument("--qbin-update", default="rebinarize", choices=("rebinarize", "plain"), help="multi variant only")
+    ap.add_argument("--qbin", default="qf", help="multi variant: q_bin = q_f (default), q_b, or a number of bits")
+    ap.add_argument("--handwritten-reference", action="store_true",
+                    help="multi variant: also the hand-written backward at 32 bits (the same update rule, no quantizer)")
     ap.add_argument("--out", default="runs/bench/bits")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true")
@@ -79,7 +83,7 @@ def main():
     if args.replot:
         summary = json.loads((out / "summary.json").read_text())
         for name, st in summary["streams"].items():
-            for variant in sorted({r["variant"] for r in st["rows"]}):
+            for variant in [v for v in ("head", "multi") if any(r["variant"] == v for r in st["rows"])]:
                 grid = {(r["qf"], r["qb"]): r["final_accuracy"] for r in st["rows"] if r["variant"] == variant}
                 qfs, qbs = sorted({k[0] for k in grid}), sorted({k[1] for k in grid})
                 title = f"{'head only (work A)' if variant == 'head' else 'multi-layer (work B)'}, {st['stream']}"
@@ -88,7 +92,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     cache_latents()
     t_start = time.perf_counter()
-    summary = {"machine": describe_machine(), "ranges": args.ranges, "rounding": args.rounding, "streams": {}}
+    summary = {"machine": describe_machine(), "ranges": args.ranges, "rounding": args.rounding,
+               "qbin_update": args.qbin_update, "streams": {}}
     print(f"machine: {summary['machine']}; ranges {args.ranges}, rounding {args.rounding}\n")
     print("| stream | variant | q_f | q_b | q_bin | final accuracy | vs fp32 | gradient rel. error | trainable state | fp32 state |")
     print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|")
@@ -98,23 +103,31 @@ def main():
         for variant in args.variants:
             strategy = "cwr" if variant == "head" else "ar1"
             settings = [(32, 32)] + [(qf, qb) for qf in args.qf for qb in args.qb if qb >= qf and (qf, qb) != (32, 32)]
+            if variant == "multi" and args.handwritten_reference:
+                settings.insert(1, ("hand", 32))
             grid = {}
             for qf, qb in settings:
-                learn = {**cfg["learn"], "qf": qf, "qb": qb, "qbin": qf, "q_rounding": args.rounding}
+                hand = qf == "hand"
+                qf = 32 if hand else qf
+                qbin = {"qf": qf, "qb": qb}.get(args.qbin) or int(args.qbin)
+                learn = {**cfg["learn"], "qf": qf, "qb": qb, "qbin": qbin, "q_rounding": args.rounding,
+                         "qbin_update": args.qbin_update, "handwritten": hand}
                 if variant == "head":
                     learn["q_ranges"] = args.ranges
                 r = run_stream(copy.deepcopy(model), stream, experiment.learn_options({**cfg, "learn": learn}, strategy),
                                progress=not args.quiet)
-                grid[(qf, qb)] = r["final_accuracy"]
+                if not hand:
+                    grid[(qf, qb)] = r["final_accuracy"]
                 errs = r.get("gradient_relative_error") or {}
                 state = r["bytes"].get("trainable_state", r["bytes"]["trainable_parameters_fp32"])
-                row = {"stream": stream.name, "variant": variant, "qf": qf, "qb": qb, "qbin": qf,
+                row = {"stream": stream.name, "variant": variant + (" (hand-written, 32 bits)" if hand else ""),
+                       "qf": qf, "qb": qb, "qbin": qbin, "qbin_update": args.qbin_update,
                        "final_accuracy": r["final_accuracy"], "vs_fp32_pp": 100 * (r["final_accuracy"] - grid[(32, 32)]),
                        "gradient_relative_error": errs, "bytes": r["bytes"], "trainable_state_bytes": state,
                        "fp32_state_bytes": r["bytes"]["trainable_parameters_fp32"], "lr_layer": r["options"]["lr_layer"]}
                 summary["streams"][name]["rows"].append(row)
                 err_text = ", ".join(f"{k} {v:.1e}" for k, v in errs.items()) or "–"
-                print(f"| {stream.name} | {variant} | {qf} | {qb} | {qf if variant == 'multi' else '–'} | "
+                print(f"| {stream.name} | {row['variant']} | {qf} | {qb} | {qbin if variant == 'multi' else '–'} | "
                       f"{100 * r['final_accuracy']:.2f} % | {row['vs_fp32_pp']:+.2f} pp | {err_text} | {state:,} B | "
                       f"{row['fp32_state_bytes']:,} B |", flush=True)
                 (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

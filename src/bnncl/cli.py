@@ -149,7 +149,7 @@ def _learn_config(args) -> dict:
         cfg["pretrain"] = pre
     learn = dict(cfg.get("learn") or {})
     for key in ("lr_layer", "epochs", "lr", "batch_size", "replay_size", "replay_storage", "replay_update", "replay_mix", "replay_batch",
-                "qf", "qb", "qbin", "q_ranges", "q_rounding"):
+                "qf", "qb", "qbin", "q_ranges", "q_rounding", "qbin_update"):
         if getattr(args, key) is not None:
             learn[key] = getattr(args, key)
     if learn:
@@ -364,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--q-ranges", choices=("dynamic", "fixed"), help="quantizer ranges: min/max per call, or calibrated on "
                                                                    "experience 0 (work A) (default dynamic)")
     g.add_argument("--q-rounding", choices=("nearest", "stochastic"), help="default nearest")
+    g.add_argument("--qbin-update", choices=("rebinarize", "plain"),
+                   help="update of trainable binary convs' latent weights: work B's W <- clip(Q(sign(W) - lr g)) or the "
+                        "plain W <- clip(Q(W - lr g)) (default rebinarize)")
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/learn)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

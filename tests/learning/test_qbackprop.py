@@ -106,3 +106,25 @@ def test_low_bits_quantize_every_op_with_its_width(monkeypatch):
         for key, g in b.grads.items():
             if not key.startswith("bn."):
                 np.testing.assert_allclose(real_quantize(g, 8 if key == "conv.weight" else 12), g, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("rebinarize", [True, False])
+def test_sgd_step_by_hand(rebinarize):
+    """One update at 32 bits, computed by hand: re-binarized (work B) or plain for binary latent weights, plain SGD for
+    the rest, BN included."""
+    model, trainable = trainable_part(False, seed=5)
+    blocks = [block_params(n, trainable.get_submodule(n)) for n in ("block2", "block3")]
+    head = trainable.get_submodule("head").weight.detach().numpy()
+    bp = QuantizedBackprop(blocks, head, Bits())
+    bp.loss_and_backward(latents(False).numpy().copy(), np.array([0, 1, 2, 3, 4, 0]))
+    before = {b.name: (b.weight.copy(), b.shift.copy(), b.bn_weight.copy(), b.slope.copy(), dict(b.grads)) for b in blocks}
+    h0, gh = head.copy(), bp.head_grad.copy()
+    bp.sgd_step(0.1, rebinarize=rebinarize)
+    np.testing.assert_allclose(head, h0 - 0.1 * gh, rtol=1e-6)
+    for b in blocks:
+        w0, s0, g0, sl0, grads = before[b.name]
+        base = np.where(w0 >= 0, 1.0, -1.0) if rebinarize else w0
+        np.testing.assert_allclose(b.weight, np.clip(base - 0.1 * grads["conv.weight"], -1, 1), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(b.shift, s0 - 0.1 * grads["shift.bias"], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(b.bn_weight, g0 - 0.1 * grads["bn.weight"], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(b.slope, sl0 - 0.1 * grads["act.prelu.weight"], rtol=1e-6, atol=1e-7)

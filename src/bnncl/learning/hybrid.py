@@ -26,6 +26,7 @@ from ..quant import quantize
 from .qbackprop import BlockParams, Bits, QuantizedBackprop
 
 RANGES = ("dynamic", "fixed")
+QBIN_UPDATES = ("rebinarize", "plain")
 WEIGHT_MARGIN = 0.02
 
 
@@ -142,7 +143,7 @@ class BackpropHybridStep:
     ERROR_EVERY = 25  # steps between two measurements of the gradient error against float
 
     def __init__(self, trainable: nn.Module, qf: int, qb: int, qbin: int, lr: float, rounding: str = "nearest",
-                 seed: int = 0):
+                 seed: int = 0, qbin_update: str = "rebinarize"):
         blocks, head = [], None
         for name, module in trainable.named_children():
             if isinstance(module, BinaryBlock):
@@ -157,7 +158,8 @@ class BackpropHybridStep:
         self.float_bp = QuantizedBackprop(blocks, head, Bits(), TorchConv())  # same arrays, no quantizer: the reference gradients
         self.errors: dict[str, list[float]] = {}
         self.steps = 0
-        self.rebinarize = True  # work B's update of binary latent weights: W <- clip(Q(sign(W) - lr g), -1, 1)
+        # work B's update of binary latent weights, W <- clip(Q(sign(W) - lr g), -1, 1), or the plain one from W
+        self.rebinarize = qbin_update == "rebinarize"
 
     def _gradients(self, bp) -> dict[str, np.ndarray]:
         out = {"head": bp.head_grad}

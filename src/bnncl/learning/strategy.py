@@ -30,7 +30,7 @@ from ..models import BinaryResNet, normalize
 from ..quant import FLOAT_BITS, ROUNDINGS, check_bits
 from ..quantizers import clip_latent_weights
 from .cwr import CWRStar
-from .hybrid import RANGES, BackpropHybridStep, HeadHybridStep
+from .hybrid import QBIN_UPDATES, RANGES, BackpropHybridStep, HeadHybridStep
 from .replay import STORAGES, UPDATE_RULES, LatentMemory
 
 STRATEGIES = ("naive", "cwr", "ar1", "joint")
@@ -55,6 +55,10 @@ class LearnOptions:
     qbin: int = 32  # gradients and latent weights of trainable binary convs
     q_ranges: str = "dynamic"  # "dynamic" (min/max per call) or "fixed" (calibrated on experience 0, work A)
     q_rounding: str = "nearest"  # or "stochastic"
+    # Update of the binary convs' latent weights under quantized back-propagation: "rebinarize" (work B's code,
+    # W <- clip(Q_qbin(sign(W) - lr g), -1, 1)) or "plain" (W <- clip(Q_qbin(W - lr g), -1, 1)).
+    qbin_update: str = "rebinarize"
+    handwritten: bool = False  # train blocks above the LR layer with the hand-written backward even at 32 bits
     seed: int = 0
 
     def __post_init__(self):
@@ -74,7 +78,8 @@ class LearnOptions:
         if self.qb < self.qf:
             raise ConfigError(f"qb (backward bits, {self.qb}) must be at least qf (forward bits, {self.qf}): the update "
                               "step is where the method keeps more precision")
-        for name, value, valid in (("q_ranges", self.q_ranges, RANGES), ("q_rounding", self.q_rounding, ROUNDINGS)):
+        for name, value, valid in (("q_ranges", self.q_ranges, RANGES), ("q_rounding", self.q_rounding, ROUNDINGS),
+                                   ("qbin_update", self.qbin_update, QBIN_UPDATES)):
             if value not in valid:
                 raise ConfigError(f"unknown {name} {value!r} (valid: {', '.join(valid)})")
 
@@ -188,7 +193,7 @@ class Learner:
         self._test_cache: tuple[np.ndarray, torch.Tensor] | None = None
         self.step_seconds: list[float] = []
         self.hybrid = None
-        if options.quantized:
+        if options.quantized or options.handwritten:
             if list(dict(self.trainable.named_children())) == ["head"]:  # work A: the head alone
                 self.hybrid = HeadHybridStep(model.layers["head"], options.qf, options.qb, options.lr, options.q_ranges,
                                              options.q_rounding, options.seed)
@@ -197,7 +202,7 @@ class Learner:
                     raise ConfigError("fixed quantizer ranges are work A's head-only variant; training blocks above the "
                                       "LR layer uses dynamic ranges")
                 self.hybrid = BackpropHybridStep(self.trainable, options.qf, options.qb, options.qbin, options.lr,
-                                                 options.q_rounding, options.seed)
+                                                 options.q_rounding, options.seed, options.qbin_update)
 
     @torch.no_grad()
     def latents(self, x_uint8: np.ndarray, batch_size: int = 500) -> torch.Tensor:
