@@ -28,6 +28,7 @@ from bnncl.learning import experiment
 from bnncl.learning.run import run_stream
 from bnncl.learning.strategy import Learner
 from bnncl.plots import bit_width_heatmap
+from bnncl.quant import NonFiniteError
 from machine import describe_machine
 
 STREAMS = {
@@ -78,13 +79,15 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--replot", action="store_true", help="only redraw the heatmaps from OUT/summary.json")
+    ap.add_argument("--fp32-accuracy", type=float, metavar="ACC",
+                    help="the fp32 run's final accuracy (0-1) from an earlier run of the same stream and variant: skip it")
     args = ap.parse_args()
     out = Path(args.out)
     if args.replot:
         summary = json.loads((out / "summary.json").read_text())
         for name, st in summary["streams"].items():
             for variant in [v for v in ("head", "multi") if any(r["variant"] == v for r in st["rows"])]:
-                grid = {(r["qf"], r["qb"]): r["final_accuracy"] for r in st["rows"] if r["variant"] == variant}
+                grid = {(r["qf"], r["qb"]): r.get("final_accuracy", 0.0) for r in st["rows"] if r["variant"] == variant}
                 qfs, qbs = sorted({k[0] for k in grid}), sorted({k[1] for k in grid})
                 title = f"{'head only (work A)' if variant == 'head' else 'multi-layer (work B)'}, {st['stream']}"
                 bit_width_heatmap(grid, qfs, qbs, title, out / f"heatmap_{variant}_{name}.png")
@@ -106,6 +109,9 @@ def main():
             if variant == "multi" and args.handwritten_reference:
                 settings.insert(1, ("hand", 32))
             grid = {}
+            if args.fp32_accuracy is not None:
+                settings.remove((32, 32))
+                grid[(32, 32)] = args.fp32_accuracy
             for qf, qb in settings:
                 hand = qf == "hand"
                 qf = 32 if hand else qf
@@ -114,8 +120,15 @@ def main():
                          "qbin_update": args.qbin_update, "handwritten": hand}
                 if variant == "head":
                     learn["q_ranges"] = args.ranges
-                r = run_stream(copy.deepcopy(model), stream, experiment.learn_options({**cfg, "learn": learn}, strategy),
-                               progress=not args.quiet)
+                try:
+                    r = run_stream(copy.deepcopy(model), stream, experiment.learn_options({**cfg, "learn": learn}, strategy),
+                                   progress=not args.quiet)
+                except NonFiniteError as e:  # training diverged: a result too, named where it happened
+                    print(f"| {stream.name} | {variant} | {qf} | {qb} | {qbin} | diverged ({e}) | | | | |", flush=True)
+                    summary["streams"][name]["rows"].append({"stream": stream.name, "variant": variant, "qf": qf, "qb": qb,
+                                                             "qbin": qbin, "diverged": str(e)})
+                    grid[(qf, qb)] = 0.0
+                    continue
                 if not hand:
                     grid[(qf, qb)] = r["final_accuracy"]
                 errs = r.get("gradient_relative_error") or {}
