@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..layers import BinaryBlock, PoolDuplicate
 from ..quant import quantize
-from .qbackprop import BlockParams, Bits, QuantizedBackprop
+from .qbackprop import BlockParams, Bits, QuantizedBackprop, nll, onehot, softmax
 
 RANGES = ("dynamic", "fixed")
 QBIN_UPDATES = ("rebinarize", "plain")
@@ -34,11 +34,6 @@ def _widened(w: np.ndarray, margin: float = WEIGHT_MARGIN) -> tuple[float, float
     lo, hi = float(w.min()), float(w.max())
     span = max(hi - lo, 1e-12)
     return lo - margin * span, hi + margin * span
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 class HeadHybridStep:
@@ -69,29 +64,28 @@ class HeadHybridStep:
         w = self.head.weight.detach().numpy().astype(np.float32)
         yy = y.numpy()
         n = len(yy)
-        onehot = np.zeros((n, w.shape[0]), np.float32)
-        onehot[np.arange(n), yy] = 1.0
+        target = onehot(yy, w.shape[0])
+        p_float = softmax(h @ w.T)  # the float step: what float32 training would apply
+        d_float = (p_float - target) / n
+        g_float = d_float.T @ h
         if self.calibrating:  # experience 0 with fixed ranges: the float step, recording the ranges it sees
-            p = softmax(h @ w.T)
-            d = (p - onehot) / n
             self._record("input", h)
-            self._record("delta", d)
-            self.head.weight.copy_(torch.from_numpy(w - self.lr * (d.T @ h)))
-            return float(-np.log(np.maximum(p[np.arange(n), yy], 1e-30)).mean())
+            self._record("delta", d_float)
+            self.head.weight.copy_(torch.from_numpy(w - self.lr * g_float))
+            return nll(p_float, yy)
         fixed = self.ranges == "fixed"
         w_lo, w_hi = _widened(w) if fixed else (None, None)
         hq = self._q(h, self.qf, "head input", *self._range("input"))
         wq = self._q(w, self.qf, "head weights (forward)", w_lo, w_hi)
         p = self._q(softmax(hq @ wq.T), self.qf, "softmax output", 0.0, 1.0)
-        d = self._q((p - onehot) / n, self.qf, "logit gradient", *self._range("delta"))
+        d = self._q((p - target) / n, self.qf, "logit gradient", *self._range("delta"))
         g = self._q(d.T @ hq, self.qb, "head weight gradient")
-        g_float = ((softmax(h @ w.T) - onehot) / n).T @ h  # what float32 training would apply at this step
         norm = float(np.linalg.norm(g_float))
         if norm > 0:
             self.grad_errors.append(float(np.linalg.norm(g - g_float)) / norm)
         w_new = self._q(w - np.float32(self.lr) * g, self.qb, "head weights (stored)", w_lo, w_hi)
         self.head.weight.copy_(torch.from_numpy(w_new.astype(np.float32)))
-        return float(-np.log(np.maximum(p[np.arange(n), yy], 1e-30)).mean())
+        return nll(p, yy)
 
     def end_experience(self) -> None:
         self.calibrating = False

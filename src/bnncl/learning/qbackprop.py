@@ -31,6 +31,22 @@ def sign(x):
     return np.where(x >= 0, F32(1), F32(-1))
 
 
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def onehot(y: np.ndarray, classes: int, dtype=F32) -> np.ndarray:
+    out = np.zeros((len(y), classes), dtype)
+    out[np.arange(len(y)), y] = 1
+    return out
+
+
+def nll(p: np.ndarray, y: np.ndarray) -> float:
+    """Mean cross-entropy of probabilities ``p`` (N, classes) for labels ``y``."""
+    return float(-np.log(np.maximum(p[np.arange(len(y)), y], 1e-30)).mean())
+
+
 def im2col(x: np.ndarray, k: int, stride: int, pad: int, pad_value: float) -> tuple[np.ndarray, tuple]:
     """x (N, C, H, W) -> columns (N*Ho*Wo, C*k*k) in torch's weight order (C, kh, kw)."""
     n, c, h, w = x.shape
@@ -246,15 +262,11 @@ class QuantizedBackprop:
         """Forward in training mode, loss, and every gradient (``self.head_grad``, each block's ``grads``)."""
         q = self.bits
         logits, (cache, feat, wq, hshape) = self.forward(x, train=True, update_stats=update_stats)
-        z = logits - logits.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(axis=1, keepdims=True)
+        p = softmax(logits)
         nb = len(y)
-        loss = float(-np.log(np.maximum(p[np.arange(nb), y], 1e-30)).mean())
+        loss = nll(p, y)
         p = quantize(p, q.qf, 0.0, 1.0, rounding=q.rounding, rng=q.rng, where="softmax output")
-        onehot = np.zeros_like(p)
-        onehot[np.arange(nb), y] = 1
-        d = q.f((p - onehot) / F32(nb), "logit gradient")
+        d = q.f((p - onehot(y, p.shape[1], p.dtype)) / F32(nb), "logit gradient")
         self.head_grad = q.b(d.T @ feat, "head weight gradient")
         gfeat = q.b(d @ wq, "head input gradient")
         g = np.broadcast_to((gfeat / F32(hshape[2] * hshape[3]))[:, :, None, None], hshape).astype(F32)
