@@ -30,7 +30,7 @@ from .device.bitpack import pack_signs
 from .device.modelfile import write_model_file
 from .errors import ConfigError
 from .layers import BinarizeInput, BinaryBlock, BinaryConv2d, Downsample, PoolDuplicate
-from .learning.strategy import default_lr_layer
+from .learning.strategy import check_lr_layer, default_lr_layer
 from .models import BinaryResNet
 from .models.backbone import GlobalAvgPool, Stem
 from .quantizers import weight_scale
@@ -90,8 +90,7 @@ def _block(name: str, block: BinaryBlock, arrays: dict) -> dict:
 
 def export_arrays(model: BinaryResNet, lr_layer: str) -> tuple[list[dict], dict[str, np.ndarray]]:
     """The layer table and arrays of the model file."""
-    if lr_layer not in model.split_points:
-        raise ConfigError(f"no layer {lr_layer!r} to put the latent-replay layer at (valid: {', '.join(model.split_points)})")
+    check_lr_layer(model, lr_layer)
     layers, arrays = [], {}
     names = list(model.layers)
     trainable = set(names[names.index(lr_layer):])

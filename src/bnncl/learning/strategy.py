@@ -108,12 +108,16 @@ def default_lr_layer(model: BinaryResNet, strategy: str) -> str:
     return f"block{first_of_last_stage}"
 
 
-def resolve_lr_layer(model: BinaryResNet, options: LearnOptions) -> str:
-    """The LR layer ``options`` ask for (or the strategy's default), checked against the model's split points."""
-    lr_layer = options.lr_layer or default_lr_layer(model, options.strategy)
+def check_lr_layer(model: BinaryResNet, lr_layer: str) -> str:
+    """``lr_layer`` if the model can be cut there, else a ConfigError listing the layers it can be cut at."""
     if lr_layer not in model.split_points:
         raise ConfigError(f"no layer {lr_layer!r} to put the latent-replay layer at (valid: {', '.join(model.split_points)})")
     return lr_layer
+
+
+def resolve_lr_layer(model: BinaryResNet, options: LearnOptions) -> str:
+    """The LR layer ``options`` ask for (or the strategy's default), checked against the model's split points."""
+    return check_lr_layer(model, options.lr_layer or default_lr_layer(model, options.strategy))
 
 
 class Plugin:
