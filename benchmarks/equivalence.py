@@ -45,7 +45,7 @@ def device_outputs(device, images, backend):
     for i in range(0, len(images), CHUNK):
         act = device.latent(images[i:i + CHUNK], backend)
         latents.append(act.signs() if act.real is None else act.real)
-        logits.append(device._run(device.trainable_ops, act, backend).real)
+        logits.append(device.logits_from_latent(act, backend))
     return np.concatenate(latents), np.concatenate(logits)
 
 

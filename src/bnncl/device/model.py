@@ -64,7 +64,7 @@ class Model:
 
     # -- running the network ---------------------------------------------------------------------------------------
 
-    def _run(self, ops: list[Op], act: Activation, backend: str, trace=None, timings=None) -> Activation:
+    def _run(self, ops: list[Op], act: Activation, backend: str, timings=None) -> Activation:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r} (valid: {', '.join(BACKENDS)})")
         for op in ops:
@@ -72,28 +72,26 @@ class Model:
                 # The first op of a part, whose producer lives in the other part: binarize its input here.
                 act = Activation(act.channels, act.real, _below(act.real, op.in_threshold, backend))
             t0 = time.perf_counter()
-            act = op.run(act, backend, trace)
+            act = op.run(act, backend)
             if timings is not None:
                 timings[op.name] = timings.get(op.name, 0.0) + time.perf_counter() - t0
-            if trace is not None:
-                trace[op.name] = act
         return act
 
-    def latent(self, images, backend: str = "packed", trace=None, timings=None) -> Activation:
+    def latent(self, images, backend: str = "packed", timings=None) -> Activation:
         """The frozen part: images -> the activation at the LR layer (``.bits`` packed where it is binary)."""
         x = normalize(self.check_images(images))
-        return self._run(self.frozen_ops, Activation(x.shape[-1], x), backend, trace, timings)
+        return self._run(self.frozen_ops, Activation(x.shape[-1], x), backend, timings)
 
-    def head_input(self, latent: Activation, backend: str = "packed", timings=None) -> np.ndarray:
-        """The trainable part without the head: the LR activation -> the features the head sees (N, features)."""
-        return self._run(self.trainable_ops[:-1], latent, backend, timings=timings).real
+    def logits_from_latent(self, latent: Activation, backend: str = "packed", timings=None) -> np.ndarray:
+        """The trainable part: the LR layer's activation -> logits (N, classes)."""
+        return self._run(self.trainable_ops, latent, backend, timings).real
 
     def logits(self, images, backend: str = "packed", batch_size: int = 256, timings=None) -> np.ndarray:
         images = self.check_images(images)
         out = []
         for i in range(0, len(images), batch_size):
             act = self.latent(images[i:i + batch_size], backend, timings=timings)
-            out.append(self._run(self.trainable_ops, act, backend, timings=timings).real)
+            out.append(self.logits_from_latent(act, backend, timings))
         return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
 
     def predict(self, images, backend: str = "packed", batch_size: int = 256) -> np.ndarray:

@@ -58,8 +58,13 @@ class Op:
         self.out_threshold = None  # set by link(): the next op's in_threshold
         self.keep_real = True
 
-    def run(self, act: Activation, backend: str, trace: dict | None = None) -> Activation:
+    def run(self, act: Activation, backend: str) -> Activation:
         raise NotImplementedError
+
+    def _output(self, channels: int, real: np.ndarray, backend: str) -> Activation:
+        """The real output, kept only if the next op reads it, and its signs for the next op if that binarizes."""
+        bits = _below(real, self.out_threshold, backend) if self.out_threshold is not None else None
+        return Activation(channels, real if self.keep_real else None, bits)
 
 
 class Stem(Op):
@@ -70,13 +75,12 @@ class Stem(Op):
         self.name, self.weight, self.bias, self.stride = name, weight, bias, int(stride)
         self.cout = weight.shape[0]
 
-    def run(self, act, backend, trace=None):
+    def run(self, act, backend):
         if backend == "packed":
             real = K.conv2d(act.real, self.weight, self.bias, self.stride, 1)
         else:
             real = K.conv2d_reference(act.real, self.weight, self.bias, self.stride, 1)
-        bits = _below(real, self.out_threshold, backend) if self.out_threshold is not None else None
-        return Activation(self.cout, real if self.keep_real else None, bits)
+        return self._output(self.cout, real, backend)
 
 
 class Binarize(Op):
@@ -88,7 +92,7 @@ class Binarize(Op):
         super().__init__()
         self.name, self.in_threshold = name, threshold
 
-    def run(self, act, backend, trace=None):
+    def run(self, act, backend):
         bits = act.bits if act.bits is not None else _below(act.real, self.in_threshold, backend)
         return Activation(act.channels, None, bits)
 
@@ -141,11 +145,9 @@ class Block(Op):
         dot = self._conv(_below(pooled, self.sc_threshold, backend), backend, self.sc_weight_kernel, self.sc_weight_float, 1, 0)
         return (self.sc_mult * dot + self.sc_bias).astype(np.float32)
 
-    def run(self, act, backend, trace=None):
+    def run(self, act, backend):
         if act.bits is None:
             raise ValueError(f"{self.name}: the previous op did not binarize its output for this block")
-        if trace is not None:
-            trace[f"{self.name}.conv_input"] = act.signs()
         dot = self._conv(act.bits, backend, self.weight_kernel, self.weight_float, self.stride, 1)
         shortcut = self._shortcut(act, backend)
         if backend == "packed":
@@ -153,8 +155,7 @@ class Block(Op):
                                           threshold=self.out_threshold, want_real=self.keep_real)
             return Activation(self.cout, real, bits)
         real, _ = K.block_epilogue_reference(dot, self.mult, self.bias, shortcut, *self.rprelu)
-        bits = _below(real, self.out_threshold, backend) if self.out_threshold is not None else None
-        return Activation(self.cout, real if self.keep_real else None, bits)
+        return self._output(self.cout, real, backend)
 
 
 class GlobalPool(Op):
@@ -162,7 +163,7 @@ class GlobalPool(Op):
         super().__init__()
         self.name = name
 
-    def run(self, act, backend, trace=None):
+    def run(self, act, backend):
         return Activation(act.channels, act.real.mean(axis=(1, 2), dtype=np.float32))
 
 
@@ -173,19 +174,16 @@ class Head(Op):
         super().__init__()
         self.name, self.weight = name, np.ascontiguousarray(weight, np.float32)
 
-    def run(self, act, backend, trace=None):
+    def run(self, act, backend):
         return Activation(self.weight.shape[0], act.real @ self.weight.T)
 
 
-def link(ops: list[Op], keep_last_real: bool = True) -> list[Op]:
+def link(ops: list[Op]) -> list[Op]:
     """Tell each op what its successor consumes: fuse the successor's input threshold into the producer, and drop
-    real outputs that nobody reads. The last op keeps its real output if ``keep_last_real``."""
-    for op, nxt in zip(ops, ops[1:] + [None]):
-        if nxt is None:
-            op.out_threshold, op.keep_real = None, keep_last_real
-        else:
-            op.out_threshold = nxt.in_threshold
-            op.keep_real = nxt.needs_real_input
+    real outputs that nobody reads. The last op keeps its real output (the logits)."""
+    for op, nxt in zip(ops, ops[1:]):
+        op.out_threshold = nxt.in_threshold
+        op.keep_real = nxt.needs_real_input
     return ops
 
 
