@@ -25,8 +25,7 @@ from torch import nn
 
 from . import __version__
 from .checkpoint import load_model
-from .device.fold import fold_binary_conv_bn, fold_conv_bn
-from .device.bitpack import pack_signs
+from .device.fold import fold_binary_conv_bn, fold_conv_bn, pack_conv_weights
 from .device.modelfile import write_model_file
 from .errors import ConfigError
 from .layers import BinarizeInput, BinaryBlock, BinaryConv2d, Downsample, PoolDuplicate
@@ -53,7 +52,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 def _binary_conv(conv: BinaryConv2d, bn: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """packed signs (Cout, kh, kw, words), alpha, mult, bias. alpha is computed by the forward's own torch code."""
     alpha = _np(weight_scale(conv.weight).flatten())
-    packed = pack_signs(_np(conv.weight).transpose(0, 2, 3, 1))
+    packed = pack_conv_weights(_np(conv.weight))
     mult, bias = fold_binary_conv_bn(alpha, _np(bn.weight), _np(bn.bias), _np(bn.running_mean), _np(bn.running_var), bn.eps)
     return packed, alpha, mult, bias
 

@@ -22,12 +22,16 @@ def fold_batchnorm(gamma, beta, mean, var, eps: float) -> tuple[np.ndarray, np.n
     return a, f32(beta) - f32(mean) * a
 
 
+def pack_conv_weights(latent: np.ndarray) -> np.ndarray:
+    """Latent weights (Cout, Cin, kh, kw), as torch stores them -> their signs packed (Cout, kh, kw, words)."""
+    return pack_signs(np.transpose(np.asarray(latent, np.float32), (0, 2, 3, 1)))
+
+
 def binary_conv_weights(latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Latent weights (Cout, Cin, kh, kw), as torch stores them -> packed signs (Cout, kh, kw, words) and the
-    per-output-channel scale ``mean|W|`` (float32)."""
+    """Latent weights (Cout, Cin, kh, kw) -> packed signs (Cout, kh, kw, words) and the per-output-channel scale
+    ``mean|W|`` (float32)."""
     latent = np.asarray(latent, np.float32)
-    alpha = np.abs(latent).mean(axis=(1, 2, 3), dtype=np.float32)
-    return pack_signs(np.transpose(latent, (0, 2, 3, 1))), alpha
+    return pack_conv_weights(latent), np.abs(latent).mean(axis=(1, 2, 3), dtype=np.float32)
 
 
 def fold_binary_conv_bn(alpha, gamma, beta, mean, var, eps: float) -> tuple[np.ndarray, np.ndarray]:
