@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_write_bytes
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, reason
 from .models import BackboneConfig, BinaryResNet, build_model
 
 FORMAT = "bnncl-checkpoint"
@@ -46,8 +46,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged zip/pickle
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {reason})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {reason(e)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a bnncl checkpoint (no '{FORMAT}' header)")
     if payload.get("version") != VERSION:

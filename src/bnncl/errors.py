@@ -1,6 +1,11 @@
 """Error types. Every error a user can cause names the file or value at fault and what is wrong, in one line."""
 
 
+def reason(e: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for a one-line error."""
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 class BnnclError(Exception):
     """Base class: the CLI prints these as one line and exits with status 2."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, reason
 
 
 @dataclass(frozen=True)
@@ -103,5 +103,4 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{path}: not a readable .npy array ({reason})") from None
+        raise DataError(f"{path}: not a readable .npy array ({reason(e)})") from None

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..errors import ModelFileError
+from ..errors import ModelFileError, reason
 
 FORMAT = "bnncl-model"
 VERSION = 1
@@ -62,8 +62,7 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray
     # zipfile reports a damaged archive with many types (BadZipFile, NotImplementedError for a garbled compression
     # method or version, RuntimeError for a garbled encryption flag), numpy with ValueError/OSError.
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError, RuntimeError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelFileError(f"{path}: not a readable model file (truncated or corrupt: {reason})") from None
+        raise ModelFileError(f"{path}: not a readable model file (truncated or corrupt: {reason(e)})") from None
     raw = arrays.pop(META)
     if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8:  # numpy hands back raw bytes for a non-.npy entry
         raise ModelFileError(f"{path}: corrupt metadata entry ({META} is not a uint8 array)")
