@@ -118,10 +118,10 @@ def _learn_config(args) -> dict:
 
     cfg = load_config(args.config) if args.config else {}
     for key in ("dataset", "data", "checkpoint", "out", "seed"):
-        if getattr(args, key) is not None:
+        if getattr(args, key, None) is not None:
             cfg[key] = getattr(args, key)
     if args.strategy:
-        cfg["strategies"] = args.strategy
+        cfg["strategies"] = [args.strategy] if isinstance(args.strategy, str) else args.strategy
     stream = dict(cfg.get("stream") or {})
     if args.stream:
         stream["type"] = args.stream
@@ -139,18 +139,15 @@ def _learn_config(args) -> dict:
     if args.classes is not None or args.batch is not None:
         raise ConfigError("--classes and --batch do not apply to learn: the scenario decides what each experience holds")
     pre = dict(cfg.get("pretrain") or {})
-    if args.pretrain_epochs is not None:
-        pre["epochs"] = args.pretrain_epochs
-    if args.binary_boundary is not None:
-        pre["binary_boundary"] = args.binary_boundary
-    if args.pretrain_holdout is not None:
-        pre["holdout"] = args.pretrain_holdout
+    for flag, key in (("pretrain_epochs", "epochs"), ("binary_boundary", "binary_boundary"), ("pretrain_holdout", "holdout")):
+        if getattr(args, flag, None) is not None:
+            pre[key] = getattr(args, flag)
     if pre:
         cfg["pretrain"] = pre
     learn = dict(cfg.get("learn") or {})
     for key in ("lr_layer", "epochs", "lr", "batch_size", "replay_size", "replay_storage", "replay_update", "replay_mix", "replay_batch",
-                "qf", "qb", "qbin", "q_ranges", "q_rounding", "qbin_update"):
-        if getattr(args, key) is not None:
+                "qf", "qb", "qbin", "q_ranges", "q_rounding", "q_grid", "qbin_update"):
+        if getattr(args, key, None) is not None:
             learn[key] = getattr(args, key)
     if learn:
         cfg["learn"] = learn
@@ -266,6 +263,89 @@ def cmd_device_predict(args) -> int:
     return 0
 
 
+def cmd_device_learn(args) -> int:
+    """A device fed by a stream: the device learner (no torch) over every experience, tested after each."""
+    import time
+    from pathlib import Path
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from .atomic import atomic_write_text
+    from .device import Learner
+    from .device.learner import STRATEGIES
+    from .learning.experiment import build_stream, learn_options, report_markdown, validate
+    from .learning.results import stream_result
+    from .metrics import per_class_accuracy
+    from .plots import accuracy_curves, accuracy_matrix
+
+    cfg = _learn_config(args)
+    cfg.pop("checkpoint", None)  # the model file is the backbone
+    if args.out is None:  # beside the simulation's run of the same config, never over it
+        cfg["out"] = str(Path(cfg["out"]) / "device") if cfg.get("out") else "runs/device"
+    cfg = validate({**cfg, "pretrain": {}})
+    strategies = [s for s in cfg["strategies"] if s in STRATEGIES]
+    if not strategies:
+        raise ConfigError(f"none of the strategies {cfg['strategies']} runs on the device (it runs {', '.join(STRATEGIES)})")
+    skipped = [s for s in cfg["strategies"] if s not in STRATEGIES]
+    if skipped:
+        print(f"not on the device (simulation bounds): {', '.join(skipped)}")
+    out = Path(cfg["out"])
+    stream, _ = build_stream(cfg)
+    runs = []
+    for strategy in strategies:
+        options = learn_options(cfg, strategy)
+        if options.lr_layer is None:
+            options.lr_layer = "head"
+        state = Path(args.state) if args.state and len(strategies) == 1 else out / f"state_{strategy}.bnst"
+        learner = Learner.open(args.model, state, options)
+        if learner.num_classes != stream.num_classes or learner.model.input_shape != stream.input_shape:
+            raise ConfigError(f"{args.model}: the model takes {'x'.join(map(str, learner.model.input_shape))} images and "
+                              f"{learner.num_classes} classes; the stream {stream.name} has "
+                              f"{'x'.join(map(str, stream.input_shape))} images and {stream.num_classes} classes")
+        if learner.experiences > len(stream):
+            raise ConfigError(f"{state}: the saved learner has consumed {learner.experiences} experiences, the stream "
+                              f"has {len(stream)}: give another --state to start afresh")
+        if learner.experiences:
+            print(f"{strategy}: resuming from {state} after experience {learner.experiences - 1}")
+
+        def evaluate():
+            pred = learner.predict(stream.test.x, batch_size=256)
+            learner.annotate(accuracy=float(np.mean(pred == stream.test.y)),
+                             per_class=per_class_accuracy(stream.test.y, pred, stream.num_classes).tolist())
+
+        if learner.log and "accuracy" not in learner.log[-1]:  # stopped between learning and testing
+            evaluate()
+        t0 = time.perf_counter()
+        bar = tqdm(stream.experiences, desc=f"{strategy} on the device, {stream.name}", unit="exp",
+                   initial=learner.experiences, disable=args.quiet, leave=False)
+        for exp in stream.experiences[learner.experiences:]:
+            learner.learn(exp.data.x, exp.data.y)
+            evaluate()
+            bar.update()
+            bar.set_postfix(acc=f"{learner.log[-1]['accuracy']:.3f}")
+        bar.close()
+        log = learner.log
+        result = stream_result({**options.to_dict(), "backend": learner.backend, "state": str(state)}, stream,
+                               list(stream.experiences), [np.array(e["per_class"]) for e in log],
+                               [e["accuracy"] for e in log], [e["seconds"] for e in log], learner.step_seconds,
+                               learner.latent_shape, {**learner.nbytes(), "trainable_parameters_fp32":
+                                                      4 * learner.num_classes * learner.features})
+        runs.append({**result, "label": f"{strategy} (device)", "seconds": time.perf_counter() - t0})
+    res = {"config": cfg, "backbone": {"model_file": args.model, "architecture": learner.model.describe()},
+           "stream": stream.describe(), "device": True, "runs": runs}
+    atomic_write_text(out / "result.json", json.dumps(res, indent=2) + "\n")
+    accuracy_curves(runs, out / "accuracy.png", title=f"{stream.describe().split(':')[0]} (device)")
+    for r in runs:
+        if len(r["accuracy"]) > 1:
+            accuracy_matrix(r, out / f"matrix_{r['strategy']}.png")
+    atomic_write_text(out / "report.md", report_markdown([res]))
+    print(report_markdown([res]), end="")
+    print(f"wrote {out}/result.json, report.md, accuracy.png and the accuracy matrices; learner state in "
+          f"{', '.join(r['options']['state'] for r in runs)}")
+    return 0
+
+
 def cmd_device_info(args) -> int:
     from .device import Model
 
@@ -275,6 +355,54 @@ def cmd_device_info(args) -> int:
         print("  " + ", ".join(f"{k} {v}" for k, v in layer.items()))
     print(json.dumps({k: model.meta[k] for k in ("precision", "source", "bnncl_version")}, indent=2))
     return 0
+
+
+def _add_stream_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("stream")
+    g.add_argument("--stream", choices=("nc", "ni", "nic", "core50"), help="scenario type (default: nc)")
+    g.add_argument("--experiences", type=int, help="nc/ni: number of experiences (default 5)")
+    g.add_argument("--first", type=int, help="nc/nic: classes in the first experience")
+    g.add_argument("--order", type=_int_list, metavar="I,J,..", help="nc: class order (default: drawn from the seed), "
+                                                                     "e.g. the base classes of a checkpoint first")
+    g.add_argument("--shift", choices=("none", "rotation", "contrast", "noise"), help="ni: domain shift along the stream")
+    g.add_argument("--batches", type=int, help="nic: number of small batches after the first experience (default 40)")
+
+
+def _add_strategy_args(p: argparse.ArgumentParser, device: bool = False) -> None:
+    """The [learn] options as flags; ``device``: only those the device learner runs."""
+    g = p.add_argument_group("strategy")
+    if device:
+        g.add_argument("--strategy", choices=("ar1", "cwr"), help="ar1: CWR* + 1-bit latent replay; cwr: CWR* alone "
+                                                                   "(default ar1)")
+        g.add_argument("--lr-layer", choices=("head",), help="latent-replay layer: the device trains the head "
+                                                            "(default head)")
+    else:
+        g.add_argument("--strategy", nargs="+", metavar="S", help="one or more of naive, cwr, ar1, joint (default: ar1)")
+        g.add_argument("--lr-layer", help="latent-replay layer: train above it (default: head for cwr; else the binary "
+                                          "boundary or the last stage's first block)")
+    g.add_argument("--epochs", type=int, help="epochs per experience (default 4)")
+    g.add_argument("--lr", type=float, help="SGD learning rate, reset each experience (default 0.01)")
+    g.add_argument("--batch-size", type=int, help="new patterns per step (default 50)")
+    g.add_argument("--replay-size", type=int, help="replay memory slots (default 1500)")
+    g.add_argument("--replay-storage", choices=("bits", "float32"), help="1-bit packed signs or float32 (default bits)")
+    g.add_argument("--replay-update", choices=("ar1", "balanced"), help="memory update rule (default balanced)")
+    g.add_argument("--replay-mix", choices=("proportional", "fixed"), help="minibatch mix: fixed (--batch-size new + --replay-batch replayed) or proportional (default fixed)")
+    g.add_argument("--replay-batch", type=int, help="replayed patterns per step with --replay-mix fixed (default 128)")
+    g = p.add_argument_group("hybrid quantization of the learning step (METHOD §5; 32 = float32)")
+    g.add_argument("--qf", type=int, metavar="BITS", help="forward bits: head input, weights, softmax, logit gradient (default 32)")
+    g.add_argument("--qb", type=int, metavar="BITS", help="backward bits: gradients and stored trainable parameters, at least --qf (default 32)")
+    g.add_argument("--q-rounding", choices=("nearest", "stochastic"), help="default nearest")
+    if device:
+        return
+    g.add_argument("--qbin", type=int, metavar="BITS", help="gradients and latent weights of trainable binary convs (default 32)")
+    g.add_argument("--q-ranges", choices=("dynamic", "fixed"), help="quantizer ranges: min/max per call, or calibrated on "
+                                                                   "experience 0 (work A) (default dynamic)")
+    g.add_argument("--q-grid", choices=("affine", "integer"),
+                   help="quantizer levels: METHOD's float form m + k(M-m)/(2^b-1), or the integer form's (q-Z)S that "
+                        "the device learner computes with (default affine)")
+    g.add_argument("--qbin-update", choices=("rebinarize", "plain"),
+                   help="update of trainable binary convs' latent weights: work B's W <- clip(Q(sign(W) - lr g)) or the "
+                        "plain W <- clip(Q(W - lr g)) (default rebinarize)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -330,14 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Flags override the --config TOML file.")
     p.add_argument("--config", metavar="FILE.toml", help="a TOML config (see the README); flags override it")
     _add_data_args(p, default_dataset=None)
-    g = p.add_argument_group("stream")
-    g.add_argument("--stream", choices=("nc", "ni", "nic", "core50"), help="scenario type (default: nc)")
-    g.add_argument("--experiences", type=int, help="nc/ni: number of experiences (default 5)")
-    g.add_argument("--first", type=int, help="nc/nic: classes in the first experience")
-    g.add_argument("--order", type=_int_list, metavar="I,J,..", help="nc: class order (default: drawn from the seed), "
-                                                                     "e.g. the base classes of a checkpoint first")
-    g.add_argument("--shift", choices=("none", "rotation", "contrast", "noise"), help="ni: domain shift along the stream")
-    g.add_argument("--batches", type=int, help="nic: number of small batches after the first experience (default 40)")
+    _add_stream_args(p)
     g = p.add_argument_group("backbone")
     g.add_argument("--checkpoint", metavar="PATH", help="pretrained backbone (default: pretrain on experience 0)")
     g.add_argument("--pretrain-epochs", type=int, help="epochs of that pretraining (default 8)")
@@ -345,28 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrain on a stratified fraction F of the training instances instead, and build the stream "
                         "from the rest (a disjoint instance split)")
     g.add_argument("--binary-boundary", metavar="BLOCK", help="pretrain with the input of BLOCK binarized in full (1-bit replay there is exact)")
-    g = p.add_argument_group("strategy")
-    g.add_argument("--strategy", nargs="+", metavar="S", help="one or more of naive, cwr, ar1, joint (default: ar1)")
-    g.add_argument("--lr-layer", help="latent-replay layer: train above it (default: head for cwr; else the binary "
-                                      "boundary or the last stage's first block)")
-    g.add_argument("--epochs", type=int, help="epochs per experience (default 4)")
-    g.add_argument("--lr", type=float, help="SGD learning rate, reset each experience (default 0.01)")
-    g.add_argument("--batch-size", type=int, help="new patterns per step (default 50)")
-    g.add_argument("--replay-size", type=int, help="replay memory slots (default 1500)")
-    g.add_argument("--replay-storage", choices=("bits", "float32"), help="1-bit packed signs or float32 (default bits)")
-    g.add_argument("--replay-update", choices=("ar1", "balanced"), help="memory update rule (default balanced)")
-    g.add_argument("--replay-mix", choices=("proportional", "fixed"), help="minibatch mix: fixed (--batch-size new + --replay-batch replayed) or proportional (default fixed)")
-    g.add_argument("--replay-batch", type=int, help="replayed patterns per step with --replay-mix fixed (default 128)")
-    g = p.add_argument_group("hybrid quantization of the learning step (METHOD §5; 32 = float32)")
-    g.add_argument("--qf", type=int, metavar="BITS", help="forward bits: head input, weights, softmax, logit gradient (default 32)")
-    g.add_argument("--qb", type=int, metavar="BITS", help="backward bits: gradients and stored trainable parameters, at least --qf (default 32)")
-    g.add_argument("--qbin", type=int, metavar="BITS", help="gradients and latent weights of trainable binary convs (default 32)")
-    g.add_argument("--q-ranges", choices=("dynamic", "fixed"), help="quantizer ranges: min/max per call, or calibrated on "
-                                                                   "experience 0 (work A) (default dynamic)")
-    g.add_argument("--q-rounding", choices=("nearest", "stochastic"), help="default nearest")
-    g.add_argument("--qbin-update", choices=("rebinarize", "plain"),
-                   help="update of trainable binary convs' latent weights: work B's W <- clip(Q(sign(W) - lr g)) or the "
-                        "plain W <- clip(Q(W - lr g)) (default rebinarize)")
+    _add_strategy_args(p)
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/learn)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -401,6 +501,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch-size", type=int, default=256, help="default: %(default)s")
     d.add_argument("--out", metavar="FILE", help="also write the report and every prediction as JSON")
     d.set_defaults(func=cmd_device_predict)
+    d = dsub.add_parser("learn", help="keep learning on the device: a stream fed to the device learner (no torch)",
+                        description="Simulate a device fed by a continual-learning stream, with the device runtime only: "
+                                    "the frozen part on bit-packed kernels, the head trained in integer arithmetic at "
+                                    "--qf/--qb bits (float32 when both are 32), CWR*, and latent replay stored at 1 bit. "
+                                    "The learner's state is written atomically after every experience (--state) and a "
+                                    "second run resumes from it. Writes result.json, report.md and the figures of bnncl "
+                                    "learn to --out. Flags override the --config TOML file (its [learn] section).")
+    d.add_argument("model", help="model file written by bnncl export")
+    d.add_argument("--config", metavar="FILE.toml", help="a TOML config (as for bnncl learn); flags override it")
+    _add_data_args(d, default_dataset=None)
+    _add_stream_args(d)
+    _add_strategy_args(d, device=True)
+    d.add_argument("--seed", type=int, help="default 0")
+    d.add_argument("--state", metavar="FILE", help="learner state file (default: OUT/state_<strategy>.bnst); resumed "
+                                                   "from when it exists")
+    d.add_argument("--out", metavar="DIR", help="run directory (default: the config's out + /device, else runs/device)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=cmd_device_learn)
     d = dsub.add_parser("info", help="layers, precision and source of a model file")
     d.add_argument("model", help="model file written by bnncl export")
     d.set_defaults(func=cmd_device_info)

@@ -24,3 +24,7 @@ class ConfigError(BnnclError):
 
 class ModelFileError(BnnclError):
     """A device model file is missing, truncated, corrupt, altered, or from a newer bnncl."""
+
+
+class LearnerStateError(BnnclError):
+    """A device learner's state file is missing, truncated, corrupt, or belongs to another model or settings."""

@@ -53,10 +53,16 @@ def _round(v: np.ndarray, rounding: str, rng: np.random.Generator | None) -> np.
     raise ConfigError(f"unknown rounding {rounding!r} (valid: {', '.join(ROUNDINGS)})")
 
 
+GRIDS = ("affine", "integer")
+
+
 def quantize(x: np.ndarray, bits: int, lo: float | None = None, hi: float | None = None, *, rounding: str = "nearest",
-             rng: np.random.Generator | None = None, where: str = "a tensor") -> np.ndarray:
+             rng: np.random.Generator | None = None, where: str = "a tensor", grid: str = "affine") -> np.ndarray:
     """``Q_bits(x; lo, hi)`` in float form, same dtype as ``x``. ``lo``/``hi`` default to the tensor's min/max
-    (the dynamic range); values outside a given range are clipped to it."""
+    (the dynamic range); values outside a given range are clipped to it.
+
+    ``grid="integer"`` puts the levels where the integer form has them (``(q - Z) * S``, :class:`QParams`): the values
+    the device learner computes with, as floats."""
     x = np.asarray(x)
     check_finite(x, where)
     if bits >= FLOAT_BITS or x.size == 0:
@@ -65,6 +71,12 @@ def quantize(x: np.ndarray, bits: int, lo: float | None = None, hi: float | None
     hi = float(x.max()) if hi is None else float(hi)
     if not hi > lo:  # all-zero or constant: one level, representable as it is
         return x if lo == hi and (x == lo).all() else np.clip(x, lo, hi)
+    if grid == "integer":
+        p = QParams.for_range(lo, hi, bits)
+        dt = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
+        return p.dequantize(p.quantize(np.clip(x, lo, hi), rounding, rng, where)).astype(dt)
+    if grid != "affine":
+        raise ConfigError(f"unknown quantizer grid {grid!r} (valid: {', '.join(GRIDS)})")
     levels = 2 ** bits - 1
     s = levels / (hi - lo)
     dt = x.dtype if x.dtype in (np.float32, np.float64) else np.float64

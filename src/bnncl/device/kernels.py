@@ -451,3 +451,38 @@ def popcount_sweeps_against_key(a: np.ndarray, sweeps: int) -> int:
     """The second form of the peak microbenchmark: each row of ``a`` xor-popcounted against a key that changes every
     sweep (one load per word, like the conv kernels). Returns a checksum; the caller times the call."""
     return int(_popcount_sweeps_against_key(np.ascontiguousarray(a, dtype=np.uint64), np.int64(sweeps)))
+
+
+# -- integer GEMM (the hybrid-quantized learning step) ---------------------------------------------------------------
+
+def imatmul_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(M, K) @ (K, N) on integers, accumulated in int64."""
+    return np.asarray(a, np.int64) @ np.asarray(b, np.int64)
+
+
+@numba.njit(parallel=True, cache=True)
+def _imatmul(a, b, out):
+    # Row i of the output accumulates a[i, k] * b[k, :]: the innermost loop runs over N contiguous int32 values and
+    # vectorizes (32-bit products widened to 64-bit sums).
+    m, k = a.shape
+    n = b.shape[1]
+    for i in numba.prange(m):
+        acc = np.zeros(n, np.int64)
+        for t in range(k):
+            av = np.int64(a[i, t])
+            if av == 0:
+                continue
+            row = b[t]
+            for j in range(n):
+                acc[j] += av * row[j]
+        for j in range(n):
+            out[i, j] = acc[j]
+
+
+def imatmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for integer matrices (values within int32), exact: int64 accumulators. (M, N) int64."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"imatmul: shapes {a.shape} and {b.shape} do not chain")
+    out = np.empty((a.shape[0], b.shape[1]), np.int64)
+    _imatmul(np.ascontiguousarray(a, np.int32), np.ascontiguousarray(b, np.int32), out)
+    return out

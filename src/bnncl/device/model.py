@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .modelfile import ModelFileError, read_model_file
 from .ops import BACKENDS, Activation, Binarize, Block, Op, _below, build_op, link
 
@@ -37,8 +37,17 @@ class Model:
         names = [op.name for op in ops]
         if self.lr_layer not in names:
             raise ModelFileError(f"{path}: latent-replay layer {self.lr_layer!r} is not one of its layers")
-        k = names.index(self.lr_layer)
         self.ops = link(ops)
+        self.cut(self.lr_layer)
+        self.peak_activation_bytes = 0  # the most bytes one op's input and output held together, over every run
+
+    def cut(self, lr_layer: str) -> None:
+        """Put the latent-replay layer at ``lr_layer``: the frozen part ends before it."""
+        names = [op.name for op in self.ops]
+        if lr_layer not in names[1:]:
+            raise ConfigError(f"no layer {lr_layer!r} to put the latent-replay layer at (valid: {', '.join(names[1:])})")
+        k = names.index(lr_layer)
+        self.lr_layer = lr_layer
         self.frozen_ops, self.trainable_ops = self.ops[:k], self.ops[k:]
 
     @classmethod
@@ -72,7 +81,9 @@ class Model:
                 # The first op of a part, whose producer lives in the other part: binarize its input here.
                 act = Activation(act.channels, act.real, _below(act.real, op.in_threshold, backend))
             t0 = time.perf_counter()
-            act = op.run(act, backend)
+            out = op.run(act, backend)
+            self.peak_activation_bytes = max(self.peak_activation_bytes, act.nbytes + out.nbytes)
+            act = out
             if timings is not None:
                 timings[op.name] = timings.get(op.name, 0.0) + time.perf_counter() - t0
         return act

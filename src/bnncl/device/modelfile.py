@@ -35,52 +35,65 @@ def checksum(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def write_model_file(path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``meta`` (JSON-able) and ``arrays`` atomically (temporary file, fsync, rename)."""
+def write_container(path: str | os.PathLike, fmt: str, version: int, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``meta`` (JSON-able) and ``arrays`` atomically (temporary file, fsync, rename), stamped with ``fmt``,
+    ``version`` and the arrays' SHA-256."""
     if META in arrays:
         raise ValueError(f"{META!r} is reserved")
-    meta = {"format": FORMAT, "version": VERSION, **meta, "sha256": checksum(arrays)}
+    meta = {"format": fmt, "version": version, **meta, "sha256": checksum(arrays)}
     buf = io.BytesIO()
     np.savez(buf, **{META: np.frombuffer(json.dumps(meta, indent=1).encode(), np.uint8)}, **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
-    """Read and verify a model file: ``(meta, arrays)``. Every failure is a :class:`ModelFileError` naming the file."""
+def read_container(path: str | os.PathLike, fmt: str, version_max: int, error: type[Exception] = ModelFileError,
+                   what: str = "model file") -> tuple[dict, dict[str, np.ndarray]]:
+    """Read and verify a file written by :func:`write_container`: ``(meta, arrays)``. Every failure is an ``error``
+    naming the file and what is wrong."""
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file")
+        raise error(f"{path}: no such {what}")
     if not zipfile.is_zipfile(path):
-        raise ModelFileError(f"{path}: not a bnncl model file (not an .npz archive; truncated or another format)")
+        raise error(f"{path}: not a bnncl {what} (not an .npz archive; truncated or another format)")
     try:
         with np.load(path, allow_pickle=False) as z:
             if META not in z.files:
-                raise ModelFileError(f"{path}: not a bnncl model file (no {META} entry)")
+                raise error(f"{path}: not a bnncl {what} (no {META} entry)")
             arrays = {name: z[name] for name in z.files}
-    except ModelFileError:
+    except error:
         raise
     # zipfile reports a damaged archive with many types (BadZipFile, NotImplementedError for a garbled compression
     # method or version, RuntimeError for a garbled encryption flag), numpy with ValueError/OSError.
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError, RuntimeError) as e:
-        raise ModelFileError(f"{path}: not a readable model file (truncated or corrupt: {reason(e)})") from None
+        raise error(f"{path}: not a readable {what} (truncated or corrupt: {reason(e)})") from None
     raw = arrays.pop(META)
     if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8:  # numpy hands back raw bytes for a non-.npy entry
-        raise ModelFileError(f"{path}: corrupt metadata entry ({META} is not a uint8 array)")
+        raise error(f"{path}: corrupt metadata entry ({META} is not a uint8 array)")
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"{path}: corrupt metadata ({e})") from None
+        raise error(f"{path}: corrupt metadata ({e})") from None
     bad = [name for name, a in arrays.items() if not isinstance(a, np.ndarray)]
     if bad:
-        raise ModelFileError(f"{path}: entry {bad[0]!r} is not an array")
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a bnncl model file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise error(f"{path}: entry {bad[0]!r} is not an array")
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise error(f"{path}: not a bnncl {what} (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     version = meta.get("version")
     if not isinstance(version, int) or version < 1:
-        raise ModelFileError(f"{path}: invalid model file version {version!r}")
-    if version > VERSION:
-        raise ModelFileError(f"{path}: model file version {version} is newer than this bnncl reads (up to {VERSION}); "
-                             "upgrade bnncl on the device")
+        raise error(f"{path}: invalid {what} version {version!r}")
+    if version > version_max:
+        raise error(f"{path}: {what} version {version} is newer than this bnncl reads (up to {version_max}); "
+                    "upgrade bnncl on the device")
     if meta.get("sha256") != checksum(arrays):
-        raise ModelFileError(f"{path}: checksum mismatch: the arrays were altered or damaged after export")
+        raise error(f"{path}: checksum mismatch: the arrays were altered or damaged after they were written")
     return meta, arrays
+
+
+def write_model_file(path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Write a model file atomically (temporary file, fsync, rename)."""
+    write_container(path, FORMAT, VERSION, meta, arrays)
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read and verify a model file: ``(meta, arrays)``. Every failure is a :class:`ModelFileError` naming the file."""
+    return read_container(path, FORMAT, VERSION, ModelFileError, "model file")

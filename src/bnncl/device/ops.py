@@ -16,6 +16,7 @@ when nobody needs it (``keep_real``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -33,6 +34,10 @@ class Activation:
     channels: int
     real: np.ndarray | None = None
     bits: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.real, self.bits) if a is not None)
 
     def signs(self) -> np.ndarray:
         """The binary part as ±1 float32 (N, H, W, C), whichever backend made it."""
@@ -108,9 +113,8 @@ class Block(Op):
         self.shortcut = spec["shortcut"]  # {"kind": identity | duplicate | binary, "stride": s}
         self.needs_real_input = not self.binary_input
         self.in_threshold = None if self.binary_input else arrays[f"{name}.threshold"]
-        self.weight = arrays[f"{name}.conv.weight"]  # packed (Cout, 3, 3, words)
-        self.weight_kernel = K.conv_weights_for_kernel(self.weight)
-        self.weight_float = unpack_signs(self.weight, self.cin)  # the float backend's ±1 weights
+        # packed (Cout, 3, 3, words) in the file; the kernel's layout (3, 3, words, Cout) is the only copy kept
+        self.weight_kernel = K.conv_weights_for_kernel(arrays[f"{name}.conv.weight"])
         self.mult, self.bias = arrays[f"{name}.mult"], arrays[f"{name}.bias"]
         self.rprelu = tuple(arrays[f"{name}.rprelu.{k}"] for k in ("shift_in", "slope", "shift_out"))
         self.input_scale = arrays.get(f"{name}.input_scale")
@@ -118,8 +122,26 @@ class Block(Op):
             sc = f"{name}.shortcut"
             self.sc_threshold, self.sc_weight = arrays[f"{sc}.threshold"], arrays[f"{sc}.weight"]
             self.sc_weight_kernel = K.conv_weights_for_kernel(self.sc_weight)
-            self.sc_weight_float = unpack_signs(self.sc_weight, self.cin)
             self.sc_mult, self.sc_bias = arrays[f"{sc}.mult"], arrays[f"{sc}.bias"]
+
+    @cached_property
+    def weight_float(self) -> np.ndarray:
+        """The float backend's ±1 weights (Cout, 3, 3, Cin) float32, made on first use (the packed backend never)."""
+        return unpack_signs(np.ascontiguousarray(self.weight_kernel.transpose(3, 0, 1, 2)), self.cin)
+
+    @cached_property
+    def sc_weight_float(self) -> np.ndarray:
+        return unpack_signs(self.sc_weight, self.cin)
+
+    def weight_bytes(self, backend: str) -> int:
+        """Bytes of the parameters this block holds to run on ``backend``."""
+        vectors = [self.mult, self.bias, *self.rprelu, self.in_threshold, self.input_scale]
+        if self.shortcut["kind"] == "binary":
+            vectors += [self.sc_threshold, self.sc_mult, self.sc_bias]
+        total = sum(v.nbytes for v in vectors if v is not None)
+        if backend == "packed":
+            return total + self.weight_kernel.nbytes + (self.sc_weight_kernel.nbytes if self.shortcut["kind"] == "binary" else 0)
+        return total + 4 * self.cout * 9 * self.cin + (4 * self.cout * self.cin if self.shortcut["kind"] == "binary" else 0)
 
     def _conv(self, signs, backend, weight_kernel, weight_float, stride, pad):
         if backend == "packed":
@@ -142,13 +164,15 @@ class Block(Op):
         if kind in ("identity", "duplicate"):
             return self._pool(x, backend)
         pooled = self._pool(x, backend)  # binary: pool -> threshold -> binary 1x1 conv -> folded BN
-        dot = self._conv(_below(pooled, self.sc_threshold, backend), backend, self.sc_weight_kernel, self.sc_weight_float, 1, 0)
+        dot = self._conv(_below(pooled, self.sc_threshold, backend), backend, self.sc_weight_kernel,
+                         self.sc_weight_float if backend == "float" else None, 1, 0)
         return (self.sc_mult * dot + self.sc_bias).astype(np.float32)
 
     def run(self, act, backend):
         if act.bits is None:
             raise ValueError(f"{self.name}: the previous op did not binarize its output for this block")
-        dot = self._conv(act.bits, backend, self.weight_kernel, self.weight_float, self.stride, 1)
+        dot = self._conv(act.bits, backend, self.weight_kernel, self.weight_float if backend == "float" else None,
+                         self.stride, 1)
         shortcut = self._shortcut(act, backend)
         if backend == "packed":
             real, bits = K.block_epilogue(dot, self.mult, self.bias, shortcut, *self.rprelu,

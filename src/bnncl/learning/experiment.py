@@ -35,7 +35,7 @@ from ..atomic import atomic_write_text
 from ..data import DATASETS, LabelledArrays, load_dataset
 from ..data import scenarios
 from ..errors import ConfigError
-from .strategy import STRATEGIES, LearnOptions
+from .options import STRATEGIES, LearnOptions
 
 TOP_KEYS = ("dataset", "data", "dataset_options", "strategies", "checkpoint", "out", "seed", "stream", "pretrain", "learn")
 STREAM_TYPES = ("nc", "ni", "nic", "core50")

@@ -25,8 +25,6 @@ from ..layers import BinaryBlock, PoolDuplicate
 from ..quant import quantize
 from .qbackprop import BlockParams, Bits, QuantizedBackprop, nll, onehot, softmax
 
-RANGES = ("dynamic", "fixed")
-QBIN_UPDATES = ("rebinarize", "plain")
 WEIGHT_MARGIN = 0.02
 
 
@@ -40,16 +38,16 @@ class HeadHybridStep:
     """Replaces the autograd SGD step when only the head trains and ``q_f``/``q_b`` are below 32 bits."""
 
     def __init__(self, head: nn.Linear, qf: int, qb: int, lr: float, ranges: str = "dynamic", rounding: str = "nearest",
-                 seed: int = 0):
+                 seed: int = 0, grid: str = "affine"):
         self.head, self.qf, self.qb, self.lr = head, qf, qb, lr
-        self.ranges, self.rounding = ranges, rounding
+        self.ranges, self.rounding, self.grid = ranges, rounding, grid
         self.rng = np.random.default_rng(seed + 104729)
         self.calibrated: dict[str, tuple[float, float]] = {}  # fixed ranges, set over experience 0
         self.calibrating = ranges == "fixed"
         self.grad_errors: list[float] = []  # ||g - g_float|| / ||g_float|| per quantized step
 
     def _q(self, x, bits, where, lo=None, hi=None):
-        return quantize(x, bits, lo, hi, rounding=self.rounding, rng=self.rng, where=where)
+        return quantize(x, bits, lo, hi, rounding=self.rounding, rng=self.rng, where=where, grid=self.grid)
 
     def _range(self, name):
         return self.calibrated.get(name, (None, None)) if self.ranges == "fixed" else (None, None)
@@ -137,7 +135,7 @@ class BackpropHybridStep:
     ERROR_EVERY = 25  # steps between two measurements of the gradient error against float
 
     def __init__(self, trainable: nn.Module, qf: int, qb: int, qbin: int, lr: float, rounding: str = "nearest",
-                 seed: int = 0, qbin_update: str = "rebinarize"):
+                 seed: int = 0, qbin_update: str = "rebinarize", grid: str = "affine"):
         blocks, head = [], None
         for name, module in trainable.named_children():
             if isinstance(module, BinaryBlock):
@@ -147,7 +145,7 @@ class BackpropHybridStep:
             elif name != "pool":
                 raise ConfigError(f"quantized back-propagation cannot train {name} ({type(module).__name__}): put the "
                                   "latent-replay layer at a block (or the head)")
-        self.lr, self.bits = lr, Bits(qf, qb, qbin, rounding, np.random.default_rng(seed + 104729))
+        self.lr, self.bits = lr, Bits(qf, qb, qbin, rounding, np.random.default_rng(seed + 104729), grid)
         self.bp = QuantizedBackprop(blocks, head, self.bits, TorchConv())
         self.float_bp = QuantizedBackprop(blocks, head, Bits(), TorchConv())  # same arrays, no quantizer: the reference gradients
         self.errors: dict[str, list[float]] = {}

@@ -110,15 +110,16 @@ class Bits:
     qbin: int = 32
     rounding: str = "nearest"
     rng: np.random.Generator | None = None
+    grid: str = "affine"  # or "integer": the device's levels (bnncl.quant.quantize)
 
     def f(self, x, where):
-        return quantize(x, self.qf, rounding=self.rounding, rng=self.rng, where=where)
+        return quantize(x, self.qf, rounding=self.rounding, rng=self.rng, where=where, grid=self.grid)
 
     def b(self, x, where):
-        return quantize(x, self.qb, rounding=self.rounding, rng=self.rng, where=where)
+        return quantize(x, self.qb, rounding=self.rounding, rng=self.rng, where=where, grid=self.grid)
 
     def bin(self, x, where):
-        return quantize(x, self.qbin, rounding=self.rounding, rng=self.rng, where=where)
+        return quantize(x, self.qbin, rounding=self.rounding, rng=self.rng, where=where, grid=self.grid)
 
 
 @dataclass
@@ -265,7 +266,7 @@ class QuantizedBackprop:
         p = softmax(logits)
         nb = len(y)
         loss = nll(p, y)
-        p = quantize(p, q.qf, 0.0, 1.0, rounding=q.rounding, rng=q.rng, where="softmax output")
+        p = quantize(p, q.qf, 0.0, 1.0, rounding=q.rounding, rng=q.rng, where="softmax output", grid=q.grid)
         d = q.f((p - onehot(y, p.shape[1], p.dtype)) / F32(nb), "logit gradient")
         self.head_grad = q.b(d.T @ feat, "head weight gradient")
         gfeat = q.b(d @ wq, "head input gradient")

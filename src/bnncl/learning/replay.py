@@ -87,8 +87,9 @@ class LatentMemory:
         """Store patterns of the experience that just ended (``latents``: N x latent_shape, float)."""
         if rule not in UPDATE_RULES:
             raise ConfigError(f"unknown replay update rule {rule!r} (valid: {', '.join(UPDATE_RULES)})")
-        latents = np.asarray(latents)
-        if latents.shape[1:] != self.latent_shape:
+        if not hasattr(latents, "shape"):  # an array, or anything with .shape that computes latents[index] on demand
+            latents = np.asarray(latents)
+        if tuple(latents.shape[1:]) != self.latent_shape:
             raise ConfigError(f"replay memory holds {self.latent_shape} patterns, got {latents.shape[1:]}")
         labels = np.asarray(labels, np.int64)
         if self.capacity == 0 or len(labels) == 0:
@@ -140,6 +141,29 @@ class LatentMemory:
 
     def class_counts(self, num_classes: int) -> np.ndarray:
         return np.bincount(self.labels[: self.size], minlength=num_classes)
+
+    def state(self) -> tuple[dict, dict]:
+        """(arrays, JSON-able scalars): everything :meth:`load_state` needs to continue exactly."""
+        arrays = {"data": self.data[: self.size].copy(), "labels": self.labels[: self.size].copy(),
+                  "abs_sum": self._abs_sum.copy(), "offset": self.offset.copy()}
+        return arrays, {"size": self.size, "updates": self.updates, "abs_count": self._abs_count}
+
+    def load_state(self, arrays: dict, scalars: dict) -> None:
+        size = int(scalars["size"])
+        data, labels = arrays["data"], arrays["labels"]
+        if not 0 <= size <= self.capacity or data.shape != (size, *self.data.shape[1:]) or labels.shape != (size,) \
+                or data.dtype != self.data.dtype or arrays["abs_sum"].shape != self._abs_sum.shape:
+            raise ConfigError(f"replay memory state of {size} patterns {data.shape} {data.dtype} does not fit a memory of "
+                              f"{self.capacity} x {self.data.shape[1:]} {self.data.dtype}")
+        self.data[:size], self.labels[:size] = data, labels
+        self.size, self.updates, self._abs_count = size, int(scalars["updates"]), int(scalars["abs_count"])
+        self._abs_sum[...] = arrays["abs_sum"]
+        self.offset[...] = arrays["offset"]
+
+    def pattern_bytes(self) -> int:
+        """Bytes of the stored patterns alone, at full capacity (1-bit storage: exactly 1/32 of float32's when a
+        pattern is a multiple of 8 values)."""
+        return self.data.nbytes
 
     def nbytes(self) -> int:
         """Bytes of the stored patterns and int16 labels at full capacity, plus the float32 per-channel decode scale

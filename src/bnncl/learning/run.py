@@ -12,8 +12,9 @@ from tqdm import tqdm
 from ..data.arrays import LabelledArrays
 from ..data.scenarios import Experience, Stream
 from ..errors import ConfigError
-from ..metrics import backward_transfer, first_seen, forgetting, per_class_accuracy
+from ..metrics import per_class_accuracy
 from ..models import BinaryResNet
+from .results import stream_result
 from .strategy import LearnOptions, build_learner, resolve_lr_layer
 
 
@@ -52,23 +53,6 @@ def run_stream(model: BinaryResNet, stream: Stream, options: LearnOptions, progr
         rows.append(per_class_accuracy(stream.test.y, pred, stream.num_classes))
         accs.append(float((pred == stream.test.y).mean()))
         bar.set_postfix(acc=f"{accs[-1]:.3f}")
-    matrix = np.vstack(rows)
-    seen = first_seen([e.classes for e in experiences], stream.num_classes)
-    return {
-        "strategy": options.strategy,
-        "options": {**options.to_dict(), "lr_layer": learner.lr_layer},
-        "stream": {"name": stream.name, "experiences": len(stream), "sizes": [len(e) for e in stream.experiences],
-                   "test": len(stream.test), **{k: v for k, v in stream.info.items() if k != "strengths"}},
-        "class_names": list(stream.class_names),
-        "accuracy": accs,
-        "final_accuracy": accs[-1],
-        "accuracy_matrix": [[None if np.isnan(v) else float(v) for v in r] for r in matrix],
-        "first_seen": seen.tolist(),
-        "forgetting": forgetting(matrix, seen),
-        "backward_transfer": backward_transfer(matrix, seen),
-        "seconds_per_experience": seconds,
-        "seconds_per_step_median": float(np.median(learner.step_seconds)) if learner.step_seconds else None,
-        "latent_shape": list(learner.latent_shape),
-        "bytes": learner.nbytes(),
-        "gradient_relative_error": learner.hybrid.gradient_errors() if learner.hybrid is not None else None,
-    }
+    return stream_result({**options.to_dict(), "lr_layer": learner.lr_layer}, stream, experiences, rows, accs, seconds,
+                         learner.step_seconds, learner.latent_shape, learner.nbytes(),
+                         learner.hybrid.gradient_errors() if learner.hybrid is not None else None)

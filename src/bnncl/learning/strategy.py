@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 
 import numpy as np
@@ -27,77 +26,11 @@ from ..data.scenarios import Experience
 from ..errors import ConfigError
 from ..layers import LearnableBias
 from ..models import BinaryResNet, normalize
-from ..quant import FLOAT_BITS, ROUNDINGS, check_bits
 from ..quantizers import clip_latent_weights
 from .cwr import CWRStar
-from .hybrid import QBIN_UPDATES, RANGES, BackpropHybridStep, HeadHybridStep
-from .replay import STORAGES, UPDATE_RULES, LatentMemory
-
-STRATEGIES = ("naive", "cwr", "ar1", "joint")
-MIXES = ("proportional", "fixed")
-
-
-@dataclass
-class LearnOptions:
-    strategy: str = "ar1"
-    lr_layer: str | None = None  # None: "head" for cwr, else the model's binary boundary or its last stage's first block
-    epochs: int = 4
-    lr: float = 0.01
-    batch_size: int = 50  # patterns per SGD step (new + replayed with mix "proportional"; new only with "fixed")
-    replay_size: int = 1500
-    replay_storage: str = "bits"
-    replay_update: str = "balanced"
-    replay_mix: str = "fixed"  # B's code: 50 new + 128 replayed per step (BENCHMARKS.md compares the mixes)
-    replay_batch: int = 128  # replayed patterns per step with mix "fixed"
-    # Hybrid quantization of the learning step (METHOD §5); 32 = float32, no quantization.
-    qf: int = 32  # forward bits: inputs, weights and outputs of trainable ops, softmax, logit gradient
-    qb: int = 32  # backward bits: gradients and stored trainable parameters (at least qf)
-    qbin: int = 32  # gradients and latent weights of trainable binary convs
-    q_ranges: str = "dynamic"  # "dynamic" (min/max per call) or "fixed" (calibrated on experience 0, work A)
-    q_rounding: str = "nearest"  # or "stochastic"
-    # Update of the binary convs' latent weights under quantized back-propagation: "rebinarize" (work B's code,
-    # W <- clip(Q_qbin(sign(W) - lr g), -1, 1)) or "plain" (W <- clip(Q_qbin(W - lr g), -1, 1)).
-    qbin_update: str = "rebinarize"
-    handwritten: bool = False  # train blocks above the LR layer with the hand-written backward even at 32 bits
-    seed: int = 0
-
-    def __post_init__(self):
-        for name, value, valid in (("strategy", self.strategy, STRATEGIES), ("replay_storage", self.replay_storage, STORAGES),
-                                   ("replay_update", self.replay_update, UPDATE_RULES), ("replay_mix", self.replay_mix, MIXES)):
-            if value not in valid:
-                raise ConfigError(f"unknown {name} {value!r} (valid: {', '.join(valid)})")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.replay_size < 0 or self.replay_batch < 0:
-            raise ConfigError("replay_size and replay_batch must be >= 0")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
-        for name in ("qf", "qb", "qbin"):
-            check_bits(name, getattr(self, name))
-        if self.qb < self.qf:
-            raise ConfigError(f"qb (backward bits, {self.qb}) must be at least qf (forward bits, {self.qf}): the update "
-                              "step is where the method keeps more precision")
-        for name, value, valid in (("q_ranges", self.q_ranges, RANGES), ("q_rounding", self.q_rounding, ROUNDINGS),
-                                   ("qbin_update", self.qbin_update, QBIN_UPDATES)):
-            if value not in valid:
-                raise ConfigError(f"unknown {name} {value!r} (valid: {', '.join(valid)})")
-
-    @property
-    def quantized(self) -> bool:
-        return min(self.qf, self.qb, self.qbin) < FLOAT_BITS
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LearnOptions":
-        valid = [f.name for f in fields(cls)]
-        bad = sorted(set(d) - set(valid))
-        if bad:
-            raise ConfigError(f"unknown learning option {', '.join(bad)} (valid: {', '.join(valid)})")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
+from .hybrid import BackpropHybridStep, HeadHybridStep
+from .options import MIXES, STRATEGIES, LearnOptions  # noqa: F401 (re-exported)
+from .replay import LatentMemory
 
 def default_lr_layer(model: BinaryResNet, strategy: str) -> str:
     if strategy == "cwr":
@@ -200,13 +133,13 @@ class Learner:
         if options.quantized or options.handwritten:
             if list(dict(self.trainable.named_children())) == ["head"]:  # work A: the head alone
                 self.hybrid = HeadHybridStep(model.layers["head"], options.qf, options.qb, options.lr, options.q_ranges,
-                                             options.q_rounding, options.seed)
+                                             options.q_rounding, options.seed, options.q_grid)
             else:  # work B: quantized back-propagation through the blocks above the LR layer
                 if options.q_ranges != "dynamic":
                     raise ConfigError("fixed quantizer ranges are work A's head-only variant; training blocks above the "
                                       "LR layer uses dynamic ranges")
                 self.hybrid = BackpropHybridStep(self.trainable, options.qf, options.qb, options.qbin, options.lr,
-                                                 options.q_rounding, options.seed, options.qbin_update)
+                                                 options.q_rounding, options.seed, options.qbin_update, options.q_grid)
 
     @torch.no_grad()
     def latents(self, x_uint8: np.ndarray, batch_size: int = 500) -> torch.Tensor:

@@ -1,0 +1,328 @@
+"""The on-device learner: an exported model that keeps learning, with the device runtime only (NumPy + numba).
+
+    from bnncl.device import Learner
+    from bnncl.learning.options import LearnOptions
+    learner = Learner.open("model.bnn", "state.bnst", LearnOptions(strategy="ar1", lr_layer="head", qf=8, qb=16))
+    learner.learn(images, labels)        # one experience; the state is saved when it ends
+    labels = learner.predict(images)
+
+Inside, per experience (the simulation's template, :mod:`bnncl.learning.strategy`, step for step):
+
+1. ``cur`` = patterns per class in the experience, replayed ones included (AR1*); CWR* loads the consolidated rows of
+   the present classes into the head (the rest zero).
+2. For every epoch, a fresh shuffle; each step takes ``batch_size`` new images through the frozen part (bit-packed
+   XNOR-popcount kernels), adds ``replay_batch`` patterns decoded from the 1-bit replay memory, and runs one SGD step
+   of the trainable part: in integer arithmetic at ``q_f``/``q_b`` bits (:mod:`bnncl.device.hybrid`), or in float32
+   when both are 32 (the fp32 learner, the baseline of ``benchmarks/learning.py``).
+3. CWR* consolidates the trained rows; the replay memory takes its share of the experience (stored as packed signs);
+   the head used for prediction becomes the consolidated rows; the state is written atomically.
+
+The latents of new images are computed step by step rather than kept for the whole experience (the simulation keeps
+them): the same numbers, a peak memory of one minibatch.
+
+Trainable part: the head (the LR layer at ``head``: work A, and AR1* with the replay memory holding the head's input).
+Training blocks above the LR layer on the device is not built yet: such an LR layer is refused with a clear error.
+
+State (:meth:`Learner.save`): head, consolidated rows and counts, replay memory, every random generator's state, the
+experiences consumed and their log; one checksummed file (the model file's container), written to a temporary file,
+fsynced and renamed, the previous generation kept beside it as ``<state>.prev``. A state file that does not load is
+refused with an error naming it, and left as it is.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ConfigError, DataError, LearnerStateError, reason
+from ..learning.cwr import CWRStar
+from ..learning.options import LearnOptions
+from ..learning.replay import LatentMemory
+from ..quant import FLOAT_BITS
+from .hybrid import IntegerHeadStep, float_head_step
+from .model import Model
+from .ops import Block, Head, Stem
+
+STATE_FORMAT = "bnncl-learner-state"
+STATE_VERSION = 1
+STRATEGIES = ("cwr", "ar1")  # naive and joint are the simulation's bounds, not something a device runs
+
+
+def _rng_state(rng: np.random.Generator) -> dict:
+    return rng.bit_generator.state
+
+
+def _set_rng_state(rng: np.random.Generator, state: dict) -> None:
+    rng.bit_generator.state = state
+
+
+class LazyLatents:
+    """The frozen part's output for ``images[index]``, computed when indexed (the replay memory's update picks a few
+    patterns of an experience; nothing holds the latents of all of them)."""
+
+    def __init__(self, learner: "Learner", images: np.ndarray):
+        self.learner, self.images = learner, images
+        self.shape = (len(images), *learner.latent_shape)
+
+    def __getitem__(self, index) -> np.ndarray:
+        images, step = self.images[index], self.learner.options.batch_size  # a minibatch at a time: the step's peak
+        return np.concatenate([self.learner.latents(images[i:i + step]) for i in range(0, len(images), step)]
+                              or [np.zeros((0, *self.learner.latent_shape), np.float32)])
+
+
+class Learner:
+    def __init__(self, model: Model, options: LearnOptions | None = None, backend: str | None = None,
+                 state_path: str | os.PathLike | None = None):
+        options = options or LearnOptions(strategy="ar1", lr_layer="head")
+        if options.strategy not in STRATEGIES:
+            raise ConfigError(f"the device learner runs {' or '.join(STRATEGIES)}, not {options.strategy!r} "
+                              "(naive and joint are the simulation's lower and upper bounds)")
+        lr_layer = options.lr_layer or "head"
+        if lr_layer != "head":
+            raise ConfigError(f"the device learner trains the head only (lr_layer 'head'), not the blocks above "
+                              f"{lr_layer!r}: back-propagation through binary blocks on the device is not built yet "
+                              "(bnncl learn simulates it)")
+        if options.q_ranges != "dynamic":
+            raise ConfigError("the device learner uses dynamic quantizer ranges (min/max per call); fixed ranges are "
+                              "simulated by bnncl learn")
+        self.fp32 = options.qf >= FLOAT_BITS and options.qb >= FLOAT_BITS
+        if not self.fp32 and max(options.qf, options.qb) >= FLOAT_BITS:
+            raise ConfigError(f"the device learner runs with q_f and q_b both below 32 bits (integer arithmetic) or "
+                              f"both 32 (float32), not q_f {options.qf} / q_b {options.qb}")
+        self.model, self.options = model, options
+        self.backend = backend or ("float" if self.fp32 else "packed")
+        model.cut(lr_layer)
+        self.head_op = next(op for op in model.trainable_ops if isinstance(op, Head))
+        self.num_classes, self.features = self.head_op.weight.shape
+        if model.num_classes != self.num_classes:
+            raise ConfigError(f"{model.path}: {model.num_classes} class names for a head of {self.num_classes} rows")
+        self.latent_shape = (self.features,)
+        self.cwr = CWRStar(self.num_classes, self.features, dtype=np.float32)
+        self.memory = None
+        if options.strategy == "ar1":
+            if options.replay_size < 1:
+                raise ConfigError("ar1 needs a replay memory: replay_size must be at least 1")
+            self.memory = LatentMemory(options.replay_size, self.latent_shape, options.replay_storage)
+        self.rng = np.random.default_rng(options.seed)  # shuffles
+        self.replay_rng = np.random.default_rng(options.seed + 7919)  # replay sampling and memory updates
+        self.quant_rng = np.random.default_rng(options.seed + 104729)  # stochastic rounding
+        self.step = None if self.fp32 else IntegerHeadStep(options.qf, options.qb, options.lr, options.q_rounding,
+                                                           self.quant_rng)
+        self.head = None  # the head while an experience trains: IntTensor at q_b, or float32
+        self.experiences = 0
+        self.log: list[dict] = []  # one entry per experience consumed (anything JSON-able a caller adds, too)
+        self.step_seconds: list[float] = []
+        self.state_path = Path(state_path) if state_path is not None else None
+
+    @classmethod
+    def open(cls, model_path: str | os.PathLike, state_path: str | os.PathLike | None = None,
+             options: LearnOptions | None = None, backend: str | None = None) -> "Learner":
+        """The learner of ``model_path``, resumed from ``state_path`` when that file exists (its options must match
+        ``options``; without ``options``, the state's own are used)."""
+        model = Model.load(model_path)
+        if state_path is not None and Path(state_path).exists():
+            meta, arrays = cls._read_state(state_path)
+            saved = cls._saved_options(state_path, meta)
+            if options is not None and options != saved:
+                diff = [f"{f.name} {getattr(saved, f.name)!r} (state) vs {getattr(options, f.name)!r}"
+                        for f in fields(LearnOptions) if getattr(saved, f.name) != getattr(options, f.name)]
+                raise ConfigError(f"{state_path}: the saved learner has other settings: {'; '.join(diff)} "
+                                  "(give another --state to start afresh)")
+            learner = cls(model, saved, backend, state_path)
+            learner._restore(state_path, meta, arrays)
+            return learner
+        return cls(model, options, backend, state_path)
+
+    # -- checks -----------------------------------------------------------------------------------------------------
+
+    def check_experience(self, images, labels) -> tuple[np.ndarray, np.ndarray]:
+        """The experience as (uint8 images, int64 labels), or a clear error; nothing is changed before this passes."""
+        images = self.model.check_images(images)
+        if len(images) == 0:
+            raise DataError("an empty experience (0 images): nothing to learn")
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise DataError(f"labels of shape {labels.shape} for {len(images)} images (expected ({len(images)},))")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"labels must be integers, got {labels.dtype}")
+        bad = labels[(labels < 0) | (labels >= self.num_classes)]
+        if len(bad):
+            raise DataError(f"label {int(bad[0])} is outside the head's {self.num_classes} classes (0-{self.num_classes - 1}): "
+                            "the head holds a row for every class it can learn, fixed at export")
+        return images, labels.astype(np.int64)
+
+    # -- running ----------------------------------------------------------------------------------------------------
+
+    def latents(self, images: np.ndarray) -> np.ndarray:
+        """The frozen part's output at the LR layer, float32 (N, features)."""
+        return self.model.latent(images, self.backend).real
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One SGD step of the head on latents ``x`` (B, features) with labels ``y``; returns the loss."""
+        if self.fp32:
+            self.head, result = float_head_step(self.head, x, y, self.options.lr)
+        else:
+            self.head, result = self.step(self.head, x, y)
+        return result.loss
+
+    def head_values(self) -> np.ndarray:
+        return self.head if self.fp32 else self.head.value()
+
+    def learn(self, images, labels) -> dict:
+        """Consume one experience; persist the state (when the learner has a state path). Returns its log entry."""
+        images, labels = self.check_experience(images, labels)
+        o = self.options
+        t0 = time.perf_counter()
+        cur = np.bincount(labels, minlength=self.num_classes)
+        n_replay, per_step = 0, o.batch_size
+        if self.memory is not None and len(self.memory):
+            m = len(self.memory)
+            cur = cur + self.memory.class_counts(self.num_classes)
+            if o.replay_mix == "proportional":
+                n_replay = min(o.batch_size - 1, round(o.batch_size * m / (len(labels) + m)))
+                per_step = o.batch_size - n_replay
+            else:
+                n_replay = o.replay_batch
+        rows = self.cwr.begin(cur)
+        self.head = rows.copy() if self.fp32 else self.step.store(rows)
+        n = len(labels)
+        steps, losses = math.ceil(n / per_step), []
+        for _ in range(o.epochs):
+            order = self.rng.permutation(n)
+            for s in range(steps):
+                t1 = time.perf_counter()
+                idx = order[s * per_step:(s + 1) * per_step]
+                x, y = self.latents(images[idx]), labels[idx]
+                if n_replay:
+                    rx, ry = self.memory.sample(n_replay, self.replay_rng)
+                    x, y = np.concatenate([x, rx]), np.concatenate([y, ry])
+                losses.append(self.train_step(x, y))
+                self.step_seconds.append(time.perf_counter() - t1)
+        self.cwr.consolidate(self.head_values(), cur)
+        if self.memory is not None:
+            self.memory.update(LazyLatents(self, images), labels, o.replay_update, self.replay_rng)
+        self.head_op.weight = self.cwr.inference_rows()
+        self.head = None
+        entry = {"experience": self.experiences, "patterns": int(n), "replayed_per_step": int(n_replay),
+                 "steps": int(steps * o.epochs), "mean_loss": float(np.mean(losses)),
+                 "seconds": time.perf_counter() - t0}
+        self.experiences += 1
+        self.log.append(entry)
+        if self.state_path is not None:
+            self.save()
+        return entry
+
+    def annotate(self, **entries) -> None:
+        """Add ``entries`` (JSON-able) to the last experience's log entry, e.g. its test accuracy, and persist."""
+        if not self.log:
+            raise ValueError("no experience to annotate yet")
+        self.log[-1].update(entries)
+        if self.state_path is not None:
+            self.save()
+
+    def predict(self, images, batch_size: int | None = None) -> np.ndarray:
+        """Class indices (N,), ``batch_size`` images at a time (default: the learning minibatch's size)."""
+        return self.model.predict(images, self.backend, batch_size or self.options.batch_size)
+
+    # -- memory -----------------------------------------------------------------------------------------------------
+
+    def nbytes(self) -> dict:
+        """Bytes of every buffer the learner holds, at the precision it holds them in."""
+        frozen = 0
+        for op in self.model.frozen_ops:
+            if isinstance(op, Block):
+                frozen += op.weight_bytes(self.backend)
+            elif isinstance(op, Stem):
+                frozen += op.weight.nbytes + op.bias.nbytes
+            elif op.in_threshold is not None:
+                frozen += op.in_threshold.nbytes
+        c, f = self.num_classes, self.features
+        head = 4 * c * f if self.fp32 else -(-c * f * self.options.qb // 8) + 8
+        out = {"frozen_weights": frozen, "trainable_state": head, "consolidated_rows": self.cwr.nbytes(4)}
+        if self.memory is not None:
+            out["replay_patterns"] = self.memory.pattern_bytes()
+            out["replay_labels_and_scales"] = self.memory.nbytes() - self.memory.pattern_bytes()
+            out["replay_memory"] = self.memory.nbytes()  # the two above together (the simulation's key)
+        # one step's activations: the frozen part's largest (input + output of one op) and the head's operands
+        batch = self.options.batch_size + (self.options.replay_batch if self.memory is not None else 0)
+        step = batch * (f + 2 * c) * 4
+        out["peak_activations"] = self.model.peak_activation_bytes + step
+        out["learning_state"] = out["trainable_state"] + out["consolidated_rows"] + out.get("replay_patterns", 0) \
+            + out.get("replay_labels_and_scales", 0)
+        out["total"] = out["frozen_weights"] + out["learning_state"] + out["peak_activations"]
+        return out
+
+    # -- state ------------------------------------------------------------------------------------------------------
+
+    def state(self) -> tuple[dict, dict]:
+        """(meta, arrays) of everything needed to continue exactly where the learner is."""
+        arrays = {"cwr.cw": self.cwr.cw.copy(), "cwr.past": self.cwr.past.copy(),
+                  "head.inference": np.asarray(self.head_op.weight, np.float32)}
+        meta = {"bnncl_version": __version__, "model_sha256": self.model.meta.get("sha256"),
+                "model_path": str(self.model.path), "options": self.options.to_dict(), "experiences": self.experiences,
+                "log": self.log, "rng": {"shuffle": _rng_state(self.rng), "replay": _rng_state(self.replay_rng),
+                                         "quantizer": _rng_state(self.quant_rng)}}
+        if self.memory is not None:
+            mem_arrays, mem_meta = self.memory.state()
+            arrays.update({f"replay.{k}": v for k, v in mem_arrays.items()})
+            meta["replay"] = mem_meta
+        return meta, arrays
+
+    def save(self, path: str | os.PathLike | None = None) -> None:
+        """Write the state atomically; the file it replaces stays as ``<path>.prev`` (the generation before)."""
+        from .modelfile import write_container
+
+        path = Path(path or self.state_path)
+        meta, arrays = self.state()
+        if path.exists():
+            prev, tmp = path.with_name(path.name + ".prev"), path.with_name(f".{path.name}.prev.tmp")
+            if tmp.exists():
+                tmp.unlink()
+            os.link(path, tmp)  # a second name for the current state, then renamed over the old .prev atomically
+            os.replace(tmp, prev)
+        write_container(path, STATE_FORMAT, STATE_VERSION, meta, arrays)
+
+    @staticmethod
+    def _read_state(path) -> tuple[dict, dict]:
+        from .modelfile import read_container
+
+        try:
+            return read_container(path, STATE_FORMAT, STATE_VERSION, LearnerStateError, "learner state file")
+        except LearnerStateError as e:
+            prev = Path(str(path) + ".prev")
+            hint = f"; the state before it is kept in {prev}" if prev.is_file() else ""
+            raise LearnerStateError(f"{e} (the file is left as it is{hint})") from None
+
+    @staticmethod
+    def _saved_options(path, meta) -> LearnOptions:
+        try:
+            return LearnOptions.from_dict(meta["options"])
+        except (KeyError, TypeError, ConfigError) as e:
+            raise LearnerStateError(f"{path}: corrupt learner settings ({reason(e)})") from None
+
+    def _restore(self, path, meta: dict, arrays: dict) -> None:
+        if meta.get("model_sha256") != self.model.meta.get("sha256"):
+            raise LearnerStateError(f"{path}: this state belongs to another model ({meta.get('model_path')}), not "
+                                    f"{self.model.path}")
+        try:
+            self.cwr.load_state({"cw": arrays["cwr.cw"], "past": arrays["cwr.past"]})
+            head = arrays["head.inference"]
+            if head.shape != self.head_op.weight.shape:
+                raise ValueError(f"head of shape {head.shape}")
+            self.head_op.weight = head.astype(np.float32)
+            if self.memory is not None:
+                self.memory.load_state({k[len("replay."):]: v for k, v in arrays.items() if k.startswith("replay.")},
+                                       meta["replay"])
+            _set_rng_state(self.rng, meta["rng"]["shuffle"])
+            _set_rng_state(self.replay_rng, meta["rng"]["replay"])
+            _set_rng_state(self.quant_rng, meta["rng"]["quantizer"])
+            self.experiences, self.log = int(meta["experiences"]), list(meta["log"])
+        except (KeyError, TypeError, ValueError, ConfigError) as e:
+            raise LearnerStateError(f"{path}: corrupt learner state ({type(e).__name__}: {reason(e)})") from None
+
