@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..functional import nll, onehot, softmax
 from ..quant import FLOAT_BITS, QParams, check_finite
-from ..learning.qbackprop import nll, onehot, softmax
 from .kernels import imatmul
 
 

@@ -22,29 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..device.kernels import avgpool_reference
+from ..functional import F32, nll, onehot, sign, softmax  # noqa: F401 (part of this module's interface)
 from ..quant import quantize
-
-F32 = np.float32
-
-
-def sign(x):
-    return np.where(x >= 0, F32(1), F32(-1))
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def onehot(y: np.ndarray, classes: int, dtype=F32) -> np.ndarray:
-    out = np.zeros((len(y), classes), dtype)
-    out[np.arange(len(y)), y] = 1
-    return out
-
-
-def nll(p: np.ndarray, y: np.ndarray) -> float:
-    """Mean cross-entropy of probabilities ``p`` (N, classes) for labels ``y``."""
-    return float(-np.log(np.maximum(p[np.arange(len(y)), y], 1e-30)).mean())
 
 
 def im2col(x: np.ndarray, k: int, stride: int, pad: int, pad_value: float) -> tuple[np.ndarray, tuple]:
