@@ -206,7 +206,7 @@ def cmd_export(args) -> int:
 
     from .export import export_checkpoint
 
-    meta = export_checkpoint(args.checkpoint, args.out, args.lr_layer)
+    meta = export_checkpoint(args.checkpoint, args.out, args.lr_layer, args.latent_weights)
     size, source = os.path.getsize(args.out), os.path.getsize(args.checkpoint)
     print(f"{args.out}: {meta['description']}")
     print(f"  frozen part: {', '.join(meta['frozen'])}; latent-replay layer: {meta['lr_layer']}; "
@@ -295,8 +295,6 @@ def cmd_device_learn(args) -> int:
     runs = []
     for strategy in strategies:
         options = learn_options(cfg, strategy)
-        if options.lr_layer is None:
-            options.lr_layer = "head"
         state = Path(args.state) if args.state and len(strategies) == 1 else out / f"state_{strategy}.bnst"
         learner = Learner.open(args.model, state, options)
         if learner.num_classes != stream.num_classes or learner.model.input_shape != stream.input_shape:
@@ -326,7 +324,8 @@ def cmd_device_learn(args) -> int:
             bar.set_postfix(acc=f"{learner.log[-1]['accuracy']:.3f}")
         bar.close()
         log = learner.log
-        result = stream_result({**options.to_dict(), "backend": learner.backend, "state": str(state)}, stream,
+        result = stream_result({**options.to_dict(), "lr_layer": learner.model.lr_layer, "backend": learner.backend,
+                                "state": str(state)}, stream,
                                list(stream.experiences), [np.array(e["per_class"]) for e in log],
                                [e["accuracy"] for e in log], [e["seconds"] for e in log], learner.step_seconds,
                                learner.latent_shape, {**learner.nbytes(), "trainable_parameters_fp32":
@@ -374,8 +373,9 @@ def _add_strategy_args(p: argparse.ArgumentParser, device: bool = False) -> None
     if device:
         g.add_argument("--strategy", choices=("ar1", "cwr"), help="ar1: CWR* + 1-bit latent replay; cwr: CWR* alone "
                                                                    "(default ar1)")
-        g.add_argument("--lr-layer", choices=("head",), help="latent-replay layer: the device trains the head "
-                                                            "(default head)")
+        g.add_argument("--lr-layer", help="latent-replay layer: head (work A), or a block of the model file's trainable "
+                                          "part (work B: that block and those above it train) (default: head for cwr, "
+                                          "the model file's LR layer for ar1)")
     else:
         g.add_argument("--strategy", nargs="+", metavar="S", help="one or more of naive, cwr, ar1, joint (default: ar1)")
         g.add_argument("--lr-layer", help="latent-replay layer: train above it (default: head for cwr; else the binary "
@@ -392,17 +392,17 @@ def _add_strategy_args(p: argparse.ArgumentParser, device: bool = False) -> None
     g.add_argument("--qf", type=int, metavar="BITS", help="forward bits: head input, weights, softmax, logit gradient (default 32)")
     g.add_argument("--qb", type=int, metavar="BITS", help="backward bits: gradients and stored trainable parameters, at least --qf (default 32)")
     g.add_argument("--q-rounding", choices=("nearest", "stochastic"), help="default nearest")
+    g.add_argument("--qbin", type=int, metavar="BITS", help="gradients and latent weights of trainable binary convs (default 32)")
+    g.add_argument("--qbin-update", choices=("rebinarize", "plain"),
+                   help="update of trainable binary convs' latent weights: work B's W <- clip(Q(sign(W) - lr g)) or the "
+                        "plain W <- clip(Q(W - lr g)) (default rebinarize)")
     if device:
         return
-    g.add_argument("--qbin", type=int, metavar="BITS", help="gradients and latent weights of trainable binary convs (default 32)")
     g.add_argument("--q-ranges", choices=("dynamic", "fixed"), help="quantizer ranges: min/max per call, or calibrated on "
                                                                    "experience 0 (work A) (default dynamic)")
     g.add_argument("--q-grid", choices=("affine", "integer"),
                    help="quantizer levels: METHOD's float form m + k(M-m)/(2^b-1), or the integer form's (q-Z)S that "
                         "the device learner computes with (default affine)")
-    g.add_argument("--qbin-update", choices=("rebinarize", "plain"),
-                   help="update of trainable binary convs' latent weights: work B's W <- clip(Q(sign(W) - lr g)) or the "
-                        "plain W <- clip(Q(W - lr g)) (default rebinarize)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -481,6 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE", help="model file to write (e.g. model.bnn)")
     p.add_argument("--lr-layer", help="latent-replay layer: the frozen part ends before it (default: the binary "
                                       "boundary, else the last stage's first block)")
+    p.add_argument("--latent-weights", action="store_true",
+                   help="also keep the float32 latent weights of the trainable blocks' binary convs, which on-device "
+                        "learning with --qbin-update plain continues from (the default re-binarized update needs only "
+                        "their signs and scale)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("device", help="the device runtime (no torch): predict with, or inspect, an exported model",
@@ -503,8 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_device_predict)
     d = dsub.add_parser("learn", help="keep learning on the device: a stream fed to the device learner (no torch)",
                         description="Simulate a device fed by a continual-learning stream, with the device runtime only: "
-                                    "the frozen part on bit-packed kernels, the head trained in integer arithmetic at "
-                                    "--qf/--qb bits (float32 when both are 32), CWR*, and latent replay stored at 1 bit. "
+                                    "the frozen part on bit-packed kernels; the head (work A) or the blocks above the "
+                                    "LR layer and the head (work B) trained in integer arithmetic at --qf/--qb/--qbin "
+                                    "bits (float32 when all are 32); CWR*; latent replay stored at 1 bit. "
                                     "The learner's state is written atomically after every experience (--state) and a "
                                     "second run resumes from it. Writes result.json, report.md and the figures of bnncl "
                                     "learn to --out. Flags override the --config TOML file (its [learn] section).")

@@ -10,7 +10,8 @@ What the file holds, layer by layer (names as in the torch model):
 
 Blocks of the trainable part (at and above the latent-replay layer) also keep their unfolded per-channel vectors
 (``train.<layer>.<parameter>``: BN parameters and running statistics, shifts, slopes, conv scales), which on-device
-learning starts from. Latent float conv weights are not kept: the device's update re-binarizes them (METHOD §5).
+learning starts from. Their latent float conv weights are kept only when asked (``latent_weights``): work B's
+re-binarized update reads only their signs and scale, the plain update continues from the latent values.
 """
 
 from __future__ import annotations
@@ -87,8 +88,9 @@ def _block(name: str, block: BinaryBlock, arrays: dict) -> dict:
     return spec
 
 
-def export_arrays(model: BinaryResNet, lr_layer: str) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """The layer table and arrays of the model file."""
+def export_arrays(model: BinaryResNet, lr_layer: str, latent_weights: bool = False) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The layer table and arrays of the model file; ``latent_weights``: also the float32 latent conv weights of the
+    trainable blocks (``train.<block>.conv.latent``), which the device learner's plain update continues from."""
     check_lr_layer(model, lr_layer)
     layers, arrays = [], {}
     names = list(model.layers)
@@ -116,16 +118,19 @@ def export_arrays(model: BinaryResNet, lr_layer: str) -> tuple[list[dict], dict[
                 for key, t in module.state_dict().items():
                     if t.is_floating_point() and t.dim() == 1:  # per-channel vectors; latent conv weights are 4-D
                         arrays[f"train.{name}.{key}"] = _np(t)
+                if latent_weights and isinstance(module, BinaryBlock):
+                    arrays[f"train.{name}.conv.latent"] = _np(module.conv.weight)
     # Frozen blocks need no unfolded vectors.
     arrays = {k: v for k, v in arrays.items() if not k.startswith("train.") or k.split(".")[1] in trainable}
     return layers, arrays
 
 
-def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, lr_layer: str | None = None) -> dict:
+def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, lr_layer: str | None = None,
+                      latent_weights: bool = False) -> dict:
     """Export ``checkpoint`` to the model file ``out``; returns the file's metadata."""
     model, payload = load_model(checkpoint)
     lr_layer = lr_layer or default_lr_layer(model, "ar1")
-    layers, arrays = export_arrays(model, lr_layer)
+    layers, arrays = export_arrays(model, lr_layer, latent_weights)
     meta_in = payload.get("meta", {})
     config = model.config
     class_names = meta_in.get("class_names") or [str(i) for i in range(config.num_classes)]

@@ -2,10 +2,18 @@
 
 ``Model.load(path).predict(images)`` runs an exported model file with bit-packed XNOR-popcount kernels;
 ``Learner.open(path, state).learn(images, labels)`` keeps learning on the device (integer arithmetic, 1-bit replay).
+
+The names below load on first use, so that importing one module (``bnncl.device.kernels``) does not import them all.
 """
 
-from .learner import Learner
-from .model import Model, normalize
-from .modelfile import ModelFileError
+from importlib import import_module
 
-__all__ = ["Learner", "Model", "ModelFileError", "normalize"]
+_EXPORTS = {"Learner": ".learner", "Model": ".model", "normalize": ".model", "ModelFileError": ".modelfile"}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,7 +29,8 @@ import numpy as np
 
 from ..functional import nll, onehot, softmax
 from ..quant import FLOAT_BITS, QParams, check_finite
-from .kernels import imatmul
+from .bitpack import pack_signs
+from .kernels import bconv, col2im, imatmul
 
 
 def _storage(bits: int):
@@ -124,3 +125,109 @@ def float_head_step(w: np.ndarray, h: np.ndarray, y: np.ndarray, lr: float) -> t
     p = softmax(h @ w.T)
     g = ((p - onehot(y, w.shape[0])) / np.float32(len(y))).T @ h
     return (w - np.float32(lr) * g).astype(np.float32), HeadStepResult(nll(p, y), g)
+
+
+# -- back-propagation through the blocks above the LR layer (work B) --------------------------------------------------
+#
+# The device runs :class:`bnncl.learning.qbackprop.QuantizedBackprop` (the simulation's hand-written forward and
+# backward) with two device pieces: :class:`IntegerBits`, whose quantizers return the values on the integer grid
+# *with* their integers attached (:class:`QArray`), and :class:`IntegerConv`, which computes every conv product on
+# those integers. The head's three products take the same integer path (``QuantizedBackprop._matmul``).
+
+
+class QArray(np.ndarray):
+    """Float values on an integer grid, ``centred * scale``, carrying ``centred`` (int32) and ``scale``. Anything
+    computed from it is a plain float array again (the attributes do not survive arithmetic)."""
+
+    centred: np.ndarray | None = None
+    scale: float | None = None
+
+    @classmethod
+    def of(cls, t: IntTensor) -> "QArray":
+        out = t.value().view(cls)
+        out.centred, out.scale = t.centred(), float(t.params.scale)
+        return out
+
+    def __array_finalize__(self, obj):
+        self.centred, self.scale = None, None
+
+
+def integers(x) -> tuple[np.ndarray, float] | None:
+    """(centred int32, scale) when ``x`` came straight from an integer quantizer, else None."""
+    if isinstance(x, QArray) and x.centred is not None:
+        return x.centred, x.scale
+    return None
+
+
+class IntegerBits:
+    """The quantizers of :class:`bnncl.learning.qbackprop.Bits` in integer form: each returns a :class:`QArray`."""
+
+    grid = "integer"
+
+    def __init__(self, qf: int, qb: int, qbin: int, rounding: str = "nearest", rng: np.random.Generator | None = None):
+        if max(qf, qb, qbin) >= FLOAT_BITS:
+            raise ValueError("IntegerBits needs every bit width below 32 (32 is the float learner)")
+        self.qf, self.qb, self.qbin, self.rounding, self.rng = qf, qb, qbin, rounding, rng
+
+    def _q(self, x, bits, where, lo=None, hi=None):
+        return QArray.of(IntTensor.quantize(np.asarray(x), bits, lo, hi, rounding=self.rounding, rng=self.rng,
+                                            where=where))
+
+    def f(self, x, where):
+        return self._q(x, self.qf, where)
+
+    def b(self, x, where):
+        return self._q(x, self.qb, where)
+
+    def bin(self, x, where):
+        return self._q(x, self.qbin, where)
+
+
+def _columns(xb: np.ndarray, stride: int):
+    """±1 float (N, C, H, W) -> ±1 int8 columns (N*Ho*Wo, C*9) with +1 padding, torch's weight order."""
+    from ..learning.qbackprop import im2col
+
+    return im2col(xb.astype(np.int8), 3, stride, 1, 1)
+
+
+class IntegerConv:
+    """The trainable binary conv (3x3, +1 padding) on integers. Forward: the activations are ±1 and each output
+    channel's quantized weights take two values, ``P`` where ``sign(W) = +1`` and ``N`` where it is -1, so
+    ``2 * sum(x w) = (P + N) * sum(x) + (P - N) * dot(x, sign W)``: both sums are XNOR-popcounts of packed bits
+    (:func:`~bnncl.device.kernels.bconv`). Backward: the output gradient's integers times the ±1 input columns
+    (weight gradient) and times the weights' integers (input gradient), int32/int64 sums (:func:`imatmul`)."""
+
+    def forward(self, xb: np.ndarray, wb, stride: int):
+        iw = integers(wb)
+        if iw is None:
+            raise ValueError("IntegerConv needs weights from an integer quantizer")
+        wc, scale = iw
+        cout, cin = wc.shape[:2]
+        flat = wc.reshape(cout, -1).astype(np.int64)
+        plus = flat >= 0
+        p = np.where(plus, flat, 0).max(axis=1)
+        n = np.where(plus, 0, flat).min(axis=1)
+        if not np.array_equal(flat, np.where(plus, p[:, None], n[:, None])):
+            # not two values per channel (stochastic rounding can put equal weights on neighbouring levels):
+            # the same products as an integer GEMM of the ±1 columns
+            cols, shape = _columns(xb, stride)
+            acc = imatmul(cols, np.ascontiguousarray(flat.T))
+            c = (acc * scale).astype(np.float32).reshape(shape[0], shape[4], shape[5], cout).transpose(0, 3, 1, 2)
+            return np.ascontiguousarray(c), (xb, stride)
+        xp = pack_signs(xb.transpose(0, 2, 3, 1))
+        signs = np.where(plus, 1, -1).reshape(cout, cin, 3, 3).transpose(0, 2, 3, 1)
+        dot = bconv(xp, pack_signs(signs), cin, stride, 1)  # sum of x * sign(w) per window
+        ones = bconv(xp, np.zeros((1, 3, 3, xp.shape[-1]), np.uint64), cin, stride, 1)  # sum of x per window
+        twice = (p + n) * ones.astype(np.int64) + (p - n) * dot.astype(np.int64)  # NHWC
+        c = (twice * (scale / 2)).astype(np.float32).transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(c), (xb, stride)
+
+    def backward(self, gc, wb, stride: int, saved):
+        xb, stride = saved
+        cols, shape = _columns(xb, stride)
+        (gcc, gscale), (wc, wscale) = integers(gc), integers(wb)
+        cout = wc.shape[0]
+        g = np.ascontiguousarray(gcc.transpose(0, 2, 3, 1).reshape(-1, cout))
+        gw = imatmul(np.ascontiguousarray(g.T), cols) * gscale  # the columns are ±1: only gc's scale
+        gx = col2im(imatmul(g, wc.reshape(cout, -1)), shape, 3, stride, 1) * (gscale * wscale)
+        return gx.astype(np.float32), gw.reshape(wc.shape).astype(np.float32)

@@ -462,14 +462,14 @@ def imatmul_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @numba.njit(parallel=True, cache=True)
 def _imatmul(a, b, out):
-    # Row i of the output accumulates a[i, k] * b[k, :]: the innermost loop runs over N contiguous int32 values and
-    # vectorizes (32-bit products widened to 64-bit sums).
+    # Row i of the output accumulates a[i, k] * b[k, :] in a row of accumulators of out's type (int32 when the caller
+    # has shown the sums fit, else int64): the innermost loop runs over N contiguous values and vectorizes.
     m, k = a.shape
     n = b.shape[1]
     for i in numba.prange(m):
-        acc = np.zeros(n, np.int64)
+        acc = np.zeros(n, out.dtype)
         for t in range(k):
-            av = np.int64(a[i, t])
+            av = a[i, t]
             if av == 0:
                 continue
             row = b[t]
@@ -480,9 +480,47 @@ def _imatmul(a, b, out):
 
 
 def imatmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` for integer matrices (values within int32), exact: int64 accumulators. (M, N) int64."""
+    """``a @ b`` for integer matrices of any integer types, exact: int32 sums when ``K * max|a| * max|b|`` stays
+    below 2^31 (then the result is int32), int64 otherwise."""
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"imatmul: shapes {a.shape} and {b.shape} do not chain")
-    out = np.empty((a.shape[0], b.shape[1]), np.int64)
-    _imatmul(np.ascontiguousarray(a, np.int32), np.ascontiguousarray(b, np.int32), out)
+    if not (np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer)):
+        raise TypeError(f"imatmul: integer operands only, got {a.dtype} and {b.dtype}")
+    # magnitudes from min and max: np.abs of a type's most negative value overflows back to itself
+    amax = max(-int(a.min()), int(a.max())) if a.size else 0
+    bmax = max(-int(b.min()), int(b.max())) if b.size else 0
+    small = a.shape[1] * amax * bmax < 2 ** 31
+    out = np.empty((a.shape[0], b.shape[1]), np.int32 if small else np.int64)
+    _imatmul(np.ascontiguousarray(a), np.ascontiguousarray(b), out)  # numba widens every product to int64
+    return out
+
+
+# -- col2im (the adjoint of im2col: the input gradient of a conv) -----------------------------------------------------
+
+@numba.njit(parallel=True, cache=True)
+def _col2im(g, k, stride, pad, out):
+    n, c, h, w = out.shape
+    ho = (h + 2 * pad - k) // stride + 1
+    wo = (w + 2 * pad - k) // stride + 1
+    for b in numba.prange(n):
+        for i in range(ho):
+            for j in range(wo):
+                row = (b * ho + i) * wo + j
+                for ch in range(c):
+                    for dy in range(k):
+                        y = i * stride + dy - pad
+                        if y < 0 or y >= h:
+                            continue
+                        for dx in range(k):
+                            x = j * stride + dx - pad
+                            if 0 <= x < w:
+                                out[b, ch, y, x] += g[row, (ch * k + dy) * k + dx]
+
+
+def col2im(gcols: np.ndarray, shape: tuple, k: int, stride: int, pad: int) -> np.ndarray:
+    """Scatter-add column gradients (N*Ho*Wo, C*k*k), torch's (C, kh, kw) order, back to the input (N, C, H, W);
+    same dtype. The reference is :func:`bnncl.learning.qbackprop.col2im`."""
+    n, c, h, w = shape[:4]
+    out = np.zeros((n, c, h, w), gcols.dtype)
+    _col2im(np.ascontiguousarray(gcols), k, stride, pad, out)
     return out

@@ -20,8 +20,9 @@ Inside, per experience (the simulation's template, :mod:`bnncl.learning.strategy
 The latents of new images are computed step by step rather than kept for the whole experience (the simulation keeps
 them): the same numbers, a peak memory of one minibatch.
 
-Trainable part: the head (the LR layer at ``head``: work A, and AR1* with the replay memory holding the head's input).
-Training blocks above the LR layer on the device is not built yet: such an LR layer is refused with a clear error.
+Trainable part (:mod:`bnncl.device.trainable`): the head alone (LR layer ``head``: work A; with ``ar1`` the replay
+memory holds the head's input), or the blocks above the LR layer, the pool and the head (work B; the default of
+``ar1``: the model file's LR layer, where the stored activation is the next block's ±1 input).
 
 State (:meth:`Learner.save`): head, consolidated rows and counts, replay memory, every random generator's state, the
 experiences consumed and their log; one checksummed file (the model file's container), written to a temporary file,
@@ -45,9 +46,9 @@ from ..learning.cwr import CWRStar
 from ..learning.options import LearnOptions
 from ..learning.replay import LatentMemory
 from ..quant import FLOAT_BITS
-from .hybrid import IntegerHeadStep, float_head_step
 from .model import Model
 from .ops import Block, Head, Stem
+from .trainable import BlocksPart, HeadPart
 
 STATE_FORMAT = "bnncl-learner-state"
 STATE_VERSION = 1
@@ -83,38 +84,39 @@ class Learner:
         if options.strategy not in STRATEGIES:
             raise ConfigError(f"the device learner runs {' or '.join(STRATEGIES)}, not {options.strategy!r} "
                               "(naive and joint are the simulation's lower and upper bounds)")
-        lr_layer = options.lr_layer or "head"
-        if lr_layer != "head":
-            raise ConfigError(f"the device learner trains the head only (lr_layer 'head'), not the blocks above "
-                              f"{lr_layer!r}: back-propagation through binary blocks on the device is not built yet "
-                              "(bnncl learn simulates it)")
+        lr_layer = options.lr_layer or ("head" if options.strategy == "cwr" else model.lr_layer)
         if options.q_ranges != "dynamic":
             raise ConfigError("the device learner uses dynamic quantizer ranges (min/max per call); fixed ranges are "
                               "simulated by bnncl learn")
-        self.fp32 = options.qf >= FLOAT_BITS and options.qb >= FLOAT_BITS
-        if not self.fp32 and max(options.qf, options.qb) >= FLOAT_BITS:
-            raise ConfigError(f"the device learner runs with q_f and q_b both below 32 bits (integer arithmetic) or "
-                              f"both 32 (float32), not q_f {options.qf} / q_b {options.qb}")
+        bits = (options.qf, options.qb) if lr_layer == "head" else (options.qf, options.qb, options.qbin)
+        self.fp32 = min(bits) >= FLOAT_BITS
+        if not self.fp32 and max(bits) >= FLOAT_BITS:
+            names = "q_f and q_b" if lr_layer == "head" else "q_f, q_b and q_bin"
+            raise ConfigError(f"the device learner runs with {names} all below 32 bits (integer arithmetic) or all 32 "
+                              f"(float32), not {'/'.join(map(str, bits))}")
         self.model, self.options = model, options
         self.backend = backend or ("float" if self.fp32 else "packed")
         model.cut(lr_layer)
-        self.head_op = next(op for op in model.trainable_ops if isinstance(op, Head))
+        self.head_op = model.trainable_ops[-1]
+        if not isinstance(self.head_op, Head):
+            raise ConfigError(f"{model.path}: the last layer is not the head")
         self.num_classes, self.features = self.head_op.weight.shape
         if model.num_classes != self.num_classes:
             raise ConfigError(f"{model.path}: {model.num_classes} class names for a head of {self.num_classes} rows")
-        self.latent_shape = (self.features,)
+        self.quant_rng = np.random.default_rng(options.seed + 104729)  # stochastic rounding
+        self.part = (HeadPart if lr_layer == "head" else BlocksPart)(model, options, self.quant_rng)
+        h, w, c = model.input_shape
+        self.latent_shape = tuple(self.latents(np.zeros((1, h, w, c), np.uint8)).shape[1:])
         self.cwr = CWRStar(self.num_classes, self.features, dtype=np.float32)
         self.memory = None
         if options.strategy == "ar1":
             if options.replay_size < 1:
                 raise ConfigError("ar1 needs a replay memory: replay_size must be at least 1")
-            self.memory = LatentMemory(options.replay_size, self.latent_shape, options.replay_storage)
+            first = model.trainable_ops[0]
+            offset = None if first.in_threshold is None else -first.in_threshold  # the shift of sign(x + shift)
+            self.memory = LatentMemory(options.replay_size, self.latent_shape, options.replay_storage, offset)
         self.rng = np.random.default_rng(options.seed)  # shuffles
         self.replay_rng = np.random.default_rng(options.seed + 7919)  # replay sampling and memory updates
-        self.quant_rng = np.random.default_rng(options.seed + 104729)  # stochastic rounding
-        self.step = None if self.fp32 else IntegerHeadStep(options.qf, options.qb, options.lr, options.q_rounding,
-                                                           self.quant_rng)
-        self.head = None  # the head while an experience trains: IntTensor at q_b, or float32
         self.experiences = 0
         self.log: list[dict] = []  # one entry per experience consumed (anything JSON-able a caller adds, too)
         self.step_seconds: list[float] = []
@@ -126,6 +128,9 @@ class Learner:
         """The learner of ``model_path``, resumed from ``state_path`` when that file exists (its options must match
         ``options``; without ``options``, the state's own are used)."""
         model = Model.load(model_path)
+        if state_path is not None:  # temporary files of a save a power cut interrupted: never the state itself
+            for stale in Path(state_path).parent.glob(f".{Path(state_path).name}.*tmp"):
+                stale.unlink(missing_ok=True)
         if state_path is not None and Path(state_path).exists():
             meta, arrays = cls._read_state(state_path)
             saved = cls._saved_options(state_path, meta)
@@ -160,19 +165,17 @@ class Learner:
     # -- running ----------------------------------------------------------------------------------------------------
 
     def latents(self, images: np.ndarray) -> np.ndarray:
-        """The frozen part's output at the LR layer, float32 (N, features)."""
-        return self.model.latent(images, self.backend).real
+        """The frozen part's output at the LR layer as the trainable part takes it: float32 (N, features) for the
+        head, (N, C, H, W) for a block (±1 where the LR layer is binary)."""
+        act = self.model.latent(images, self.backend)
+        if isinstance(self.part, HeadPart):
+            return act.real
+        x = act.real if act.real is not None else act.signs()
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
-        """One SGD step of the head on latents ``x`` (B, features) with labels ``y``; returns the loss."""
-        if self.fp32:
-            self.head, result = float_head_step(self.head, x, y, self.options.lr)
-        else:
-            self.head, result = self.step(self.head, x, y)
-        return result.loss
-
-    def head_values(self) -> np.ndarray:
-        return self.head if self.fp32 else self.head.value()
+        """One SGD step of the trainable part on latents ``x`` with labels ``y``; returns the loss."""
+        return self.part.train_step(x, y)
 
     def learn(self, images, labels) -> dict:
         """Consume one experience; persist the state (when the learner has a state path). Returns its log entry."""
@@ -189,8 +192,7 @@ class Learner:
                 per_step = o.batch_size - n_replay
             else:
                 n_replay = o.replay_batch
-        rows = self.cwr.begin(cur)
-        self.head = rows.copy() if self.fp32 else self.step.store(rows)
+        self.part.begin(self.cwr.begin(cur))
         n = len(labels)
         steps, losses = math.ceil(n / per_step), []
         for _ in range(o.epochs):
@@ -204,11 +206,10 @@ class Learner:
                     x, y = np.concatenate([x, rx]), np.concatenate([y, ry])
                 losses.append(self.train_step(x, y))
                 self.step_seconds.append(time.perf_counter() - t1)
-        self.cwr.consolidate(self.head_values(), cur)
+        self.cwr.consolidate(self.part.head_values(), cur)
         if self.memory is not None:
             self.memory.update(LazyLatents(self, images), labels, o.replay_update, self.replay_rng)
-        self.head_op.weight = self.cwr.inference_rows()
-        self.head = None
+        self.part.end(self.cwr.inference_rows())
         entry = {"experience": self.experiences, "patterns": int(n), "replayed_per_step": int(n_replay),
                  "steps": int(steps * o.epochs), "mean_loss": float(np.mean(losses)),
                  "seconds": time.perf_counter() - t0}
@@ -243,15 +244,17 @@ class Learner:
             elif op.in_threshold is not None:
                 frozen += op.in_threshold.nbytes
         c, f = self.num_classes, self.features
-        head = 4 * c * f if self.fp32 else -(-c * f * self.options.qb // 8) + 8
-        out = {"frozen_weights": frozen, "trainable_state": head, "consolidated_rows": self.cwr.nbytes(4)}
+        trainable = self.part.nbytes()
+        out = {"frozen_weights": frozen, **trainable, "trainable_state": sum(trainable.values()),
+               "consolidated_rows": self.cwr.nbytes(4)}
         if self.memory is not None:
             out["replay_patterns"] = self.memory.pattern_bytes()
             out["replay_labels_and_scales"] = self.memory.nbytes() - self.memory.pattern_bytes()
             out["replay_memory"] = self.memory.nbytes()  # the two above together (the simulation's key)
         # one step's activations: the frozen part's largest (input + output of one op) and the head's operands
         batch = self.options.batch_size + (self.options.replay_batch if self.memory is not None else 0)
-        step = batch * (f + 2 * c) * 4
+        step = batch * (int(np.prod(self.latent_shape)) + 2 * c) * 4 if isinstance(self.part, HeadPart) else \
+            self.part.peak_step_bytes(batch, self.latent_shape)
         out["peak_activations"] = self.model.peak_activation_bytes + step
         out["learning_state"] = out["trainable_state"] + out["consolidated_rows"] + out.get("replay_patterns", 0) \
             + out.get("replay_labels_and_scales", 0)
@@ -263,7 +266,7 @@ class Learner:
     def state(self) -> tuple[dict, dict]:
         """(meta, arrays) of everything needed to continue exactly where the learner is."""
         arrays = {"cwr.cw": self.cwr.cw.copy(), "cwr.past": self.cwr.past.copy(),
-                  "head.inference": np.asarray(self.head_op.weight, np.float32)}
+                  "head.inference": np.asarray(self.head_op.weight, np.float32), **self.part.state()}
         meta = {"bnncl_version": __version__, "model_sha256": self.model.meta.get("sha256"),
                 "model_path": str(self.model.path), "options": self.options.to_dict(), "experiences": self.experiences,
                 "log": self.log, "rng": {"shuffle": _rng_state(self.rng), "replay": _rng_state(self.replay_rng),
@@ -316,6 +319,7 @@ class Learner:
             if head.shape != self.head_op.weight.shape:
                 raise ValueError(f"head of shape {head.shape}")
             self.head_op.weight = head.astype(np.float32)
+            self.part.load_state(arrays)
             if self.memory is not None:
                 self.memory.load_state({k[len("replay."):]: v for k, v in arrays.items() if k.startswith("replay.")},
                                        meta["replay"])
@@ -323,6 +327,6 @@ class Learner:
             _set_rng_state(self.replay_rng, meta["rng"]["replay"])
             _set_rng_state(self.quant_rng, meta["rng"]["quantizer"])
             self.experiences, self.log = int(meta["experiences"]), list(meta["log"])
-        except (KeyError, TypeError, ValueError, ConfigError) as e:
+        except (KeyError, TypeError, ValueError, ConfigError, LearnerStateError) as e:
             raise LearnerStateError(f"{path}: corrupt learner state ({type(e).__name__}: {reason(e)})") from None
 

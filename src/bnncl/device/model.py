@@ -30,6 +30,8 @@ class Model:
         self.input_shape = tuple(meta["input_shape"])  # (H, W, C)
         self.class_names = list(meta["class_names"])
         self.lr_layer = meta["lr_layer"]
+        # the unfolded parameters of the trainable blocks, which on-device learning starts from
+        self.train_arrays = {k: v for k, v in arrays.items() if k.startswith("train.")}
         try:
             ops = [build_op(layer, arrays) for layer in meta["layers"]]
         except (KeyError, ValueError, IndexError) as e:

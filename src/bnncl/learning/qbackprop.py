@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..device.kernels import avgpool_reference
+from ..device.kernels import avgpool_reference, imatmul
 from ..functional import F32, nll, onehot, sign, softmax  # noqa: F401 (part of this module's interface)
 from ..quant import quantize
 
@@ -61,6 +61,17 @@ def avgpool2_backward(g: np.ndarray, shape: tuple, s: int) -> np.ndarray:
             count = (ys.stop - ys.start) * (xs.stop - xs.start)
             gx[:, :, ys, xs] += (g[:, :, i, j] / count)[:, :, None, None]
     return gx
+
+
+def matmul(a: np.ndarray, b: np.ndarray, ta: bool = False, tb: bool = False) -> np.ndarray:
+    """``a @ b`` (``a.T``/``b.T`` with ``ta``/``tb``). When both operands come straight from an integer quantizer (the
+    device's, :class:`bnncl.device.hybrid.QArray`: ``centred`` int32 and ``scale``), the product runs on the integers
+    and is rescaled once; otherwise in float."""
+    ia, ib = getattr(a, "centred", None), getattr(b, "centred", None)
+    if ia is not None and ib is not None:
+        ia, ib = (ia.T if ta else ia), (ib.T if tb else ib)
+        return (imatmul(np.ascontiguousarray(ia), np.ascontiguousarray(ib)) * (a.scale * b.scale)).astype(F32)
+    return np.asarray(a.T if ta else a) @ np.asarray(b.T if tb else b)
 
 
 class NumpyConv:
@@ -236,7 +247,7 @@ class QuantizedBackprop:
             h = self._block_forward(p, h, cache, train, update_stats)
         feat = self.bits.f(h.mean(axis=(2, 3)), "head input")
         wq = self.bits.f(self.head, "head weights")
-        return feat @ wq.T, (cache, feat, wq, h.shape)
+        return matmul(feat, wq, tb=True), (cache, feat, wq, h.shape)
 
     def loss_and_backward(self, x: np.ndarray, y: np.ndarray, update_stats: bool = True) -> float:
         """Forward in training mode, loss, and every gradient (``self.head_grad``, each block's ``grads``)."""
@@ -247,8 +258,8 @@ class QuantizedBackprop:
         loss = nll(p, y)
         p = quantize(p, q.qf, 0.0, 1.0, rounding=q.rounding, rng=q.rng, where="softmax output", grid=q.grid)
         d = q.f((p - onehot(y, p.shape[1], p.dtype)) / F32(nb), "logit gradient")
-        self.head_grad = q.b(d.T @ feat, "head weight gradient")
-        gfeat = q.b(d @ wq, "head input gradient")
+        self.head_grad = q.b(matmul(d, feat, ta=True), "head weight gradient")
+        gfeat = q.b(matmul(d, wq), "head input gradient")
         g = np.broadcast_to((gfeat / F32(hshape[2] * hshape[3]))[:, :, None, None], hshape).astype(F32)
         for p_, c in zip(reversed(self.blocks), reversed(cache)):
             g = self._block_backward(p_, g, c)

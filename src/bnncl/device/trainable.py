@@ -1,0 +1,199 @@
+"""The trainable part of the on-device learner, above the latent-replay (LR) layer. NumPy + numba.
+
+* :class:`HeadPart` (LR layer ``head``, work A): the bias-free head alone, stored at ``q_b`` as an
+  :class:`~bnncl.device.hybrid.IntTensor` and trained by :class:`~bnncl.device.hybrid.IntegerHeadStep`.
+* :class:`BlocksPart` (LR layer at a block, work B): the blocks above it, the global pool and the head, trained by
+  the simulation's hand-written quantized back-propagation (:class:`~bnncl.learning.qbackprop.QuantizedBackprop`)
+  with the device's integer quantizers and integer conv/matmul products (:mod:`bnncl.device.hybrid`). After each
+  experience the blocks' inference form (packed signs, folded BN, thresholds) is rebuilt from the trained parameters,
+  so prediction runs on the bit-packed kernels.
+
+Both hold float32 working values of their parameters while an experience trains (on the ``q_b``/``q_bin`` grids
+when quantized); the bytes they report are those of the parameters at their stored precision.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ConfigError, LearnerStateError
+from ..learning.qbackprop import Bits, BlockParams, NumpyConv, QuantizedBackprop
+from ..quant import FLOAT_BITS
+from .bitpack import unpack_signs
+from .fold import fold_binary_conv_bn, pack_conv_weights
+from .hybrid import IntegerBits, IntegerConv, IntegerHeadStep, IntTensor, float_head_step
+from .kernels import conv_weights_for_kernel
+from .model import Model
+from .ops import Block, GlobalPool, Head
+
+TRAINABLE_VECTORS = ("shift", "input_scale", "bn_weight", "bn_bias", "running_mean", "running_var", "shift_in", "slope",
+                     "shift_out")
+_FILE_KEYS = {"shift": "shift.bias", "input_scale": "input_scale.scale", "bn_weight": "bn.weight", "bn_bias": "bn.bias",
+              "running_mean": "bn.running_mean", "running_var": "bn.running_var", "shift_in": "act.shift_in.bias",
+              "slope": "act.prelu.weight", "shift_out": "act.shift_out.bias"}
+
+
+class HeadPart:
+    """Trains the head on pooled features (N, features) float32."""
+
+    def __init__(self, model: Model, options, rng: np.random.Generator):
+        self.head_op = model.trainable_ops[-1]
+        self.fp32 = options.qf >= FLOAT_BITS
+        self.lr, self.qb = options.lr, options.qb
+        self.step = None if self.fp32 else IntegerHeadStep(options.qf, options.qb, options.lr, options.q_rounding, rng)
+        self.head = None
+
+    def begin(self, rows: np.ndarray) -> None:
+        self.head = rows.astype(np.float32) if self.fp32 else self.step.store(rows)
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        if self.fp32:
+            self.head, result = float_head_step(self.head, x, y, self.lr)
+        else:
+            self.head, result = self.step(self.head, x, y)
+        return result.loss
+
+    def head_values(self) -> np.ndarray:
+        return self.head if self.fp32 else self.head.value()
+
+    def end(self, inference_rows: np.ndarray) -> None:
+        self.head_op.weight = np.ascontiguousarray(inference_rows, np.float32)
+        self.head = None
+
+    def nbytes(self) -> dict:
+        c, f = self.head_op.weight.shape
+        return {"trainable_head": 4 * c * f if self.fp32 else -(-c * f * self.qb // 8) + 8}
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, arrays: dict) -> None:
+        pass
+
+
+class BlocksPart:
+    """Trains the blocks above the LR layer, the pool and the head on the LR layer's activations (N, C, H, W)."""
+
+    def __init__(self, model: Model, options, rng: np.random.Generator):
+        ops = model.trainable_ops
+        self.blocks_ops = [op for op in ops if isinstance(op, Block)]
+        self.head_op = ops[-1]
+        if [type(op) for op in ops] != [Block] * len(self.blocks_ops) + [GlobalPool, Head]:
+            raise ConfigError(f"the device learner trains blocks, then the pool and the head; the part above "
+                              f"{model.lr_layer} is {', '.join(op.name for op in ops)}")
+        arch = model.meta["architecture"]
+        eps = model.meta.get("bn_eps", 1e-5)
+        if isinstance(eps, list):
+            raise ConfigError(f"{model.path}: blocks with different BatchNorm eps ({eps}) are not supported")
+        self.plain = options.qbin_update == "plain"
+        self.params = [self._params(model, op, arch.get("activation", "approx"), float(eps)) for op in self.blocks_ops]
+        self.fp32 = min(options.qf, options.qb, options.qbin) >= FLOAT_BITS
+        if not self.fp32 and max(options.qf, options.qb, options.qbin) >= FLOAT_BITS:
+            raise ConfigError(f"the device learner runs q_f, q_b and q_bin all below 32 bits (integer arithmetic) or "
+                              f"all 32 (float32), not {options.qf}/{options.qb}/{options.qbin}")
+        self.bits = Bits() if self.fp32 else IntegerBits(options.qf, options.qb, options.qbin, options.q_rounding, rng)
+        self.conv = NumpyConv() if self.fp32 else IntegerConv()
+        self.options = options
+        self.head = np.array(self.head_op.weight, np.float32)
+        self.bp = QuantizedBackprop(self.params, self.head, self.bits, self.conv)
+
+    def _params(self, model: Model, op: Block, activation: str, eps: float) -> BlockParams:
+        name = op.name
+        if op.shortcut["kind"] not in ("identity", "duplicate"):
+            raise ConfigError(f"{name}: the device learner cannot train a {op.shortcut['kind']} shortcut")
+        arrays = model.train_arrays
+        if f"train.{name}.conv.alpha" not in arrays:
+            raise ConfigError(f"{model.path}: no trainable parameters of {name} in this model file (it was exported "
+                              f"with its latent-replay layer at {model.meta['lr_layer']}); export it with --lr-layer "
+                              f"{name} (or a layer before it) to train there")
+
+        def vec(key):
+            full = f"train.{name}.{_FILE_KEYS[key]}"
+            return np.array(arrays[full], np.float32) if full in arrays else None
+
+        latent_key = f"train.{name}.conv.latent"
+        if latent_key in arrays:
+            weight = np.array(arrays[latent_key], np.float32)
+        elif self.plain:
+            raise ConfigError(f"{model.path}: the plain update needs the latent weights of {name}; export with "
+                              "--latent-weights (the re-binarized update needs only their signs and scale)")
+        else:  # sign(W) * mean|W|: the same signs and scale as the latent weights, all the re-binarized update reads
+            signs = unpack_signs(np.ascontiguousarray(op.weight_kernel.transpose(3, 0, 1, 2)), op.cin)  # Cout,3,3,Cin
+            alpha = np.asarray(arrays[f"train.{name}.conv.alpha"], np.float32)
+            weight = np.ascontiguousarray(signs.transpose(0, 3, 1, 2)) * alpha[:, None, None, None]
+        return BlockParams(name=name, weight=weight, stride=op.stride, binary_input=op.binary_input,
+                           shortcut=op.shortcut["kind"], eps=eps, momentum=0.1, activation=activation,
+                           **{k: vec(k) for k in TRAINABLE_VECTORS})
+
+    def begin(self, rows: np.ndarray) -> None:
+        self.head[:] = rows
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        loss = self.bp.loss_and_backward(x, y)
+        self.bp.sgd_step(self.options.lr, rebinarize=not self.plain)
+        return loss
+
+    def head_values(self) -> np.ndarray:
+        return self.head
+
+    def end(self, inference_rows: np.ndarray) -> None:
+        """Rebuild the blocks' inference form from the trained parameters; the head becomes the consolidated rows."""
+        for op, p in zip(self.blocks_ops, self.params):
+            alpha = np.abs(p.weight).mean(axis=(1, 2, 3), dtype=np.float32)
+            op.weight_kernel = conv_weights_for_kernel(pack_conv_weights(p.weight))
+            op.__dict__.pop("weight_float", None)  # the float backend's copy, rebuilt on use
+            mult, bias = fold_binary_conv_bn(alpha, p.bn_weight, p.bn_bias, p.running_mean, p.running_var, p.eps)
+            op.mult[:], op.bias[:] = mult, bias
+            for dst, src in zip(op.rprelu, (p.shift_in, p.slope, p.shift_out)):
+                dst[:] = src
+            if p.binary_input:
+                op.input_scale[:] = p.input_scale
+            else:
+                op.in_threshold[:] = -p.shift  # the array the previous op's fused threshold refers to
+        self.head_op.weight = np.ascontiguousarray(inference_rows, np.float32)
+        self.head[:] = inference_rows
+
+    def peak_step_bytes(self, batch: int, latent_shape) -> int:
+        """Bytes of the arrays one step keeps for its backward pass, batch of ``batch``: per block its input, the
+        conv's input signs and columns, the BN and RPReLU intermediates, and its output."""
+        total, (c, h, w) = 0, latent_shape
+        col_bytes = 4  # int32 columns (integer conv) or float32 (float conv)
+        for p in self.params:
+            cout = p.weight.shape[0]
+            ho, wo = -(-h // p.stride), -(-w // p.stride)
+            total += batch * 4 * (2 * c * h * w + 4 * cout * ho * wo) + batch * ho * wo * 9 * c * col_bytes
+            c, h, w = cout, ho, wo
+        return total
+
+    def nbytes(self) -> dict:
+        """The trainable state at its stored precision: binary latent weights at q_bin, BN in float32 (parameters and
+        running statistics), the other vectors and the head at q_b."""
+        o = self.options
+        qbin, qb = (32, 32) if self.fp32 else (o.qbin, o.qb)
+        latent = sum(p.weight.size for p in self.params)
+        bn = sum(4 * p.bn_weight.size for p in self.params)
+        vectors = sum(getattr(p, k).size for p in self.params for k in ("shift", "input_scale", "shift_in", "slope",
+                                                                         "shift_out") if getattr(p, k) is not None)
+        return {"trainable_binary_latent_weights": -(-latent * qbin // 8), "trainable_batchnorm_fp32": 4 * bn,
+                "trainable_other_vectors": -(-vectors * qb // 8), "trainable_head": -(-self.head.size * qb // 8)}
+
+    def state(self) -> dict:
+        """The trained parameters; stored as float32 here (values on their grids), counted at their precision."""
+        out = {}
+        for p in self.params:
+            out[f"blocks.{p.name}.weight"] = p.weight.copy()
+            for k in TRAINABLE_VECTORS:
+                if getattr(p, k) is not None:
+                    out[f"blocks.{p.name}.{k}"] = getattr(p, k).copy()
+        return out
+
+    def load_state(self, arrays: dict) -> None:
+        for p in self.params:
+            for k in ("weight", *TRAINABLE_VECTORS):
+                if getattr(p, k) is None:
+                    continue
+                a = arrays.get(f"blocks.{p.name}.{k}")
+                if a is None or a.shape != getattr(p, k).shape:
+                    raise LearnerStateError(f"trained parameter {p.name}.{k} is missing or of the wrong shape")
+                getattr(p, k)[...] = a
+        self.end(self.head_op.weight)

@@ -1,0 +1,747 @@
+"""The on-device learner (:mod:`bnncl.device.learner`) and its integer step (:mod:`bnncl.device.hybrid`).
+
+Oracles:
+
+* ``imatmul``: ``imatmul_reference`` and a plain int64 NumPy matmul.
+* ``IntTensor``: the definition of the integer quantizer (levels in range, error at most half a step, 0 exact) and
+  ``bnncl.quant.quantize(..., grid="integer")``, the simulation's float form of the same grid.
+* One integer head step: the torch simulation ``HeadHybridStep(grid="integer")``; the float step: torch autograd.
+* CWR*: METHOD §3's formulas re-stated here in float64 NumPy, on head rows trained by a re-statement of the SGD step
+  with the learner's own shuffle.
+* Determinism and resume: the state of an uninterrupted run with the same seed (every array bit for bit, the meta
+  data except the wall-clock ``seconds`` of the log).
+* Bad input and corrupt state: the error type and message, and the bytes and mtime of the files on disk.
+* SIGKILL at random moments (``learner_worker.py`` in a subprocess): the state on disk always loads, and equals the
+  in-process reference state ``S_k`` for the number ``k`` of experiences it records.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bnncl.checkpoint import save_checkpoint
+from bnncl.device import Learner
+from bnncl.device.hybrid import IntegerHeadStep, IntTensor, float_head_step
+from bnncl.device.kernels import imatmul, imatmul_reference
+from bnncl.errors import ConfigError, DataError, LearnerStateError
+from bnncl.export import export_checkpoint
+from bnncl.learning.hybrid import HeadHybridStep
+from bnncl.learning.options import LearnOptions
+from bnncl.models import BackboneConfig, build_model
+from bnncl.quant import NonFiniteError, quantize
+
+WORKER = Path(__file__).with_name("learner_worker.py")
+
+# A tiny backbone: 8x8 grey images, 32 features at the head (a multiple of 8: whole bytes of 1-bit replay), 10 classes.
+TINY = dict(input_shape=(8, 8, 1), num_classes=10, stem_channels=8, stages=((16, 1, 1), (32, 1, 2)), name="tiny")
+CLASSES, FEATURES = 10, 32
+# Class-incremental experiences that revisit classes (CWR* merges rows consolidated before).
+CLASS_SETS = [(0, 1, 2), (2, 3, 4), (0, 4, 5)]
+
+
+def randomized(seed: int):
+    """The tiny model with every per-channel vector and BN statistic random (as tests/test_export.py builds them)."""
+    torch.manual_seed(seed)
+    model = build_model(BackboneConfig(**TINY))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.copy_((1.0 if name.endswith(("bn.weight", "scale")) else 0.0) + 0.3 * torch.randn_like(p))
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(0.5 * torch.randn_like(m.running_mean))
+                m.running_var.copy_(0.5 + torch.rand_like(m.running_var))
+    return model.eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_numba_thread():
+    """One numba thread in this process (and in the kill test's worker): on a shared machine, waking a parallel
+    kernel's threads for these tiny matrices costs a hundred times the work."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Two exported tiny models (same architecture, other weights): ``a`` is the one learning, ``b`` another."""
+    d = tmp_path_factory.mktemp("models")
+    out = {}
+    for name, seed in (("a", 1), ("b", 2)):
+        save_checkpoint(d / f"{name}.pt", randomized(seed))
+        export_checkpoint(d / f"{name}.pt", d / f"{name}.bnn", lr_layer="head")
+        out[name] = d / f"{name}.bnn"
+    return out
+
+
+def options(strategy="ar1", bits=8, **kw) -> LearnOptions:
+    """Small settings; ``bits`` 8 is q_f 8 / q_b 16 (packed backend), 32 the fp32 learner (float32 replay)."""
+    base = dict(strategy=strategy, lr_layer="head", epochs=1, batch_size=8, replay_size=20, replay_batch=8, lr=0.05,
+                qf=bits, qb=16 if bits < 32 else 32, replay_storage="bits" if bits < 32 else "float32")
+    return LearnOptions(**{**base, **kw})
+
+
+def experiences(n=12, seed=0, class_sets=CLASS_SETS):
+    rng = np.random.default_rng(seed)
+    return [(rng.integers(0, 256, (n, *TINY["input_shape"]), dtype=np.uint8), rng.choice(classes, n))
+            for classes in class_sets]
+
+
+def snapshot(learner: Learner):
+    """``learner.state()`` without the wall-clock fields (the log's ``seconds``), as (meta, arrays)."""
+    meta, arrays = learner.state()
+    meta = copy.deepcopy(meta)
+    for entry in meta["log"]:
+        entry.pop("seconds")
+    return meta, {k: v.copy() for k, v in arrays.items()}
+
+
+def assert_same_state(ours, theirs, what="state"):
+    (m1, a1), (m2, a2) = ours, theirs
+    assert m1 == m2, f"{what}: meta differs"
+    assert sorted(a1) == sorted(a2), f"{what}: arrays {sorted(a1)} vs {sorted(a2)}"
+    for k in a1:
+        assert a1[k].dtype == a2[k].dtype and a1[k].shape == a2[k].shape, f"{what}: {k} {a1[k].dtype}{a1[k].shape}"
+        np.testing.assert_array_equal(a1[k], a2[k], err_msg=f"{what}: {k}")
+
+
+def file_id(path: Path):
+    """What must not change when a file is left as it is: its bytes and its mtime."""
+    return path.read_bytes(), path.stat().st_mtime_ns
+
+
+# -- 1. the integer matmul kernel ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (1, 37, 1), (1, 64, 9), (29, 1, 13), (13, 7, 1), (17, 33, 5),
+                                   (40, 130, 11), (3, 0, 4)])
+@pytest.mark.parametrize("magnitude", [2 ** 16, 2 ** 7])  # int64 sums, and small enough for the int32 fast path
+def test_imatmul_equals_reference_and_int64_matmul(m, k, n, magnitude):
+    rng = np.random.default_rng(m * 1000 + k * 10 + n + magnitude)
+    a = rng.integers(-magnitude, magnitude + 1, (m, k)).astype(np.int32)
+    b = rng.integers(-magnitude, magnitude + 1, (k, n)).astype(np.int32)
+    if a.size:
+        a.flat[0], b.flat[-1] = -magnitude, magnitude  # the extremes, both signs
+    oracle = a.astype(np.int64) @ b.astype(np.int64)
+    out = imatmul(a, b)
+    assert np.issubdtype(out.dtype, np.integer) and out.shape == (m, n)
+    np.testing.assert_array_equal(out, oracle)
+    np.testing.assert_array_equal(imatmul_reference(a, b), oracle)
+    # transposed (non-contiguous) operands, as the head step passes them
+    np.testing.assert_array_equal(imatmul(np.ascontiguousarray(a.T).T, np.ascontiguousarray(b.T).T), oracle)
+
+
+def _exact_product(a, b):
+    """``a @ b`` in Python integers: no overflow anywhere."""
+    return [[sum(int(a[i, t]) * int(b[t, j]) for t in range(a.shape[1])) for j in range(b.shape[1])]
+            for i in range(a.shape[0])]
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.int64])
+def test_imatmul_is_exact_for_every_integer_type_up_to_its_extremes(dtype):
+    """Exact sums whatever the operands' integer type: random values, and every pair of the type's extremes
+    (including its most negative value, whose absolute value does not fit the type) wherever the exact result fits
+    int64."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(7)
+    lo, hi = max(info.min, -2 ** 16), min(info.max, 2 ** 16)
+    pairs = [(rng.integers(lo, hi + 1, (5, 9)).astype(dtype), rng.integers(lo, hi + 1, (9, 4)).astype(dtype))]
+    if info.bits <= 32:
+        k = 4 if info.bits <= 16 else 1  # |result| <= k * 2^62 for int32: one term
+        for x in (info.min, info.max):
+            for z in (info.min, info.max):
+                pairs.append((np.full((2, k), x, dtype), np.full((k, 3), z, dtype)))
+    for a, b in pairs:
+        out = imatmul(a, b)
+        assert out.tolist() == _exact_product(a, b), f"{dtype.__name__} {a.flat[0]} x {b.flat[0]} (K={a.shape[1]})"
+
+
+def test_imatmul_mixed_types_past_the_int32_range():
+    """int8 operands at their minimum times int32 values: the sum (-2^32) needs int64."""
+    a = np.array([[-128, -128]], np.int8)
+    b = np.full((2, 1), 2 ** 24, np.int32)
+    assert imatmul(a, b).tolist() == _exact_product(a, b) == [[-2 ** 32]]
+
+
+def test_imatmul_refuses_shapes_that_do_not_chain():
+    with pytest.raises(ValueError, match="do not chain"):
+        imatmul(np.zeros((2, 3), np.int32), np.zeros((4, 2), np.int32))
+
+
+# -- 2. IntTensor ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 7, 8, 9, 12, 16])
+@pytest.mark.parametrize("kind", ["mixed", "positive", "negative", "clipped"])
+def test_int_tensor_quantize(bits, kind):
+    rng = np.random.default_rng(bits)
+    x = (rng.standard_normal((7, 13)) * 3).astype(np.float32)
+    lo = hi = None
+    if kind == "positive":
+        x = np.abs(x) + 0.5
+    elif kind == "negative":
+        x = -np.abs(x) - 0.5
+    elif kind == "clipped":
+        lo, hi = -1.0, 2.5
+    x.flat[5] = 0.0
+    t = IntTensor.quantize(x, bits, lo, hi, where="test tensor")
+    assert t.q.dtype == (np.uint8 if bits <= 8 else np.uint16)
+    assert t.q.shape == x.shape and t.bits == bits
+    assert t.q.min() >= 0 and int(t.q.max()) <= 2 ** bits - 1
+    v = t.value()
+    assert v.dtype == np.float32
+    target = np.clip(x, lo if lo is not None else x.min(), hi if hi is not None else x.max()).astype(np.float64)
+    # at most half a step from the (clipped) value, plus the float32 rounding of the value itself
+    bound = t.params.scale / 2 + np.spacing(np.abs(v)).astype(np.float64)
+    assert (np.abs(v - target) <= bound).all(), f"max error {np.abs(v - target).max()} for a scale {t.params.scale}"
+    assert v.flat[5] == 0.0  # 0 is a level of the integer grid: exact
+    np.testing.assert_array_equal(v, quantize(x, bits, lo, hi, grid="integer"))
+    assert t.nbytes == -(-x.size * bits // 8) + 8
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_int_tensor_refuses_non_finite_values_naming_the_tensor(bad):
+    x = np.linspace(-1, 1, 12, dtype=np.float32)
+    x[4] = bad
+    with pytest.raises(NonFiniteError, match="the tensor under test"):
+        IntTensor.quantize(x, 8, where="the tensor under test")
+    with pytest.raises(NonFiniteError, match="the tensor under test"):
+        IntTensor.quantize(x, 8, -1.0, 1.0, where="the tensor under test")  # a given range clips, never hides a NaN
+    step = IntegerHeadStep(8, 16, 0.1)
+    h = np.ones((3, 4), np.float32)
+    h[1, 2] = bad
+    with pytest.raises(NonFiniteError, match="head input"):
+        step(step.store(np.full((2, 4), 0.1, np.float32)), h, np.array([0, 1, 0]))
+
+
+# -- 3. one step against the torch simulation and torch autograd ---------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("features", [64, 256])
+@pytest.mark.parametrize("start", ["random", "zero"])
+def test_integer_step_equals_the_simulation_on_the_integer_grid(seed, features, start):
+    """One ``IntegerHeadStep(8, 16)`` equals ``HeadHybridStep(grid="integer")`` on the same stored head and batch.
+
+    The two compute the same quantities; the only difference is float rounding order (the device rescales exact
+    integer sums in float64, the simulation multiplies in float32 BLAS), which can flip one rounding at a level
+    boundary. Bounds: read on the device's grid (scale S, zero point Z), the simulation's new weights sit on the same
+    integer levels up to one level anywhere; from a random head at least 99 % of the new weights are bit-for-bit
+    equal. The simulation's values are (level - Z) * S up to the float32 rounding of its range, at most n u relative
+    (n = 178 terms per sum, u = 2^-24: 1.1e-5), plus half a float32 ulp. From a zero head (where CWR* starts every
+    new class) the new weights' range is that of lr * g, whose float32 sums differ from the exact ones in the last
+    bits, so the two scales differ by that rounding and no value need be bit-for-bit equal: the levels and the scale
+    bound are what holds there.
+    """
+    classes, batch, lr = 10, 178, (0.05, 0.5)[seed % 2]
+    rng = np.random.default_rng(seed)
+    w_float = (0.1 * rng.standard_normal((classes, features))).astype(np.float32)
+    if start == "zero":
+        w_float[:] = 0
+    h = rng.standard_normal((batch, features)).astype(np.float32)
+    y = rng.integers(0, classes, batch)
+    step = IntegerHeadStep(8, 16, lr, "nearest")
+    w = step.store(w_float)
+    w_new, _ = step(w, h, y)
+
+    head = nn.Linear(features, classes, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(w.value()))
+    HeadHybridStep(head, 8, 16, lr, "dynamic", "nearest", grid="integer")(torch.from_numpy(h), torch.from_numpy(y))
+    ours, theirs = w_new.value(), head.weight.detach().numpy()
+
+    assert w_new.q.dtype == np.uint16
+    assert not np.array_equal(ours, w.value()), "the step changed nothing: the comparison would be vacuous"
+    scale, zero = w_new.params.scale, w_new.params.zero_point
+    levels = np.rint(theirs.astype(np.float64) / scale) + zero
+    level_diff = np.abs(levels - w_new.q.astype(np.int64))
+    assert level_diff.max() <= 1, f"a weight is {level_diff.max()} levels off"
+    off_grid = np.abs(theirs - (levels - zero) * scale)
+    assert (off_grid <= batch * 2.0 ** -24 * np.abs(theirs) + np.spacing(np.abs(theirs))).all()
+    if start == "random":
+        assert np.mean(ours == theirs) >= 0.99, f"only {np.mean(ours == theirs):.2%} of the weights are equal"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_float_step_equals_torch_autograd_sgd(seed):
+    classes, features, batch, lr = 10, 48, 23, 0.3
+    rng = np.random.default_rng(seed)
+    w = (0.2 * rng.standard_normal((classes, features))).astype(np.float32)
+    h = rng.standard_normal((batch, features)).astype(np.float32)
+    y = rng.integers(0, classes, batch)
+    ref = nn.Linear(features, classes, bias=False)
+    with torch.no_grad():
+        ref.weight.copy_(torch.from_numpy(w))
+    loss = F.cross_entropy(ref(torch.from_numpy(h)), torch.from_numpy(y))
+    loss.backward()
+    expected = (ref.weight - lr * ref.weight.grad).detach().numpy()
+    ours, result = float_head_step(w, h, y, lr)
+    assert ours.dtype == np.float32
+    assert np.abs(ours - expected).max() <= 1e-6 * np.abs(expected).max()
+    grad = ref.weight.grad.numpy()
+    assert np.abs(result.gradient - grad).max() <= 1e-6 * np.abs(grad).max()
+    assert abs(result.loss - loss.item()) <= 1e-6 * loss.item()
+
+
+# -- 4. the learner -------------------------------------------------------------------------------------------------
+
+CONFIGS = {
+    "cwr-8/16": dict(strategy="cwr", bits=8),
+    "ar1-8/16": dict(strategy="ar1", bits=8),
+    "ar1-8/16-stochastic": dict(strategy="ar1", bits=8, q_rounding="stochastic"),
+    "cwr-fp32": dict(strategy="cwr", bits=32),
+    "ar1-fp32": dict(strategy="ar1", bits=32),
+}
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_same_seed_same_state_and_another_seed_differs(models, config):
+    exps = experiences()
+    runs = []
+    for seed in (0, 0, 5):
+        learner = Learner.open(models["a"], None, options(**CONFIGS[config], seed=seed))
+        for x, y in exps:
+            learner.learn(x, y)
+        assert learner.experiences == len(exps) and len(learner.log) == len(exps)
+        runs.append(snapshot(learner))
+    assert_same_state(runs[0], runs[1], "same seed")
+    # the comparison can fail: another seed (other shuffles) ends elsewhere
+    assert not np.array_equal(runs[0][1]["cwr.cw"], runs[2][1]["cwr.cw"])
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_resume_from_the_state_file_equals_an_uninterrupted_run(models, config, tmp_path):
+    exps, opts, state = experiences(), options(**CONFIGS[config]), tmp_path / "state.bnst"
+    whole = Learner.open(models["a"], None, opts)
+    for x, y in exps:
+        whole.learn(x, y)
+
+    first = Learner.open(models["a"], state, opts)
+    for x, y in exps[:2]:
+        first.learn(x, y)
+    del first
+    resumed = Learner.open(models["a"], state)  # a fresh object, settings from the state
+    assert resumed.options == opts and resumed.experiences == 2
+    resumed.learn(*exps[2])
+    assert_same_state(snapshot(resumed), snapshot(whole))
+    assert_same_state(snapshot(Learner.open(models["a"], state, opts)), snapshot(whole), "reloaded")
+
+
+def _sgd64(w, h, y, lr):
+    """A plain float64 re-statement of one SGD step of a bias-free linear head under mean cross-entropy."""
+    z = h @ w.T
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(len(y)), y] -= 1
+    return w - lr * (p.T @ h) / len(y)
+
+
+@pytest.mark.parametrize("bits", [32, 8])
+def test_cwr_star_consolidation_matches_a_hand_computed_oracle(models, bits):
+    """Two experiences (the second revisits class 2): the head the learner predicts with equals METHOD §3's
+    consolidation, computed here in float64, of rows trained with the learner's own shuffle from the rows consolidated
+    before (fp32: a float64 re-statement of the SGD step; 8/16: the integer step, held equal to the simulation above).
+    Tolerance: float32 rounding, 1e-5 of the rows' magnitude."""
+    opts = options("cwr", bits, epochs=2)
+    learner = Learner.open(models["a"], None, opts)
+    shuffle = np.random.default_rng(opts.seed)  # the learner's shuffle generator, mirrored
+    step = IntegerHeadStep(8, 16, opts.lr, "nearest") if bits < 32 else None
+    past = np.zeros(CLASSES, np.int64)
+    for x, y in experiences()[:2]:
+        cw = learner.cwr.cw.astype(np.float64)  # consolidated before this experience (checked by the previous one)
+        learner.learn(x, y)
+        h = learner.latents(x)
+        cur = np.bincount(y, minlength=CLASSES)
+        present = cur > 0
+        w = np.where((present & (past > 0))[:, None], cw, 0.0)  # begin: consolidated rows of present classes, else 0
+        w = step.store(w.astype(np.float32)) if step else w
+        for _ in range(opts.epochs):
+            order = shuffle.permutation(len(y))
+            for s in range(0, len(y), opts.batch_size):
+                idx = order[s:s + opts.batch_size]
+                w = step(w, h[idx], y[idx])[0] if step else _sgd64(w, h[idx].astype(np.float64), y[idx], opts.lr)
+        tw = w.value().astype(np.float64) if step else w
+        a = tw[present].mean()
+        for j in np.flatnonzero(present):
+            new = tw[j] - a
+            if past[j] == 0:
+                cw[j] = new
+            else:
+                wpast = np.sqrt(past[j] / cur[j])
+                cw[j] = (cw[j] * wpast + new) / (wpast + 1)
+        past += cur
+        got = learner.head_op.weight
+        assert np.abs(got - cw).max() <= 1e-5 * np.abs(cw).max(), f"max diff {np.abs(got - cw).max()}"
+        assert (got[past == 0] == 0).all()
+        np.testing.assert_array_equal(learner.cwr.past, past)
+        np.testing.assert_array_equal(learner.predict(x), (h @ got.T).argmax(axis=1))
+    assert (past > 0).sum() == 5 and past[2] > 0
+
+
+def test_ar1_counts_replayed_patterns_in_cwr_counts(models):
+    """AR1*: ``cur`` counts every pattern used in the experience, new and replayed (the memory before it)."""
+    learner = Learner.open(models["a"], None, options("ar1", 8))
+    past = np.zeros(CLASSES, np.int64)
+    for x, y in experiences():
+        past += np.bincount(y, minlength=CLASSES) + learner.memory.class_counts(CLASSES)
+        learner.learn(x, y)
+        np.testing.assert_array_equal(learner.cwr.past, past)
+    assert len(learner.memory) == 20
+
+
+def test_one_bit_replay_memory(models):
+    """The 1-bit memory holds the signs of the very patterns a float32 memory holds (the update rule picks patterns
+    by label and random draws only, so both learners, same seed, pick the same ones), 32 times smaller, and decodes
+    them as sign * (mean |latent| of the channel over the stored patterns)."""
+    bits = Learner.open(models["a"], None, options("ar1", 8))
+    floats = Learner.open(models["a"], None, options("ar1", 32))
+    x, y = experiences()[0]
+    bits.learn(x, y)
+    floats.learn(x, y)
+    mem = bits.memory
+    assert FEATURES % 8 == 0
+    assert mem.data.dtype == np.uint8 and mem.data.shape == (20, FEATURES // 8)
+    assert bits.nbytes()["replay_patterns"] * 32 == floats.nbytes()["replay_patterns"] == 20 * FEATURES * 4
+    assert len(mem) == len(floats.memory) == len(x)  # 12 patterns, room for 20: all of them
+    # which image each float32 slot holds (float backend latents), then the same images' packed-backend latents
+    h_float = floats.latents(x)
+    stored = floats.memory.data[:len(mem)]
+    which = np.array([np.abs(h_float - row).sum(axis=1).argmin() for row in stored])
+    np.testing.assert_array_equal(stored, h_float[which])
+    np.testing.assert_array_equal(floats.memory.labels[:len(mem)], y[which])
+    np.testing.assert_array_equal(mem.labels[:len(mem)], y[which])
+    h = bits.latents(x)[which]
+    np.testing.assert_array_equal(mem.data[:len(mem)], np.packbits(h >= 0, axis=1))
+    signs = np.where(h >= 0, 1.0, -1.0)
+    np.testing.assert_allclose(mem.decode(np.arange(len(mem))), signs * np.abs(h).mean(axis=0), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("strategy", ["cwr", "ar1"])
+def test_nbytes(models, strategy):
+    small = Learner.open(models["a"], None, options(strategy, 8))
+    large = Learner.open(models["a"], None, options(strategy, 32))
+    x, y = experiences()[0]
+    for learner in (small, large):
+        learner.learn(x, y)
+        nb = learner.nbytes()
+        for key, value in nb.items():
+            assert type(value) is int and value > 0, f"{key}: {value!r}"
+        parts = ["trainable_state", "consolidated_rows", "replay_patterns", "replay_labels_and_scales"]
+        assert nb["learning_state"] == sum(nb.get(k, 0) for k in parts)
+        assert nb["total"] == nb["frozen_weights"] + nb["learning_state"] + nb["peak_activations"]
+        json.dumps(nb)
+    assert small.nbytes()["trainable_state"] == CLASSES * FEATURES * 16 // 8 + 8  # q_b 16 bits, plus scale and zero
+    assert large.nbytes()["trainable_state"] == CLASSES * FEATURES * 4
+    assert small.nbytes()["learning_state"] < large.nbytes()["learning_state"]
+
+
+# -- 5. bad input and options ---------------------------------------------------------------------------------------
+
+def _bad(x, y):
+    n = len(x)
+    return {
+        "wrong image size": (x[:, :7], y, "do not fit"),
+        "wrong channel count": (np.repeat(x, 3, axis=-1), y, "do not fit"),
+        "float32 images": (x.astype(np.float32), y, "uint8"),
+        "label of a class the head has no row for": (x, np.where(np.arange(n) == 3, 10, y), "10 classes"),
+        "negative label": (x, np.where(np.arange(n) == 0, -1, y), "10 classes"),
+        "labels of the wrong length": (x, y[:-1], "labels of shape"),
+        "2-D labels": (x, y[:, None], "labels of shape"),
+        "float labels": (x, y.astype(np.float32), "integers"),
+        "empty experience": (x[:0], y[:0], "empty"),
+    }
+
+
+@pytest.fixture(scope="module")
+def saved_state(models, tmp_path_factory):
+    """An ar1 8/16 learner's state after two experiences (so ``<state>.prev`` exists), and the options."""
+    d = tmp_path_factory.mktemp("saved")
+    opts = options("ar1", 8)
+    learner = Learner.open(models["a"], d / "state.bnst", opts)
+    for x, y in experiences()[:2]:
+        learner.learn(x, y)
+    return d, opts
+
+
+def copy_state(saved_state, tmp_path):
+    d, opts = saved_state
+    for name in ("state.bnst", "state.bnst.prev"):
+        shutil.copy2(d / name, tmp_path / name)
+    return tmp_path / "state.bnst", opts
+
+
+@pytest.mark.parametrize("case", sorted(_bad(*experiences()[0])))
+def test_bad_experience_is_refused_and_nothing_changes(models, saved_state, tmp_path, case):
+    state, opts = copy_state(saved_state, tmp_path)
+    prev = Path(str(state) + ".prev")
+    learner = Learner.open(models["a"], state, opts)
+    before, files = snapshot(learner), (file_id(state), file_id(prev))
+    images, labels, message = _bad(*experiences()[2])[case]
+    with pytest.raises(DataError, match=message):
+        learner.learn(images, labels)
+    assert (file_id(state), file_id(prev)) == files
+    assert_same_state(snapshot(learner), before, "in memory")
+    assert sorted(os.listdir(tmp_path)) == ["state.bnst", "state.bnst.prev"]
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(strategy="naive"), "naive"), (dict(strategy="joint"), "joint"),
+    # blocks above the LR layer: the model file (exported with its LR layer at the head) has nothing to train them from
+    (dict(lr_layer="block2", qbin=8), "block2"), (dict(lr_layer="block1", qbin=8), "block1"),
+    (dict(q_ranges="fixed"), "dynamic"), (dict(qf=8, qb=32), "32"),
+    (dict(replay_size=0), "replay_size"),
+])
+def test_options_the_device_does_not_run_are_refused(models, tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        Learner.open(models["a"], tmp_path / "state.bnst", options(**{"strategy": "ar1", "bits": 8, **change}))
+    assert not os.listdir(tmp_path)
+
+
+# -- 6. corrupt state -----------------------------------------------------------------------------------------------
+
+def _entry_data_offsets(data: bytes) -> dict[str, int]:
+    """Offset of the middle of every zip entry's data (every byte there is covered by the entry's CRC)."""
+    out = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        for info in z.infolist():
+            name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+            start = info.header_offset + 30 + name_len + extra_len
+            out[info.filename] = start + info.compress_size // 2
+    return out
+
+
+CORRUPTIONS = ["truncated", "byte flipped in the middle of the largest array", "byte flipped in each entry's data",
+               "garbage", "text", "a zip without metadata", "the model file"]
+
+
+def corrupt(case: str, good: bytes, models, tmp_path) -> list[bytes]:
+    """The damaged versions of the state file ``good`` for ``case``."""
+    n = len(good)
+    if case == "truncated":
+        return [good[:cut] for cut in (0, 1, 30, n // 3, n // 2, n - 23, n - 1)]
+    if case == "byte flipped in the middle of the largest array":
+        with zipfile.ZipFile(io.BytesIO(good)) as z:
+            largest = max(z.infolist(), key=lambda info: info.compress_size).filename
+        pos = _entry_data_offsets(good)[largest]
+        return [good[:pos] + bytes([good[pos] ^ 0xFF]) + good[pos + 1:]]
+    if case == "byte flipped in each entry's data":
+        offsets = _entry_data_offsets(good)
+        assert len(offsets) >= 5
+        return [good[:pos] + bytes([good[pos] ^ 0x01]) + good[pos + 1:] for pos in offsets.values()]
+    if case == "garbage":
+        return [np.random.default_rng(0).integers(0, 256, n, dtype=np.uint8).tobytes()]
+    if case == "text":
+        return [b"not a state\n"]
+    if case == "a zip without metadata":
+        np.savez(tmp_path / "plain.npz", x=np.zeros(3))
+        return [(tmp_path / "plain.npz").read_bytes()]
+    return [Path(models["a"]).read_bytes()]
+
+
+@pytest.mark.parametrize("case", CORRUPTIONS)
+def test_corrupt_state_is_refused_naming_the_file_and_left_as_it_is(models, saved_state, tmp_path, case):
+    state, opts = copy_state(saved_state, tmp_path)
+    prev = Path(str(state) + ".prev")
+    for damaged in corrupt(case, state.read_bytes(), models, tmp_path):
+        state.write_bytes(damaged)
+        files = (file_id(state), file_id(prev))
+        for given in (opts, None):
+            with pytest.raises(LearnerStateError) as e:
+                Learner.open(models["a"], state, given)
+            assert str(state) in str(e.value)
+            assert str(prev) in str(e.value)  # where the generation before is kept
+        assert (file_id(state), file_id(prev)) == files
+
+
+def test_flipped_bytes_anywhere_are_refused_or_harmless(models, saved_state, tmp_path):
+    """A byte flipped anywhere (sampled) is refused, or (zip header fields nobody reads) loads the very same state."""
+    state, opts = copy_state(saved_state, tmp_path)
+    good = state.read_bytes()
+    reference = snapshot(Learner.open(models["a"], state, opts))
+    refused = 0
+    for pos in np.random.default_rng(1).choice(len(good), 120, replace=False):
+        state.write_bytes(good[:pos] + bytes([good[pos] ^ 0xFF]) + good[pos + 1:])
+        try:
+            loaded = Learner.open(models["a"], state, opts)
+        except LearnerStateError:
+            refused += 1
+            continue
+        assert_same_state(snapshot(loaded), reference, f"byte {pos} flipped")
+    assert refused > 60
+
+
+def test_another_models_state_is_refused(models, tmp_path):
+    opts = options("ar1", 8)
+    other = Learner.open(models["b"], tmp_path / "b.bnst", opts)
+    other.learn(*experiences()[0])
+    state = tmp_path / "a.bnst"
+    shutil.copy2(tmp_path / "b.bnst", state)
+    files = file_id(state)
+    with pytest.raises(LearnerStateError, match="another model") as e:
+        Learner.open(models["a"], state, opts)
+    assert str(state) in str(e.value)
+    assert file_id(state) == files
+
+
+def test_other_settings_are_refused_naming_the_file(models, saved_state, tmp_path):
+    state, opts = copy_state(saved_state, tmp_path)
+    files = file_id(state)
+    for change in (dict(lr=0.1), dict(strategy="cwr"), dict(qf=32, qb=32, replay_storage="float32"), dict(seed=1)):
+        with pytest.raises(ConfigError, match="other settings") as e:
+            Learner.open(models["a"], state, LearnOptions(**{**opts.to_dict(), **change}))
+        assert str(state) in str(e.value)
+    assert file_id(state) == files
+
+
+def test_prev_is_the_previous_experience_and_recovers_a_corrupt_state(models, tmp_path):
+    exps, opts, state = experiences(), options("ar1", 8), tmp_path / "state.bnst"
+    prev = Path(str(state) + ".prev")
+    whole = Learner.open(models["a"], None, opts)
+    states = [snapshot(whole)]
+    for x, y in exps:
+        whole.learn(x, y)
+        states.append(snapshot(whole))
+
+    learner = Learner.open(models["a"], state, opts)
+    learner.learn(*exps[0])
+    assert state.exists() and not prev.exists()
+    learner.learn(*exps[1])
+    assert_same_state(snapshot(Learner.open(models["a"], prev, opts)), states[1], "prev after two saves")
+    assert_same_state(snapshot(Learner.open(models["a"], state, opts)), states[2], "state after two saves")
+    # the state file is damaged: the previous generation takes over, and the stream continues from it
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(LearnerStateError):
+        Learner.open(models["a"], state, opts)
+    shutil.copy2(prev, state)
+    learner = Learner.open(models["a"], state, opts)
+    for x, y in exps[learner.experiences:]:
+        learner.learn(x, y)
+    assert_same_state(snapshot(learner), states[-1], "recovered from prev")
+
+
+# -- 7. SIGKILL at random moments -----------------------------------------------------------------------------------
+
+KILL_EXPERIENCES, KILL_IMAGES, MIN_TRIALS = 8, 8, 50
+
+
+def test_sigkill_at_random_moments_leaves_a_state_that_loads_and_resumes_exactly(models, tmp_path):
+    """Chained trials: a worker (``learner_worker.py``, its own process) resumes from whatever the previous kill left
+    and is killed with SIGKILL at a random moment of its learning (after it reports ``ready``: the imports are not
+    worth killing). After each kill the state file, when there is one, loads and equals the in-process reference S_k
+    for the k experiences it records; k never goes back; ``<state>.prev`` is S_(k-1) or S_k (a kill between the two
+    renames of a save leaves both the same); and nothing but temporary files (names starting with '.') lies beside
+    them. A run that completes restarts the chain from scratch."""
+    opts = options("ar1", 8, q_rounding="stochastic")  # stochastic rounding: resuming needs the quantizer's generator
+    class_sets = [(2 * k % 10, (2 * k + 1) % 10, (2 * k + 5) % 10) for k in range(KILL_EXPERIENCES)]
+    exps = experiences(KILL_IMAGES, seed=7, class_sets=class_sets)
+    data = tmp_path / "data.npz"
+    np.savez(data, images=np.stack([x for x, _ in exps]), labels=np.stack([y for _, y in exps]))
+    ref = Learner.open(models["a"], None, opts)
+    states = [snapshot(ref)]
+    for x, y in exps:
+        ref.learn(x, y)
+        states.append(snapshot(ref))
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    state, prev = run_dir / "state.bnst", run_dir / "state.bnst.prev"
+    cmd = [sys.executable, str(WORKER), str(models["a"]), str(state), str(data), json.dumps(opts.to_dict())]
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1"}  # see one_numba_thread
+
+    def start():
+        """The worker, once it is ready to learn; returns (process, experiences it starts from)."""
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if not select.select([proc.stdout], [], [], 60)[0]:
+            proc.kill()
+            pytest.fail(f"the worker was not ready after 60 s: {proc.communicate()[1]}")
+        line = proc.stdout.readline().split()
+        if line[:1] != ["ready"]:
+            _, err = proc.communicate()
+            pytest.fail(f"the worker did not start ({proc.returncode}): {err}")
+        return proc, int(line[1])
+
+    def finish(proc):
+        _, err = proc.communicate()
+        assert proc.returncode in (0, -signal.SIGKILL), f"the worker failed ({proc.returncode}): {err}"
+        return proc.returncode
+
+    def clear():
+        for p in run_dir.iterdir():
+            p.unlink()
+
+    def load(path):
+        learner = Learner.open(models["a"], path, opts)
+        return learner.experiences, snapshot(learner)
+
+    # Calibration: an uninterrupted run from scratch (it must end at the reference), then one with nothing left.
+    proc, k0 = start()
+    t0 = time.perf_counter()
+    assert proc.stdout.readline().split() == ["done", str(KILL_EXPERIENCES)]
+    t_learn = time.perf_counter() - t0  # ready to done: the learning and the saving
+    assert finish(proc) == 0 and k0 == 0
+    k, got = load(state)
+    assert k == KILL_EXPERIENCES
+    assert_same_state(got, states[k], "a whole worker run")
+    files = file_id(state)
+    proc, k0 = start()
+    assert finish(proc) == 0 and k0 == KILL_EXPERIENCES
+    assert file_id(state) == files, "a worker with nothing left to learn rewrote the state"
+    clear()
+
+    rng = np.random.default_rng(12345)
+    stats = dict(completed=0, no_state_yet=0, mid_stream=0, resumed_and_progressed=0, temporary_files_left=0)
+    k_before, t0 = 0, time.perf_counter()
+    for trial in range(MIN_TRIALS):
+        proc, k0 = start()
+        assert k0 == k_before, f"trial {trial}: the worker resumed from {k0} experiences, the state holds {k_before}"
+        time.sleep(rng.uniform(0, 1.1 * t_learn))
+        proc.send_signal(signal.SIGKILL)  # nothing happens if it has already exited
+        completed = finish(proc) == 0
+        stray = [p for p in os.listdir(run_dir) if p not in (state.name, prev.name) and not p.startswith(".")]
+        assert not stray, f"trial {trial}: files a reader could take for the state: {stray}"
+        stats["temporary_files_left"] += any(p.startswith(".") for p in os.listdir(run_dir))  # killed mid-save
+        if not state.exists():
+            assert k_before == 0 and not completed, f"trial {trial}: no state after {k_before} experiences"
+            assert not prev.exists()
+            stats["no_state_yet"] += 1
+            continue
+        k, got = load(state)
+        assert k_before <= k <= KILL_EXPERIENCES, f"trial {trial}: {k} experiences after {k_before}"
+        assert_same_state(got, states[k], f"trial {trial}: the state of {k} experiences")
+        if k >= 2:
+            assert prev.exists(), f"trial {trial}: no {prev.name} after {k} saves"
+        if prev.exists():
+            j, got_prev = load(prev)
+            assert j in (k - 1, k), f"trial {trial}: {prev.name} holds {j} experiences, the state {k}"
+            assert_same_state(got_prev, states[j], f"trial {trial}: {prev.name}")
+        assert k == KILL_EXPERIENCES or not completed
+        stats["mid_stream"] += 0 < k < KILL_EXPERIENCES
+        stats["resumed_and_progressed"] += 0 < k_before < k
+        if k == KILL_EXPERIENCES:  # done: the next trial starts from scratch
+            stats["completed"] += 1
+            clear()
+            k = 0
+        k_before = k
+    elapsed = time.perf_counter() - t0
+    # the trials must have exercised what they are for (the timing is calibrated so that they do)
+    assert stats["mid_stream"] >= 10 and stats["resumed_and_progressed"] >= 5 and stats["completed"] >= 1, \
+        f"{stats} over {MIN_TRIALS} trials ({elapsed:.0f} s; the worker learns the whole stream in {t_learn:.3f} s)"
