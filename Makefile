@@ -1,7 +1,9 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   create .venv, install bnncl with its training extra, install Fashion-MNIST if missing, then
 #               pretrain on 4 base classes and learn the other 6 with CWR* + 1-bit latent replay (configs/demo.toml),
-#               then export the backbone and run it on the device runtime (bit-packed kernels, no torch)
+#               then export the backbone and run it on the device runtime (bit-packed kernels, no torch), and learn
+#               the same stream on the device learner (integer arithmetic at 8/16 bits, 1-bit replay) beside the
+#               simulation of the same settings
 #   make test   the same set-up, then the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -32,7 +34,13 @@ demo: setup data
 	$(PY) -m bnncl.cli summary --checkpoint $(DEMO_DIR)/pretrain/model.pt
 	$(PY) -m bnncl.cli export $(DEMO_DIR)/pretrain/model.pt --out $(DEMO_DIR)/model.bnn
 	$(PY) -m bnncl.cli device predict $(DEMO_DIR)/model.bnn --out $(DEMO_DIR)/device_predict.json
-	@echo "report: $(DEMO_DIR)/report.md, figures: $(DEMO_DIR)/accuracy.png, $(DEMO_DIR)/matrix_*.png"
+	$(PY) -m bnncl.cli learn --config configs/demo.toml --checkpoint $(DEMO_DIR)/pretrain/model.pt --strategy ar1 \
+	    --lr-layer head --qf 8 --qb 16 --out $(DEMO_DIR)/simulation-8-16
+	$(PY) -m bnncl.cli device learn $(DEMO_DIR)/model.bnn --config configs/demo.toml --strategy ar1 --lr-layer head \
+	    --qf 8 --qb 16 --out $(DEMO_DIR)/device
+	$(PY) -m bnncl.cli report $(DEMO_DIR)/simulation-8-16 $(DEMO_DIR)/device --out $(DEMO_DIR)/side-by-side
+	@echo "report: $(DEMO_DIR)/report.md, figures: $(DEMO_DIR)/accuracy.png, $(DEMO_DIR)/matrix_*.png;" \
+	    "simulation and device side by side: $(DEMO_DIR)/side-by-side/report.md"
 
 # The benchmarks whose figures are in BENCHMARKS.md: pretraining, continual learning, device inference and its
 # equivalence with torch (inference and equivalence use the checkpoint pretrain.py writes).

@@ -334,11 +334,14 @@ def cmd_device_learn(args) -> int:
     res = {"config": cfg, "backbone": {"model_file": args.model, "architecture": learner.model.describe()},
            "stream": stream.describe(), "device": True, "runs": runs}
     atomic_write_text(out / "result.json", json.dumps(res, indent=2) + "\n")
-    accuracy_curves(runs, out / "accuracy.png", title=f"{stream.describe().split(':')[0]} (device)")
-    for r in runs:
-        if len(r["accuracy"]) > 1:
-            accuracy_matrix(r, out / f"matrix_{r['strategy']}.png")
     atomic_write_text(out / "report.md", report_markdown([res]))
+    try:
+        accuracy_curves(runs, out / "accuracy.png", title=f"{stream.describe().split(':')[0]} (device)")
+        for r in runs:
+            if len(r["accuracy"]) > 1:
+                accuracy_matrix(r, out / f"matrix_{r['strategy']}.png")
+    except ModuleNotFoundError as e:  # a device without matplotlib: the JSON and the report are the results
+        print(f"no figures ({e.name} is not installed)")
     print(report_markdown([res]), end="")
     print(f"wrote {out}/result.json, report.md, accuracy.png and the accuracy matrices; learner state in "
           f"{', '.join(r['options']['state'] for r in runs)}")

@@ -1,7 +1,7 @@
 """The device runtime in a virtual environment that has no torch at all: NumPy, numba and bnncl only.
 
-The venv is built without network: its site-packages gets links to this interpreter's numpy, numba and llvmlite
-and a ``.pth`` entry for bnncl's sources, and nothing else, so ``import torch`` fails inside it.
+The venv is built without network: its site-packages gets links to this interpreter's numpy, numba, llvmlite and tqdm
+and a ``.pth`` entry for bnncl's sources, and nothing else, so ``import torch`` (and matplotlib) fails inside it.
 """
 
 import json
@@ -27,8 +27,9 @@ def _no_torch_venv(root: Path) -> Path:
                                capture_output=True, text=True, check=True).stdout.strip())
     import llvmlite
     import numba
+    import tqdm
 
-    for module in (np, numba, llvmlite):
+    for module in (np, numba, llvmlite, tqdm):
         pkg = Path(module.__file__).parent
         (site / pkg.name).symlink_to(pkg)
     libs = Path(np.__file__).parent.parent / "numpy.libs"
@@ -75,6 +76,33 @@ def test_device_predict_runs_without_torch(python, tmp_path):
     report = json.loads((tmp_path / "p.json").read_text())
     assert report["predictions"] == expected.tolist()
     assert report["accuracy"] == pytest.approx(float(np.mean(expected == labels)))
+
+
+def test_device_learn_runs_without_torch(python, tmp_path):
+    """bnncl device learn over a small Fashion-MNIST-format stream, in the venv: results written, state resumable."""
+    from fixtures import write_idx_dataset
+
+    data = tmp_path / "fmnist"
+    write_idx_dataset(data, n_train=80, n_test=20)
+    model = build_model(preset_config("fmnist", 10))
+    save_checkpoint(tmp_path / "model.pt", model)
+    export_checkpoint(tmp_path / "model.pt", tmp_path / "model.bnn")
+    cli = [python, "-m", "bnncl.cli", "device", "learn", str(tmp_path / "model.bnn"), "--dataset", "fashion-mnist",
+           "--data", str(data), "--stream", "nc", "--experiences", "2", "--epochs", "1", "--batch-size", "10",
+           "--replay-size", "20", "--replay-batch", "8", "--lr-layer", "head", "--qf", "8", "--qb", "16",
+           "--out", str(tmp_path / "run"), "--quiet"]
+    proc = subprocess.run(cli, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "no figures (matplotlib is not installed)" in proc.stdout
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    run = result["runs"][0]
+    assert len(run["accuracy"]) == 2 and run["options"]["qf"] == 8 and run["options"]["lr_layer"] == "head"
+    state = tmp_path / "run" / "state_ar1.bnst"
+    before = state.read_bytes()
+    proc = subprocess.run(cli, capture_output=True, text=True)  # everything consumed: resumes, learns nothing
+    assert proc.returncode == 0, proc.stderr
+    assert state.read_bytes() == before
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["runs"][0]["accuracy"] == run["accuracy"]
 
 
 def test_torch_commands_say_what_is_missing(python, tmp_path):

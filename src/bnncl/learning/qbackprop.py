@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..device import kernels
 from ..device.kernels import avgpool_reference, imatmul
 from ..functional import F32, nll, onehot, sign, softmax  # noqa: F401 (part of this module's interface)
 from ..quant import quantize
@@ -75,7 +76,8 @@ def matmul(a: np.ndarray, b: np.ndarray, ta: bool = False, tb: bool = False) -> 
 
 
 class NumpyConv:
-    """Binary conv with +1 padding in float (±1 operands), forward and backward, by im2col and matrix products."""
+    """Binary conv with +1 padding in float (±1 operands), forward and backward, by im2col and matrix products (BLAS);
+    the scatter-add of the input gradient is the numba kernel the integer conv uses too."""
 
     def forward(self, xb: np.ndarray, wb: np.ndarray, stride: int):
         cols, shape = im2col(xb, 3, stride, 1, 1.0)
@@ -89,7 +91,7 @@ class NumpyConv:
         cout = wb.shape[0]
         gc_flat = gc.transpose(0, 2, 3, 1).reshape(-1, cout)
         gwb = (gc_flat.T @ cols).reshape(wb.shape)
-        gxb = col2im(gc_flat @ wb.reshape(cout, -1), shape, 3, stride, 1)
+        gxb = kernels.col2im(gc_flat @ wb.reshape(cout, -1), shape, 3, stride, 1)  # numba, held equal to col2im
         return gxb, gwb
 
 

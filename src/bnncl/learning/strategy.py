@@ -126,7 +126,9 @@ class Learner:
             p.requires_grad_(False)
         self.frozen.eval()
         self.num_classes = model.config.num_classes
-        self.generator = torch.Generator().manual_seed(options.seed)
+        # NumPy's generator, seeded as the device learner's: both draw the same shuffles (and the replay plugin the
+        # same replayed patterns), so the two differ only by their arithmetic
+        self.generator = np.random.default_rng(options.seed)
         self._test_cache: tuple[np.ndarray, torch.Tensor] | None = None
         self.step_seconds: list[float] = []
         self.hybrid = None
@@ -170,7 +172,7 @@ class Learner:
         n = len(self.new_labels)
         steps = math.ceil(n / self.new_per_step)
         for epoch in range(self.options.epochs):
-            order = torch.randperm(n, generator=self.generator)
+            order = torch.from_numpy(self.generator.permutation(n))
             for s in range(steps):
                 t0 = time.perf_counter()
                 idx = order[s * self.new_per_step:(s + 1) * self.new_per_step]
