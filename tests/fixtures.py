@@ -1,4 +1,5 @@
-"""Writers of small datasets in exactly the official on-disk formats, for tests. No real data is needed."""
+"""Writers of small datasets in exactly the official on-disk formats, for tests (no real data is needed); a model
+with random per-channel vectors; a fixture that keeps numba on one thread."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:
@@ -109,3 +111,35 @@ def write_core50(root, scenarios=("ni", "nc"), runs=2, per_batch=4, n_images=120
             f.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(f)
     return {"x": x, "objects": objects, "paths": paths, "lup": lup, "labels": labels}
+
+
+def randomized(config, seed: int):
+    """A model (``BackboneConfig``) whose every per-channel vector and BN statistic is random, so thresholds, slopes
+    and folded multipliers are all non-trivial (a freshly built model has zero shifts and unit BN). Eval mode."""
+    import torch
+
+    from bnncl.models import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.copy_((1.0 if name.endswith(("bn.weight", "scale")) else 0.0) + 0.3 * torch.randn_like(p))
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(0.5 * torch.randn_like(m.running_mean))
+                m.running_var.copy_(0.5 + torch.rand_like(m.running_var))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def one_numba_thread():
+    """One numba thread while a module runs (use it autouse in the module): on a shared machine, waking a parallel
+    kernel's threads for tiny matrices costs far more than the work."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(before)

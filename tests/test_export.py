@@ -20,26 +20,10 @@ from bnncl.errors import CheckpointError, ConfigError, DataError
 from bnncl.export import export_checkpoint
 from bnncl.layers import BinarizeInput, BinaryBlock
 from bnncl.models import BackboneConfig, build_model, normalize
+from fixtures import randomized
 
 TIE = 1e-6
 FLOAT = 1e-4
-
-
-def randomized(config: BackboneConfig, seed: int):
-    """A model whose every per-channel vector and BN statistic is random, so thresholds, slopes and folded
-    multipliers are all non-trivial (a freshly built model has zero shifts and unit BN)."""
-    torch.manual_seed(seed)
-    model = build_model(config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 1:
-                base = 1.0 if name.endswith(("bn.weight", "scale")) else 0.0
-                p.copy_(base + 0.3 * torch.randn_like(p))
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(0.5 * torch.randn_like(m.running_mean))
-                m.running_var.copy_(0.5 + torch.rand_like(m.running_var))
-    return model.eval()
 
 
 def torch_trace(model, images):

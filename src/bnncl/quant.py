@@ -103,9 +103,11 @@ class QParams:
     def qmax(self) -> int:
         return 2 ** self.bits - 1
 
-    def quantize(self, x: np.ndarray, rounding: str = "nearest", rng=None, where: str = "a tensor") -> np.ndarray:
+    def quantize(self, x: np.ndarray, rounding: str = "nearest", rng=None, where: str | None = "a tensor") -> np.ndarray:
+        """Levels of ``x`` (int64). ``where`` names the tensor in a NaN/inf error; None: the caller checked."""
         x = np.asarray(x, np.float64)
-        check_finite(x, where)
+        if where is not None:
+            check_finite(x, where)
         q = _round(x / self.scale, rounding, rng) + self.zero_point
         return np.clip(q, 0, self.qmax).astype(np.int64)
 

@@ -47,6 +47,7 @@ from bnncl.learning.hybrid import HeadHybridStep
 from bnncl.learning.options import LearnOptions
 from bnncl.models import BackboneConfig, build_model
 from bnncl.quant import NonFiniteError, quantize
+from fixtures import one_numba_thread, randomized  # noqa: F401 (a fixture)
 
 WORKER = Path(__file__).with_name("learner_worker.py")
 
@@ -57,31 +58,13 @@ CLASSES, FEATURES = 10, 32
 CLASS_SETS = [(0, 1, 2), (2, 3, 4), (0, 4, 5)]
 
 
-def randomized(seed: int):
-    """The tiny model with every per-channel vector and BN statistic random (as tests/test_export.py builds them)."""
-    torch.manual_seed(seed)
-    model = build_model(BackboneConfig(**TINY))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 1:
-                p.copy_((1.0 if name.endswith(("bn.weight", "scale")) else 0.0) + 0.3 * torch.randn_like(p))
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.5 * torch.randn_like(m.running_mean))
-                m.running_var.copy_(0.5 + torch.rand_like(m.running_var))
-    return model.eval()
-
+def tiny_randomized(seed: int):
+    """The tiny model with every per-channel vector and BN statistic random."""
+    return randomized(BackboneConfig(**TINY), seed)
 
 @pytest.fixture(scope="module", autouse=True)
-def one_numba_thread():
-    """One numba thread in this process (and in the kill test's worker): on a shared machine, waking a parallel
-    kernel's threads for these tiny matrices costs a hundred times the work."""
-    import numba
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
+def _one_thread(one_numba_thread):  # also the kill test's worker sets one thread
     yield
-    numba.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +73,7 @@ def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
     out = {}
     for name, seed in (("a", 1), ("b", 2)):
-        save_checkpoint(d / f"{name}.pt", randomized(seed))
+        save_checkpoint(d / f"{name}.pt", tiny_randomized(seed))
         export_checkpoint(d / f"{name}.pt", d / f"{name}.bnn", lr_layer="head")
         out[name] = d / f"{name}.bnn"
     return out

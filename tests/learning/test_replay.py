@@ -109,7 +109,8 @@ def test_nbytes_formula_and_ratio():
     p = 512 * 4 * 4
     bits, f32 = LatentMemory(cap, shape, "bits"), LatentMemory(cap, shape, "float32")
     # documented: stored patterns + int16 labels at full capacity (+ float32 per-channel scale for bits)
-    assert bits.nbytes() == cap * math.ceil(p / 8) + cap * 2 + 512 * 8  # float32 scale and offset per channel
+    # per channel: the float32 offset and the float64 sum of |x + offset| the decode scale comes from
+    assert bits.nbytes() == cap * math.ceil(p / 8) + cap * 2 + 512 * (4 + 8)
     assert f32.nbytes() == cap * p * 4 + cap * 2
     ratio = bits.nbytes() / f32.nbytes()
     assert 1 / 32 <= ratio < 1 / 31

@@ -217,7 +217,8 @@ def test_run_stream_result(monkeypatch, strategy):
         assert r["bytes"]["consolidated_rows"] == 4 * 4 * 8 + 4 * 4  # 4 classes x 8 features + int32 counts
     if strategy == "ar1":
         assert r["latent_shape"] == [4, 8, 8]  # block2's input: block1's output at 8x8
-        assert r["bytes"]["replay_memory"] == 8 * (4 * 8 * 8 // 8) + 8 * 2 + 4 * 8
+        # 8 slots of 4x8x8 bits, int16 labels, and per channel a float32 offset and a float64 sum for the scale
+        assert r["bytes"]["replay_memory"] == 8 * (4 * 8 * 8 // 8) + 8 * 2 + 4 * (4 + 8)
     assert r["stream"]["experiences"] == len(STREAM)
     assert r["options"]["lr_layer"] == learner.lr_layer
 

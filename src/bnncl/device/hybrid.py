@@ -48,11 +48,12 @@ class IntTensor:
     def quantize(cls, x: np.ndarray, bits: int, lo: float | None = None, hi: float | None = None, *,
                  rounding: str = "nearest", rng=None, where: str = "a tensor") -> "IntTensor":
         x = np.asarray(x)
-        check_finite(x, where)
+        check_finite(x, where)  # before min/max, which a NaN would poison
+        clip = lo is not None or hi is not None  # a given range may be narrower than the values; their own never is
         lo = float(x.min()) if lo is None else float(lo)
         hi = float(x.max()) if hi is None else float(hi)
         p = QParams.for_range(lo, hi, bits)
-        q = p.quantize(np.clip(x, lo, hi), rounding, rng, where)
+        q = p.quantize(np.clip(x, lo, hi) if clip else x, rounding, rng, where=None)
         return cls(q.astype(_storage(bits)), p)
 
     @property
@@ -64,8 +65,10 @@ class IntTensor:
         return self.q.shape
 
     def centred(self) -> np.ndarray:
-        """``q - Z`` as int32: the operand of the integer products."""
-        return self.q.astype(np.int32) - np.int32(self.params.zero_point)
+        """``q - Z`` as int32: the operand of the integer products (computed once)."""
+        if getattr(self, "_centred", None) is None:
+            self._centred = self.q.astype(np.int32) - np.int32(self.params.zero_point)
+        return self._centred
 
     def value(self) -> np.ndarray:
         return (self.centred() * np.float64(self.params.scale)).astype(np.float32)

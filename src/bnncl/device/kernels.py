@@ -455,6 +455,8 @@ def popcount_sweeps_against_key(a: np.ndarray, sweeps: int) -> int:
 
 # -- integer GEMM (the hybrid-quantized learning step) ---------------------------------------------------------------
 
+PARALLEL_MIN_WORK = 1 << 22  # multiply-adds below which one thread is faster than two (the head's products)
+
 def imatmul_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(M, K) @ (K, N) on integers, accumulated in int64."""
     return np.asarray(a, np.int64) @ np.asarray(b, np.int64)
@@ -479,6 +481,11 @@ def _imatmul(a, b, out):
             out[i, j] = acc[j]
 
 
+# the same loops on one thread (prange runs as range): for small products, where waking the thread pool costs more
+# than the work
+_imatmul_serial = numba.njit(cache=True)(_imatmul.py_func)
+
+
 def imatmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` for integer matrices of any integer types, exact: int32 sums when ``K * max|a| * max|b|`` stays
     below 2^31 (then the result is int32), int64 otherwise."""
@@ -491,7 +498,8 @@ def imatmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     bmax = max(-int(b.min()), int(b.max())) if b.size else 0
     small = a.shape[1] * amax * bmax < 2 ** 31
     out = np.empty((a.shape[0], b.shape[1]), np.int32 if small else np.int64)
-    _imatmul(np.ascontiguousarray(a), np.ascontiguousarray(b), out)  # numba widens every product to int64
+    kernel = _imatmul if a.shape[0] * a.shape[1] * b.shape[1] >= PARALLEL_MIN_WORK else _imatmul_serial
+    kernel(np.ascontiguousarray(a), np.ascontiguousarray(b), out)  # numba widens every product to int64
     return out
 
 
@@ -499,22 +507,24 @@ def imatmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @numba.njit(parallel=True, cache=True)
 def _col2im(g, k, stride, pad, out):
+    # Taps outermost, as the reference adds them: float sums come out in the same order, bit for bit.
     n, c, h, w = out.shape
     ho = (h + 2 * pad - k) // stride + 1
     wo = (w + 2 * pad - k) // stride + 1
     for b in numba.prange(n):
-        for i in range(ho):
-            for j in range(wo):
-                row = (b * ho + i) * wo + j
-                for ch in range(c):
-                    for dy in range(k):
-                        y = i * stride + dy - pad
-                        if y < 0 or y >= h:
+        for dy in range(k):
+            for dx in range(k):
+                for i in range(ho):
+                    y = i * stride + dy - pad
+                    if y < 0 or y >= h:
+                        continue
+                    for j in range(wo):
+                        x = j * stride + dx - pad
+                        if x < 0 or x >= w:
                             continue
-                        for dx in range(k):
-                            x = j * stride + dx - pad
-                            if 0 <= x < w:
-                                out[b, ch, y, x] += g[row, (ch * k + dy) * k + dx]
+                        row = (b * ho + i) * wo + j
+                        for ch in range(c):
+                            out[b, ch, y, x] += g[row, (ch * k + dy) * k + dx]
 
 
 def col2im(gcols: np.ndarray, shape: tuple, k: int, stride: int, pad: int) -> np.ndarray:

@@ -105,8 +105,13 @@ class Learner:
             raise ConfigError(f"{model.path}: {model.num_classes} class names for a head of {self.num_classes} rows")
         self.quant_rng = np.random.default_rng(options.seed + 104729)  # stochastic rounding
         self.part = (HeadPart if lr_layer == "head" else BlocksPart)(model, options, self.quant_rng)
+        # One minibatch of new images through the frozen part: the latent shape, and the most bytes one of its ops
+        # holds (input and output together) in a learning step. Measured here, as a prediction with larger batches
+        # would raise the model's running maximum.
         h, w, c = model.input_shape
-        self.latent_shape = tuple(self.latents(np.zeros((1, h, w, c), np.uint8)).shape[1:])
+        model.peak_activation_bytes = 0
+        self.latent_shape = tuple(self.latents(np.zeros((options.batch_size, h, w, c), np.uint8)).shape[1:])
+        self.frozen_peak_bytes = model.peak_activation_bytes
         self.cwr = CWRStar(self.num_classes, self.features, dtype=np.float32)
         self.memory = None
         if options.strategy == "ar1":
@@ -255,7 +260,7 @@ class Learner:
         batch = self.options.batch_size + (self.options.replay_batch if self.memory is not None else 0)
         step = batch * (int(np.prod(self.latent_shape)) + 2 * c) * 4 if isinstance(self.part, HeadPart) else \
             self.part.peak_step_bytes(batch, self.latent_shape)
-        out["peak_activations"] = self.model.peak_activation_bytes + step
+        out["peak_activations"] = self.frozen_peak_bytes + step
         out["learning_state"] = out["trainable_state"] + out["consolidated_rows"] + out.get("replay_patterns", 0) \
             + out.get("replay_labels_and_scales", 0)
         out["total"] = out["frozen_weights"] + out["learning_state"] + out["peak_activations"]

@@ -79,8 +79,8 @@ class BlocksPart:
         self.blocks_ops = [op for op in ops if isinstance(op, Block)]
         self.head_op = ops[-1]
         if [type(op) for op in ops] != [Block] * len(self.blocks_ops) + [GlobalPool, Head]:
-            raise ConfigError(f"the device learner trains blocks, then the pool and the head; the part above "
-                              f"{model.lr_layer} is {', '.join(op.name for op in ops)}")
+            raise ConfigError(f"{model.path}: the device learner trains blocks, then the pool and the head; the part "
+                              f"above {model.lr_layer} is {', '.join(op.name for op in ops)}")
         arch = model.meta["architecture"]
         eps = model.meta.get("bn_eps", 1e-5)
         if isinstance(eps, list):
@@ -100,7 +100,8 @@ class BlocksPart:
     def _params(self, model: Model, op: Block, activation: str, eps: float) -> BlockParams:
         name = op.name
         if op.shortcut["kind"] not in ("identity", "duplicate"):
-            raise ConfigError(f"{name}: the device learner cannot train a {op.shortcut['kind']} shortcut")
+            raise ConfigError(f"{model.path}: the device learner cannot train {name}'s {op.shortcut['kind']} shortcut "
+                              "(identity and pool-duplicate shortcuts only)")
         arrays = model.train_arrays
         if f"train.{name}.conv.alpha" not in arrays:
             raise ConfigError(f"{model.path}: no trainable parameters of {name} in this model file (it was exported "

@@ -24,7 +24,7 @@ from ..errors import ConfigError
 class CWRStar:
     def __init__(self, num_classes: int, feature_dim: int, dtype=np.float64):
         self.cw = np.zeros((num_classes, feature_dim), dtype=dtype)
-        self.past = np.zeros(num_classes, dtype=np.int64)
+        self.past = np.zeros(num_classes, dtype=np.int32)  # patterns consolidated per class
 
     @property
     def num_classes(self) -> int:
@@ -63,7 +63,7 @@ class CWRStar:
 
     def nbytes(self, bytes_per_value: int = 4) -> int:
         """Consolidated rows at ``bytes_per_value`` each plus the int32 counts."""
-        return self.cw.size * bytes_per_value + self.past.size * 4
+        return self.cw.size * bytes_per_value + self.past.nbytes
 
     def state(self) -> dict:
         return {"cw": self.cw.copy(), "past": self.past.copy()}

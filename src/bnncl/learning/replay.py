@@ -166,9 +166,9 @@ class LatentMemory:
         return self.data.nbytes
 
     def nbytes(self) -> int:
-        """Bytes of the stored patterns and int16 labels at full capacity, plus the float32 per-channel decode scale
-        and offset."""
-        return self.data.nbytes + self.labels.nbytes + (self.latent_shape[0] * 8 if self.storage == "bits" else 0)
+        """Bytes of the stored patterns and int16 labels at full capacity, plus, for 1-bit storage, the per-channel
+        offset (float32) and the sum of |x + offset| its decode scale comes from (float64)."""
+        return self.data.nbytes + self.labels.nbytes + (self._abs_sum.nbytes + self.offset.nbytes if self.storage == "bits" else 0)
 
 
 def _balanced_quota(counts: dict, capacity: int) -> dict:
