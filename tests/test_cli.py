@@ -138,3 +138,30 @@ def test_device_predict_bad_input(capsys, tmp_path):
                              "--image-labels", str(tmp_path / "y.npy")], "3 labels for 2 images")
     (tmp_path / "t.npy").write_bytes(b"\x93NUMPY truncated")
     _one_line_error(capsys, ["device", "predict", str(tmp_path / "m.bnn"), "--images", str(tmp_path / "t.npy")], "t.npy")
+
+
+def test_device_learn_writes_results_figures_and_resumes(capsys, data_dir, tmp_path):
+    """bnncl device learn: the same result.json/report.md/figures as bnncl learn; a second run resumes (learns nothing,
+    the state file is untouched); other settings on the same state, an unknown strategy: one-line errors."""
+    save_checkpoint(tmp_path / "model.pt", build_model(preset_config("fmnist", 10)))
+    assert main(["export", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m.bnn")]) == 0
+    out = tmp_path / "run"
+    argv = ["device", "learn", str(tmp_path / "m.bnn"), "--data", str(data_dir), "--stream", "nc", "--experiences", "2",
+            "--epochs", "1", "--batch-size", "8", "--replay-size", "12", "--replay-batch", "4", "--qf", "8", "--qb", "16",
+            "--qbin", "8", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    result = json.loads((out / "result.json").read_text())
+    run = result["runs"][0]
+    assert result["device"] is True and run["options"]["lr_layer"] == "block5" and len(run["accuracy"]) == 2
+    assert run["bytes"]["replay_patterns"] * 32 == 12 * 64 * 7 * 7 * 4  # block5's input, 1 bit per value
+    for name in ("report.md", "accuracy.png", "matrix_ar1.png", "state_ar1.bnst", "state_ar1.bnst.prev"):
+        assert (out / name).is_file(), name
+    state = (out / "state_ar1.bnst").read_bytes()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "resuming from" in capsys.readouterr().out
+    assert (out / "state_ar1.bnst").read_bytes() == state
+    _one_line_error(capsys, argv[:-3] + ["--qb", "12", "--out", str(out)], "state_ar1.bnst", "other settings", "qb 16")
+    assert (out / "state_ar1.bnst").read_bytes() == state
+    _one_line_error(capsys, ["device", "learn", str(tmp_path / "m.bnn"), "--data", str(data_dir), "--config",
+                             str(tmp_path / "none.toml")], "none.toml")
