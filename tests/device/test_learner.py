@@ -728,3 +728,16 @@ def test_sigkill_at_random_moments_leaves_a_state_that_loads_and_resumes_exactly
     # the trials must have exercised what they are for (the timing is calibrated so that they do)
     assert stats["mid_stream"] >= 10 and stats["resumed_and_progressed"] >= 5 and stats["completed"] >= 1, \
         f"{stats} over {MIN_TRIALS} trials ({elapsed:.0f} s; the worker learns the whole stream in {t_learn:.3f} s)"
+
+
+def test_annotating_keeps_prev_at_the_experience_before(models, tmp_path):
+    """annotate() rewrites the state of the same experience: .prev stays the state of the experience before."""
+    state = tmp_path / "s.bnst"
+    learner = Learner.open(models["a"], state, options())
+    for x, y in experiences()[:2]:
+        learner.learn(x, y)
+    learner.annotate(accuracy=0.5)
+    prev = Learner.open(models["a"], Path(str(state) + ".prev"))
+    assert prev.experiences == 1 and "accuracy" not in prev.log[-1]
+    again = Learner.open(models["a"], state)
+    assert again.experiences == 2 and again.log[-1]["accuracy"] == 0.5

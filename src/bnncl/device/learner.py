@@ -230,7 +230,7 @@ class Learner:
             raise ValueError("no experience to annotate yet")
         self.log[-1].update(entries)
         if self.state_path is not None:
-            self.save()
+            self.save(keep_previous=False)  # the same experience: .prev stays the one before it
 
     def predict(self, images, batch_size: int | None = None) -> np.ndarray:
         """Class indices (N,), ``batch_size`` images at a time (default: the learning minibatch's size)."""
@@ -282,13 +282,14 @@ class Learner:
             meta["replay"] = mem_meta
         return meta, arrays
 
-    def save(self, path: str | os.PathLike | None = None) -> None:
-        """Write the state atomically; the file it replaces stays as ``<path>.prev`` (the generation before)."""
+    def save(self, path: str | os.PathLike | None = None, keep_previous: bool = True) -> None:
+        """Write the state atomically; the file it replaces stays as ``<path>.prev`` (the generation before), unless
+        ``keep_previous`` is False."""
         from .modelfile import write_container
 
         path = Path(path or self.state_path)
         meta, arrays = self.state()
-        if path.exists():
+        if keep_previous and path.exists():
             prev, tmp = path.with_name(path.name + ".prev"), path.with_name(f".{path.name}.prev.tmp")
             if tmp.exists():
                 tmp.unlink()
