@@ -47,7 +47,7 @@ from bnncl.export import export_checkpoint
 from bnncl.layers import PAD_VALUE, BinaryConv2d, LearnableBias
 from bnncl.models.backbone import build_model, normalize, preset_config
 from bnncl.quantizers import magnitude_aware_sign
-from machine import cpu_name, describe_machine
+from machine import cpu_name, describe_machine, kib, table, write_json
 
 BATCHES = (1, 64)
 IMPLS = ("packed", "torch", "torch_prebin", "float")
@@ -272,21 +272,6 @@ def cpu_flags() -> dict:
     except OSError:
         pass
     return {f: f in flags for f in ("popcnt", "avx2", "avx512f", "avx512_vpopcntdq")}
-
-
-# -- output --------------------------------------------------------------------------------------------------------
-
-def kib(n: float) -> str:
-    return f"{n / 1024:,.1f} KiB"
-
-
-def table(header: list[str], rows: list[list], align: str | None = None) -> None:
-    align = align or "l" + "r" * (len(header) - 1)
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" if a == "l" else "---:" for a in align) + "|")
-    for r in rows:
-        print("| " + " | ".join(str(c) for c in r) + " |")
-    print()
 
 
 def main():
@@ -592,10 +577,7 @@ def main():
           f"{sizes['fp32_over_model_file']:.1f}x")
     print(f"- total {summary['total_seconds']:.0f} s")
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"\nsaved {out}")
+    print(f"\nsaved {write_json(args.out, result)}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
-"""The one-line machine description every benchmark prints beside its figures."""
+"""What the benchmarks share: the one-line machine description every benchmark prints beside its figures, the
+Markdown tables they print, and the JSON file they write."""
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -19,3 +21,26 @@ def describe_machine() -> str:
     import torch
 
     return f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def table(header: list[str], rows: list[list], align: str | None = None) -> None:
+    """Print a Markdown table (first column left-aligned, the others right-aligned unless ``align`` says "l"/"r"
+    per column), then a blank line."""
+    align = align or "l" + "r" * (len(header) - 1)
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" if a == "l" else "---:" for a in align) + "|")
+    for r in rows:
+        print("| " + " | ".join(str(c) for c in r) + " |")
+    print()
+
+
+def kib(n: float) -> str:
+    return f"{n / 1024:,.1f} KiB"
+
+
+def write_json(path: str | os.PathLike, result: dict) -> Path:
+    """Write ``result`` as indented JSON to ``path`` (its folder made if missing); returns the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    return out

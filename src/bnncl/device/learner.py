@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import tracemalloc
 from dataclasses import fields
 from pathlib import Path
 
@@ -112,6 +113,8 @@ class Learner:
         model.peak_activation_bytes = 0
         self.latent_shape = tuple(self.latents(np.zeros((options.batch_size, h, w, c), np.uint8)).shape[1:])
         self.frozen_peak_bytes = model.peak_activation_bytes
+        self.step_peak_bytes = None  # measured on the first full training step
+        self._full_batch = options.batch_size + (options.replay_batch if options.strategy == "ar1" else 0)
         self.cwr = CWRStar(self.num_classes, self.features, dtype=np.float32)
         self.memory = None
         if options.strategy == "ar1":
@@ -179,8 +182,24 @@ class Learner:
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
-        """One SGD step of the trainable part on latents ``x`` with labels ``y``; returns the loss."""
+        """One SGD step of the trainable part on latents ``x`` with labels ``y``; returns the loss. The first step of
+        a full minibatch is measured: the most bytes its arrays held at once (tracemalloc sees every NumPy array)."""
+        if self.step_peak_bytes is None and len(y) >= self._full_batch:
+            return self._measured_step(x, y)
         return self.part.train_step(x, y)
+
+    def _measured_step(self, x, y) -> float:
+        tracing = tracemalloc.is_tracing()
+        if not tracing:
+            tracemalloc.start()
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        try:
+            return self.part.train_step(x, y)
+        finally:
+            self.step_peak_bytes = tracemalloc.get_traced_memory()[1] - before + x.nbytes + y.nbytes
+            if not tracing:
+                tracemalloc.stop()
 
     def learn(self, images, labels) -> dict:
         """Consume one experience; persist the state (when the learner has a state path). Returns its log entry."""
@@ -256,10 +275,12 @@ class Learner:
             out["replay_patterns"] = self.memory.pattern_bytes()
             out["replay_labels_and_scales"] = self.memory.nbytes() - self.memory.pattern_bytes()
             out["replay_memory"] = self.memory.nbytes()  # the two above together (the simulation's key)
-        # one step's activations: the frozen part's largest (input + output of one op) and the head's operands
-        batch = self.options.batch_size + (self.options.replay_batch if self.memory is not None else 0)
-        step = batch * (int(np.prod(self.latent_shape)) + 2 * c) * 4 if isinstance(self.part, HeadPart) else \
-            self.part.peak_step_bytes(batch, self.latent_shape)
+        # one step's activations: the frozen part's largest op (input + output) on a minibatch of new images, and
+        # the training step's arrays at their peak (measured on the first full step; before it, an estimate)
+        step = self.step_peak_bytes
+        if step is None:
+            step = self._full_batch * (int(np.prod(self.latent_shape)) + 2 * c) * 4 if isinstance(self.part, HeadPart) \
+                else self.part.peak_step_bytes(self._full_batch, self.latent_shape)
         out["peak_activations"] = self.frozen_peak_bytes + step
         out["learning_state"] = out["trainable_state"] + out["consolidated_rows"] + out.get("replay_patterns", 0) \
             + out.get("replay_labels_and_scales", 0)

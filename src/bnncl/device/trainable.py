@@ -155,10 +155,10 @@ class BlocksPart:
         self.head[:] = inference_rows
 
     def peak_step_bytes(self, batch: int, latent_shape) -> int:
-        """Bytes of the arrays one step keeps for its backward pass, batch of ``batch``: per block its input, the
-        conv's input signs and columns, the BN and RPReLU intermediates, and its output."""
+        """An estimate (before the learner has measured a step) of the arrays one step keeps for its backward pass,
+        batch of ``batch``: per block its input, the conv's columns, the BN and RPReLU intermediates, its output."""
         total, (c, h, w) = 0, latent_shape
-        col_bytes = 4  # int32 columns (integer conv) or float32 (float conv)
+        col_bytes = 4 if self.fp32 else 1  # float32 columns (float conv) or ±1 int8 (integer conv)
         for p in self.params:
             cout = p.weight.shape[0]
             ho, wo = -(-h // p.stride), -(-w // p.stride)
@@ -175,8 +175,12 @@ class BlocksPart:
         bn = sum(4 * p.bn_weight.size for p in self.params)
         vectors = sum(getattr(p, k).size for p in self.params for k in ("shift", "input_scale", "shift_in", "slope",
                                                                          "shift_out") if getattr(p, k) is not None)
-        return {"trainable_binary_latent_weights": -(-latent * qbin // 8), "trainable_batchnorm_fp32": 4 * bn,
-                "trainable_other_vectors": -(-vectors * qb // 8), "trainable_head": -(-self.head.size * qb // 8)}
+        params = 0 if self.fp32 else 8  # each quantized tensor's scale (float32) and zero point (int32)
+        n_vectors = sum(getattr(p, k) is not None for p in self.params for k in ("shift", "input_scale", "shift_in",
+                                                                                 "slope", "shift_out"))
+        return {"trainable_binary_latent_weights": -(-latent * qbin // 8) + params * len(self.params),
+                "trainable_batchnorm_fp32": 4 * bn, "trainable_other_vectors": -(-vectors * qb // 8) + params * n_vectors,
+                "trainable_head": -(-self.head.size * qb // 8) + params}
 
     def state(self) -> dict:
         """The trained parameters; stored as float32 here (values on their grids), counted at their precision."""
