@@ -135,7 +135,7 @@ def float_head_step(w: np.ndarray, h: np.ndarray, y: np.ndarray, lr: float) -> t
 # The device runs :class:`bnncl.learning.qbackprop.QuantizedBackprop` (the simulation's hand-written forward and
 # backward) with two device pieces: :class:`IntegerBits`, whose quantizers return the values on the integer grid
 # *with* their integers attached (:class:`QArray`), and :class:`IntegerConv`, which computes every conv product on
-# those integers. The head's three products take the same integer path (``QuantizedBackprop._matmul``).
+# those integers. The head's three products take the same integer path (:func:`bnncl.learning.qbackprop.matmul`).
 
 
 class QArray(np.ndarray):
