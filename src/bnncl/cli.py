@@ -330,7 +330,9 @@ def cmd_device_learn(args) -> int:
                                [e["accuracy"] for e in log], [e["seconds"] for e in log], learner.step_seconds,
                                learner.latent_shape, {**learner.nbytes(), "trainable_parameters_fp32":
                                                       4 * learner.num_classes * learner.features})
-        runs.append({**result, "label": f"{strategy} (device)", "seconds": time.perf_counter() - t0})
+        # the time of every experience learned, across the runs that resumed (testing excluded)
+        runs.append({**result, "label": f"{strategy} (device)", "seconds": float(sum(e["seconds"] for e in log)),
+                     "seconds_this_run": time.perf_counter() - t0})
     res = {"config": cfg, "backbone": {"model_file": args.model, "architecture": learner.model.describe()},
            "stream": stream.describe(), "device": True, "runs": runs}
     atomic_write_text(out / "result.json", json.dumps(res, indent=2) + "\n")
