@@ -741,3 +741,40 @@ def test_annotating_keeps_prev_at_the_experience_before(models, tmp_path):
     assert prev.experiences == 1 and "accuracy" not in prev.log[-1]
     again = Learner.open(models["a"], state)
     assert again.experiences == 2 and again.log[-1]["accuracy"] == 0.5
+
+
+def test_a_failure_midway_puts_the_learner_back(models, tmp_path, monkeypatch):
+    """An error in the middle of an experience (here: NaN reaching a quantizer on the 2nd step) leaves the learner,
+    in memory and on disk, as it was before the experience; learning again gives the uninterrupted result."""
+    from bnncl.quant import NonFiniteError as NFE
+
+    exps = experiences()
+    state = tmp_path / "s.bnst"
+    learner = Learner.open(models["a"], state, options())
+    learner.learn(*exps[0])
+    meta_before, arrays_before = snapshot(learner)
+    on_disk = state.read_bytes()
+    calls = {"n": 0}
+    original = learner.part.train_step
+
+    def failing(x, y):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise NFE("NaN reached the quantizer at head input")
+        return original(x, y)
+
+    monkeypatch.setattr(learner.part, "train_step", failing)
+    with pytest.raises(NFE):
+        learner.learn(*exps[1])
+    meta_after, arrays_after = snapshot(learner)
+    assert meta_after == meta_before and arrays_after.keys() == arrays_before.keys()
+    for k in arrays_before:
+        np.testing.assert_array_equal(arrays_after[k], arrays_before[k], err_msg=k)
+    assert state.read_bytes() == on_disk
+    monkeypatch.setattr(learner.part, "train_step", original)
+    learner.learn(*exps[1])
+    reference = Learner.open(models["a"], None, options())
+    for x, y in exps[:2]:
+        reference.learn(x, y)
+    for k, v in snapshot(reference)[1].items():
+        np.testing.assert_array_equal(snapshot(learner)[1][k], v, err_msg=k)

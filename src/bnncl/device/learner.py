@@ -202,8 +202,18 @@ class Learner:
                 tracemalloc.stop()
 
     def learn(self, images, labels) -> dict:
-        """Consume one experience; persist the state (when the learner has a state path). Returns its log entry."""
+        """Consume one experience; persist the state (when the learner has a state path). Returns its log entry.
+        If anything fails midway (a quantizer meeting NaN or inf after a divergence, an interrupt), the learner is
+        put back as it was before the experience, as the state on disk is."""
         images, labels = self.check_experience(images, labels)
+        before = self.state()
+        try:
+            return self._learn(images, labels)
+        except BaseException:
+            self._restore("the state before this experience", *before)
+            raise
+
+    def _learn(self, images, labels) -> dict:
         o = self.options
         t0 = time.perf_counter()
         cur = np.bincount(labels, minlength=self.num_classes)
@@ -295,7 +305,7 @@ class Learner:
                   "head.inference": np.asarray(self.head_op.weight, np.float32), **self.part.state()}
         meta = {"bnncl_version": __version__, "model_sha256": self.model.meta.get("sha256"),
                 "model_path": str(self.model.path), "options": self.options.to_dict(), "experiences": self.experiences,
-                "log": self.log, "rng": {"shuffle": _rng_state(self.rng), "replay": _rng_state(self.replay_rng),
+                "log": [dict(e) for e in self.log], "rng": {"shuffle": _rng_state(self.rng), "replay": _rng_state(self.replay_rng),
                                          "quantizer": _rng_state(self.quant_rng)}}
         if self.memory is not None:
             mem_arrays, mem_meta = self.memory.state()
