@@ -26,7 +26,6 @@ import copy
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +59,7 @@ def model_file(latent: bool) -> str:
 
 def device_run(path: str, stream, options: LearnOptions, progress: bool) -> tuple[float, list[float], float]:
     learner = Learner(Model.load(path), options)
-    accs, t0 = [], time.perf_counter()
+    accs = []
     for exp in tqdm(stream.experiences, desc="device", disable=not progress, leave=False):
         learner.learn(exp.data.x, exp.data.y)
         accs.append(float(np.mean(learner.predict(stream.test.x, batch_size=256) == stream.test.y)))

@@ -22,7 +22,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
 from bnncl.learning import experiment
 from bnncl.learning.run import run_stream

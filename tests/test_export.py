@@ -19,7 +19,7 @@ from bnncl.device.ops import Activation, Block
 from bnncl.errors import CheckpointError, ConfigError, DataError
 from bnncl.export import export_checkpoint
 from bnncl.layers import BinarizeInput, BinaryBlock
-from bnncl.models import BackboneConfig, build_model, normalize
+from bnncl.models import BackboneConfig, normalize
 from fixtures import randomized
 
 TIE = 1e-6

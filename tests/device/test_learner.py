@@ -45,7 +45,7 @@ from bnncl.errors import ConfigError, DataError, LearnerStateError
 from bnncl.export import export_checkpoint
 from bnncl.learning.hybrid import HeadHybridStep
 from bnncl.learning.options import LearnOptions
-from bnncl.models import BackboneConfig, build_model
+from bnncl.models import BackboneConfig
 from bnncl.quant import NonFiniteError, quantize
 from fixtures import one_numba_thread, randomized  # noqa: F401 (a fixture)
 

@@ -6,7 +6,6 @@ and a ``.pth`` entry for bnncl's sources, and nothing else, so ``import torch`` 
 
 import json
 import subprocess
-import sys
 import venv
 from pathlib import Path
 

@@ -26,7 +26,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import bnncl.device.hybrid as hybrid
 from bnncl.checkpoint import load_model, save_checkpoint
@@ -41,7 +40,7 @@ from bnncl.learning.hybrid import BackpropHybridStep
 from bnncl.learning.options import LearnOptions
 from bnncl.learning.qbackprop import Bits, NumpyConv, matmul
 from bnncl.learning.qbackprop import col2im as reference_col2im
-from bnncl.models import BackboneConfig, build_model, normalize
+from bnncl.models import BackboneConfig, normalize
 from bnncl.quant import QParams
 from bnncl.quantizers import clip_latent_weights
 from fixtures import one_numba_thread, randomized  # noqa: F401 (a fixture)

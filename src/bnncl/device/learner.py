@@ -277,7 +277,7 @@ class Learner:
                 frozen += op.weight.nbytes + op.bias.nbytes
             elif op.in_threshold is not None:
                 frozen += op.in_threshold.nbytes
-        c, f = self.num_classes, self.features
+        c = self.num_classes
         trainable = self.part.nbytes()
         out = {"frozen_weights": frozen, **trainable, "trainable_state": sum(trainable.values()),
                "consolidated_rows": self.cwr.nbytes(4)}

@@ -8,8 +8,9 @@
   experience the blocks' inference form (packed signs, folded BN, thresholds) is rebuilt from the trained parameters,
   so prediction runs on the bit-packed kernels.
 
-Both hold float32 working values of their parameters while an experience trains (on the ``q_b``/``q_bin`` grids
-when quantized); the bytes they report are those of the parameters at their stored precision.
+The head part holds the head as its levels while an experience trains; the blocks part holds float32 working values
+of its parameters, on the ``q_b``/``q_bin`` grids when quantized. Both report the bytes of the parameters at their
+stored precision.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ..learning.qbackprop import Bits, BlockParams, NumpyConv, QuantizedBackprop
 from ..quant import FLOAT_BITS
 from .bitpack import unpack_signs
 from .fold import fold_binary_conv_bn, pack_conv_weights
-from .hybrid import IntegerBits, IntegerConv, IntegerHeadStep, IntTensor, float_head_step
+from .hybrid import IntegerBits, IntegerConv, IntegerHeadStep, float_head_step
 from .kernels import conv_weights_for_kernel
 from .model import Model
 from .ops import Block, GlobalPool, Head

@@ -29,7 +29,7 @@ from ..models import BinaryResNet, normalize
 from ..quantizers import clip_latent_weights
 from .cwr import CWRStar
 from .hybrid import BackpropHybridStep, HeadHybridStep
-from .options import MIXES, STRATEGIES, LearnOptions  # noqa: F401 (re-exported)
+from .options import LearnOptions
 from .replay import LatentMemory
 
 def default_lr_layer(model: BinaryResNet, strategy: str) -> str:
