@@ -61,7 +61,8 @@ class LearnOptions:
         if self.qb < self.qf:
             raise ConfigError(f"qb (backward bits, {self.qb}) must be at least qf (forward bits, {self.qf}): the update "
                               "step is where the method keeps more precision")
-        for name, value, valid in (("q_ranges", self.q_ranges, RANGES), ("q_rounding", self.q_rounding, ROUNDINGS), ("q_grid", self.q_grid, GRIDS),
+        for name, value, valid in (("q_ranges", self.q_ranges, RANGES), ("q_rounding", self.q_rounding, ROUNDINGS),
+                                   ("q_grid", self.q_grid, GRIDS),
                                    ("qbin_update", self.qbin_update, QBIN_UPDATES)):
             if value not in valid:
                 raise ConfigError(f"unknown {name} {value!r} (valid: {', '.join(valid)})")
