@@ -43,7 +43,9 @@ demo: setup data
 	    "simulation and device side by side: $(DEMO_DIR)/side-by-side/report.md"
 
 # The benchmarks whose figures are in BENCHMARKS.md: pretraining, continual learning, device inference and its
-# equivalence with torch (inference and equivalence use the checkpoint pretrain.py writes).
+# equivalence with torch (inference and equivalence use the checkpoint pretrain.py writes), on-device learning and
+# its agreement with the simulation (these two use make demo's backbone and model file). The bit-width study
+# (benchmarks/bits.py) takes hours and is run by hand, in pieces (see BENCHMARKS.md).
 
 test: setup data
 	$(PY) -m pytest -q
@@ -53,6 +55,9 @@ bench: setup data
 	$(PY) benchmarks/continual.py
 	$(PY) benchmarks/inference.py
 	$(PY) benchmarks/equivalence.py
+	$(PY) benchmarks/learning.py --json runs/bench/learning.json
+	$(PY) benchmarks/agreement.py --settings head-8-16 cwr-8-16 head-32 --json runs/bench/agreement-head.json
+	$(PY) benchmarks/agreement.py --settings multi-8-16-8 --epochs 1 --json runs/bench/agreement-multi.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
