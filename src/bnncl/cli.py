@@ -290,12 +290,15 @@ def cmd_device_learn(args) -> int:
     skipped = [s for s in cfg["strategies"] if s not in STRATEGIES]
     if skipped:
         print(f"not on the device (simulation bounds): {', '.join(skipped)}")
+    if args.state and len(strategies) > 1:
+        raise ConfigError(f"--state names one learner's state, but {len(strategies)} strategies run "
+                          f"({', '.join(strategies)}): give --strategy, or leave --state out (OUT/state_<strategy>.bnst)")
     out = Path(cfg["out"])
     stream, _ = build_stream(cfg)
     runs = []
     for strategy in strategies:
         options = learn_options(cfg, strategy)
-        state = Path(args.state) if args.state and len(strategies) == 1 else out / f"state_{strategy}.bnst"
+        state = Path(args.state) if args.state else out / f"state_{strategy}.bnst"
         learner = Learner.open(args.model, state, options)
         if learner.num_classes != stream.num_classes or learner.model.input_shape != stream.input_shape:
             raise ConfigError(f"{args.model}: the model takes {'x'.join(map(str, learner.model.input_shape))} images and "
