@@ -33,6 +33,12 @@ from .bitpack import pack_signs
 from .kernels import bconv, col2im, imatmul
 
 
+def quantized_bytes(size: int, bits: int) -> int:
+    """Bytes of ``size`` values stored at ``bits`` each (packed as a device would store them), plus the tensor's
+    scale (float32) and zero point (int32)."""
+    return -(-size * bits // 8) + 8
+
+
 def _storage(bits: int):
     return np.uint8 if bits <= 8 else np.uint16 if bits <= 16 else np.uint32
 
@@ -75,8 +81,7 @@ class IntTensor:
 
     @property
     def nbytes(self) -> int:
-        """The levels at ``bits`` each (packed as a device would store them), plus the scale and zero point."""
-        return -(-self.q.size * self.bits // 8) + 8
+        return quantized_bytes(self.q.size, self.bits)
 
 
 def int_product(a: IntTensor, b: IntTensor, transpose_a: bool = False, transpose_b: bool = False) -> np.ndarray:

@@ -107,12 +107,11 @@ class Learner:
         self.quant_rng = np.random.default_rng(options.seed + 104729)  # stochastic rounding
         self.part = (HeadPart if lr_layer == "head" else BlocksPart)(model, options, self.quant_rng)
         # One minibatch of new images through the frozen part: the latent shape, and the most bytes one of its ops
-        # holds (input and output together) in a learning step. Measured here, as a prediction with larger batches
-        # would raise the model's running maximum.
+        # holds (input and output together) in a learning step.
         h, w, c = model.input_shape
-        model.peak_activation_bytes = 0
-        self.latent_shape = tuple(self.latents(np.zeros((options.batch_size, h, w, c), np.uint8)).shape[1:])
-        self.frozen_peak_bytes = model.peak_activation_bytes
+        peak = [0]
+        self.latent_shape = tuple(self.latents(np.zeros((options.batch_size, h, w, c), np.uint8), peak).shape[1:])
+        self.frozen_peak_bytes = peak[0]
         self.step_peak_bytes = None  # measured on the first full training step
         self._full_batch = options.batch_size + (options.replay_batch if options.strategy == "ar1" else 0)
         self.cwr = CWRStar(self.num_classes, self.features, dtype=np.float32)
@@ -172,10 +171,10 @@ class Learner:
 
     # -- running ----------------------------------------------------------------------------------------------------
 
-    def latents(self, images: np.ndarray) -> np.ndarray:
+    def latents(self, images: np.ndarray, peak: list | None = None) -> np.ndarray:
         """The frozen part's output at the LR layer as the trainable part takes it: float32 (N, features) for the
-        head, (N, C, H, W) for a block (±1 where the LR layer is binary)."""
-        act = self.model.latent(images, self.backend)
+        head, (N, C, H, W) for a block (±1 where the LR layer is binary). ``peak``: see :meth:`Model._run`."""
+        act = self.model.latent(images, self.backend, peak=peak)
         if isinstance(self.part, HeadPart):
             return act.real
         x = act.real if act.real is not None else act.signs()

@@ -41,7 +41,6 @@ class Model:
             raise ModelFileError(f"{path}: latent-replay layer {self.lr_layer!r} is not one of its layers")
         self.ops = link(ops)
         self.cut(self.lr_layer)
-        self.peak_activation_bytes = 0  # the most bytes one op's input and output held together, over every run
 
     def cut(self, lr_layer: str) -> None:
         """Put the latent-replay layer at ``lr_layer``: the frozen part ends before it."""
@@ -75,7 +74,9 @@ class Model:
 
     # -- running the network ---------------------------------------------------------------------------------------
 
-    def _run(self, ops: list[Op], act: Activation, backend: str, timings=None) -> Activation:
+    def _run(self, ops: list[Op], act: Activation, backend: str, timings=None, peak: list | None = None) -> Activation:
+        """``timings``: seconds per op name, added to; ``peak``: a one-item list raised to the most bytes one op's
+        input and output held together."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r} (valid: {', '.join(BACKENDS)})")
         for op in ops:
@@ -84,16 +85,17 @@ class Model:
                 act = Activation(act.channels, act.real, _below(act.real, op.in_threshold, backend))
             t0 = time.perf_counter()
             out = op.run(act, backend)
-            self.peak_activation_bytes = max(self.peak_activation_bytes, act.nbytes + out.nbytes)
+            if peak is not None:
+                peak[0] = max(peak[0], act.nbytes + out.nbytes)
             act = out
             if timings is not None:
                 timings[op.name] = timings.get(op.name, 0.0) + time.perf_counter() - t0
         return act
 
-    def latent(self, images, backend: str = "packed", timings=None) -> Activation:
+    def latent(self, images, backend: str = "packed", timings=None, peak: list | None = None) -> Activation:
         """The frozen part: images -> the activation at the LR layer (``.bits`` packed where it is binary)."""
         x = normalize(self.check_images(images))
-        return self._run(self.frozen_ops, Activation(x.shape[-1], x), backend, timings)
+        return self._run(self.frozen_ops, Activation(x.shape[-1], x), backend, timings, peak)
 
     def logits_from_latent(self, latent: Activation, backend: str = "packed", timings=None) -> np.ndarray:
         """The trainable part: the LR layer's activation -> logits (N, classes)."""

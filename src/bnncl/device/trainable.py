@@ -22,7 +22,7 @@ from ..learning.qbackprop import Bits, BlockParams, NumpyConv, QuantizedBackprop
 from ..quant import FLOAT_BITS
 from .bitpack import unpack_signs
 from .fold import fold_binary_conv_bn, pack_conv_weights
-from .hybrid import IntegerBits, IntegerConv, IntegerHeadStep, float_head_step
+from .hybrid import IntegerBits, IntegerConv, IntegerHeadStep, float_head_step, quantized_bytes
 from .kernels import conv_weights_for_kernel
 from .model import Model
 from .ops import Block, GlobalPool, Head
@@ -63,7 +63,7 @@ class HeadPart:
 
     def nbytes(self) -> dict:
         c, f = self.head_op.weight.shape
-        return {"trainable_head": 4 * c * f if self.fp32 else -(-c * f * self.qb // 8) + 8}
+        return {"trainable_head": 4 * c * f if self.fp32 else quantized_bytes(c * f, self.qb)}
 
     def state(self) -> dict:
         return {}
@@ -88,10 +88,7 @@ class BlocksPart:
             raise ConfigError(f"{model.path}: blocks with different BatchNorm eps ({eps}) are not supported")
         self.plain = options.qbin_update == "plain"
         self.params = [self._params(model, op, arch.get("activation", "approx"), float(eps)) for op in self.blocks_ops]
-        self.fp32 = min(options.qf, options.qb, options.qbin) >= FLOAT_BITS
-        if not self.fp32 and max(options.qf, options.qb, options.qbin) >= FLOAT_BITS:
-            raise ConfigError(f"the device learner runs q_f, q_b and q_bin all below 32 bits (integer arithmetic) or "
-                              f"all 32 (float32), not {options.qf}/{options.qb}/{options.qbin}")
+        self.fp32 = min(options.qf, options.qb, options.qbin) >= FLOAT_BITS  # mixed widths: refused by the Learner
         self.bits = Bits() if self.fp32 else IntegerBits(options.qf, options.qb, options.qbin, options.q_rounding, rng)
         self.conv = NumpyConv() if self.fp32 else IntegerConv()
         self.options = options
@@ -171,17 +168,15 @@ class BlocksPart:
         """The trainable state at its stored precision: binary latent weights at q_bin, BN in float32 (parameters and
         running statistics), the other vectors and the head at q_b."""
         o = self.options
-        qbin, qb = (32, 32) if self.fp32 else (o.qbin, o.qb)
-        latent = sum(p.weight.size for p in self.params)
-        bn = sum(4 * p.bn_weight.size for p in self.params)
-        vectors = sum(getattr(p, k).size for p in self.params for k in ("shift", "input_scale", "shift_in", "slope",
-                                                                         "shift_out") if getattr(p, k) is not None)
-        params = 0 if self.fp32 else 8  # each quantized tensor's scale (float32) and zero point (int32)
-        n_vectors = sum(getattr(p, k) is not None for p in self.params for k in ("shift", "input_scale", "shift_in",
-                                                                                 "slope", "shift_out"))
-        return {"trainable_binary_latent_weights": -(-latent * qbin // 8) + params * len(self.params),
-                "trainable_batchnorm_fp32": 4 * bn, "trainable_other_vectors": -(-vectors * qb // 8) + params * n_vectors,
-                "trainable_head": -(-self.head.size * qb // 8) + params}
+
+        def stored(arrays, bits):  # each tensor at its bit width with its scale and zero point, or float32
+            return sum(4 * a.size if self.fp32 else quantized_bytes(a.size, bits) for a in arrays)
+
+        vectors = [getattr(p, k) for p in self.params for k in ("shift", "input_scale", "shift_in", "slope", "shift_out")
+                   if getattr(p, k) is not None]
+        return {"trainable_binary_latent_weights": stored([p.weight for p in self.params], o.qbin),
+                "trainable_batchnorm_fp32": sum(4 * 4 * p.bn_weight.size for p in self.params),
+                "trainable_other_vectors": stored(vectors, o.qb), "trainable_head": stored([self.head], o.qb)}
 
     def state(self) -> dict:
         """The trained parameters; stored as float32 here (values on their grids), counted at their precision."""
