@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +35,7 @@ from bnncl.device import Learner, Model
 from bnncl.learning import experiment
 from bnncl.learning.options import LearnOptions
 from bnncl.learning.run import run_stream
-from machine import describe_machine
+from machine import describe_machine, write_json
 
 SETTINGS = {
     "head-8-16": dict(strategy="ar1", lr_layer="head", qf=8, qb=16),
@@ -104,7 +103,7 @@ def main():
               f"{100 * sims['integer']:.2f} % | {100 * dev:.2f} % | {100 * (dev - sims['integer']):+.2f} pp | "
               f"{100 * (dev - sims['affine']):+.2f} pp | {1e3 * step:.0f} ms |", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": describe_machine(), "rows": rows}, indent=1) + "\n")
+        write_json(args.json, {"machine": describe_machine(), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ variant is the plain autograd learner.
 
 Streams: ``default`` is make demo's (configs/demo.toml, backbone runs/demo/pretrain/model.pt); ``nc`` is NC 5x2 with
 the backbone benchmarks/continual.py pretrained on its experience 0. A missing backbone is pretrained first.
+
+A grid takes hours for the multi-layer variant; it can be run in pieces (``--qf``/``--qb`` subsets, ``--fp32-accuracy``
+to skip a reference run already made) and the pieces put together with ``--merge DIR [DIR ...] --out DIR``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from bnncl.learning.run import run_stream
 from bnncl.learning.strategy import Learner
 from bnncl.plots import bit_width_heatmap
 from bnncl.quant import NonFiniteError
-from machine import describe_machine
+from machine import describe_machine, write_json
 
 STREAMS = {
     "default": {"config": "configs/demo.toml", "checkpoint": "runs/demo/pretrain/model.pt"},
@@ -62,6 +65,57 @@ def stream_and_model(name: str, args):
     return cfg, stream, model, info
 
 
+def fp32_accuracy(stream_summary: dict, variant: str) -> float:
+    """The fp32 reference of a variant: recorded by the run, or (summaries written before it was) implied by a row's
+    difference to it."""
+    if variant in stream_summary.get("fp32_accuracy", {}):
+        return stream_summary["fp32_accuracy"][variant]
+    row = next(r for r in stream_summary["rows"] if r["variant"] == variant and "final_accuracy" in r)
+    return round(row["final_accuracy"] - row["vs_fp32_pp"] / 100, 6)
+
+
+def merge_summaries(summaries: list[dict], sources: list[str]) -> dict:
+    """Put pieces of one grid together: rows by (stream, variant, q_f, q_b), the last piece's row winning. Refused when
+    the pieces differ in settings or in their fp32 reference (then their differences to fp32 do not compare)."""
+    keys = ("ranges", "rounding", "qbin_update")
+    first = summaries[0]
+    merged = {**{k: first[k] for k in ("machine", *keys)}, "streams": {}, "merged_from": list(sources)}
+    for summary, source in zip(summaries, sources):
+        differ = [k for k in keys if summary[k] != first[k]]
+        if differ:
+            raise SystemExit(f"bits.py: {source}/summary.json has other settings than {sources[0]}/summary.json: "
+                             + ", ".join(f"{k} {summary[k]} vs {first[k]}" for k in differ))
+        for name, st in summary["streams"].items():
+            into = merged["streams"].setdefault(name, {"stream": st["stream"], "backbone": st["backbone"], "rows": [],
+                                                       "fp32_accuracy": {}})
+            for variant in {r["variant"] for r in st["rows"]} & {"head", "multi"}:
+                acc = fp32_accuracy(st, variant)
+                known = into["fp32_accuracy"].setdefault(variant, acc)
+                if abs(known - acc) > 1e-6:
+                    raise SystemExit(f"bits.py: {source}/summary.json: the {variant} fp32 reference on {name} is "
+                                     f"{100 * acc:.2f} %, not {100 * known:.2f} % as in the pieces before it: "
+                                     "pieces of one grid must share it (--fp32-accuracy)")
+            for row in st["rows"]:
+                cell = (row["variant"], row["qf"], row["qb"])
+                into["rows"] = [r for r in into["rows"] if (r["variant"], r["qf"], r["qb"]) != cell] + [row]
+    for st in merged["streams"].values():
+        st["rows"].sort(key=lambda r: (r["variant"], r["qf"], r["qb"]))
+    return merged
+
+
+def print_rows(summary: dict) -> None:
+    print("| stream | variant | q_f | q_b | q_bin | final accuracy | vs fp32 | gradient rel. error | trainable state |")
+    print("|---|---|---:|---:|---:|---:|---:|---|---:|")
+    for st in summary["streams"].values():
+        for r in st["rows"]:
+            if "diverged" in r:
+                print(f"| {r['stream']} | {r['variant']} | {r['qf']} | {r['qb']} | {r['qbin']} | diverged ({r['diverged']}) | | | |")
+                continue
+            err = ", ".join(f"{k} {v:.1e}" for k, v in r["gradient_relative_error"].items()) or "–"
+            print(f"| {r['stream']} | {r['variant']} | {r['qf']} | {r['qb']} | {r['qbin']} | "
+                  f"{100 * r['final_accuracy']:.2f} % | {r['vs_fp32_pp']:+.2f} pp | {err} | {r['trainable_state_bytes']:,} B |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", nargs="+", default=list(STREAMS), choices=STREAMS)
@@ -78,15 +132,24 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--replot", action="store_true", help="only redraw the heatmaps from OUT/summary.json")
+    ap.add_argument("--merge", nargs="+", metavar="DIR",
+                    help="only put the summaries of earlier runs (DIR/summary.json, pieces of one grid with the same "
+                         "settings) together into OUT/summary.json and redraw the heatmaps; a cell in several DIRs: "
+                         "the last one's")
     ap.add_argument("--fp32-accuracy", type=float, metavar="ACC",
                     help="the fp32 run's final accuracy (0-1) from an earlier run of the same stream and variant: skip it")
     args = ap.parse_args()
     out = Path(args.out)
-    if args.replot:
+    if args.merge:
+        summary = merge_summaries([json.loads((Path(d) / "summary.json").read_text()) for d in args.merge], args.merge)
+        write_json(out / "summary.json", summary)
+        print_rows(summary)
+    if args.replot or args.merge:
         summary = json.loads((out / "summary.json").read_text())
         for name, st in summary["streams"].items():
             for variant in [v for v in ("head", "multi") if any(r["variant"] == v for r in st["rows"])]:
                 grid = {(r["qf"], r["qb"]): r.get("final_accuracy", 0.0) for r in st["rows"] if r["variant"] == variant}
+                grid.setdefault((32, 32), fp32_accuracy(st, variant))
                 qfs, qbs = sorted({k[0] for k in grid}), sorted({k[1] for k in grid})
                 title = f"{'head only (work A)' if variant == 'head' else 'multi-layer (work B)'}, {st['stream']}"
                 bit_width_heatmap(grid, qfs, qbs, title, out / f"heatmap_{variant}_{name}.png")
@@ -101,7 +164,7 @@ def main():
     print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|")
     for name in args.streams:
         cfg, stream, model, info = stream_and_model(name, args)
-        summary["streams"][name] = {"stream": stream.name, "backbone": info, "rows": []}
+        summary["streams"][name] = {"stream": stream.name, "backbone": info, "rows": [], "fp32_accuracy": {}}
         for variant in args.variants:
             strategy = "cwr" if variant == "head" else "ar1"
             settings = [(32, 32)] + [(qf, qb) for qf in args.qf for qb in args.qb if qb >= qf and (qf, qb) != (32, 32)]
@@ -111,6 +174,7 @@ def main():
             if args.fp32_accuracy is not None:
                 settings.remove((32, 32))
                 grid[(32, 32)] = args.fp32_accuracy
+                summary["streams"][name]["fp32_accuracy"][variant] = args.fp32_accuracy
             for qf, qb in settings:
                 hand = qf == "hand"
                 qf = 32 if hand else qf
@@ -130,6 +194,8 @@ def main():
                     continue
                 if not hand:
                     grid[(qf, qb)] = r["final_accuracy"]
+                if (qf, qb) == (32, 32) and not hand:
+                    summary["streams"][name]["fp32_accuracy"][variant] = r["final_accuracy"]
                 errs = r.get("gradient_relative_error") or {}
                 state = r["bytes"].get("trainable_state", r["bytes"]["trainable_parameters_fp32"])
                 row = {"stream": stream.name, "variant": variant + (" (hand-written, 32 bits)" if hand else ""),
@@ -142,11 +208,11 @@ def main():
                 print(f"| {stream.name} | {row['variant']} | {qf} | {qb} | {qbin if variant == 'multi' else '–'} | "
                       f"{100 * r['final_accuracy']:.2f} % | {row['vs_fp32_pp']:+.2f} pp | {err_text} | {state:,} B | "
                       f"{row['fp32_state_bytes']:,} B |", flush=True)
-                (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+                write_json(out / "summary.json", summary)
             title = f"{'head only (work A)' if variant == 'head' else 'multi-layer (work B)'}, {stream.name}"
             bit_width_heatmap(grid, args.qf, args.qb, title, out / f"heatmap_{variant}_{name}.png")
     summary["minutes"] = (time.perf_counter() - t_start) / 60
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(out / "summary.json", summary)
     print(f"\ntotal {summary['minutes']:.1f} min; figures: {out}/heatmap_*.png")
 
 

@@ -10,12 +10,11 @@ Each configuration is a `bnncl learn` run; its directory holds result.json, repo
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 from bnncl.learning.experiment import report_markdown, run_experiment
-from machine import describe_machine
+from machine import describe_machine, write_json
 
 STREAMS = {
     "nc": {"type": "nc", "n_experiences": 5},
@@ -81,7 +80,7 @@ def main():
             print(f"{name}: 1-bit replay with the binary boundary - float32 replay without it = "
                   f"{(b['final_accuracy'] - f['final_accuracy']) * 100:+.2f} pp, "
                   f"memory {f['bytes']['replay_memory'] / b['bytes']['replay_memory']:.1f}x smaller")
-    (out / "summary.json").write_text(json.dumps({"table": table, "results": results}, indent=1) + "\n")
+    write_json(out / "summary.json", {"table": table, "results": results})
 
 
 if __name__ == "__main__":

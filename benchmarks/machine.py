@@ -39,8 +39,11 @@ def kib(n: float) -> str:
 
 
 def write_json(path: str | os.PathLike, result: dict) -> Path:
-    """Write ``result`` as indented JSON to ``path`` (its folder made if missing); returns the path."""
+    """Write ``result`` as indented JSON to ``path`` (its folder made if missing; atomically, so an interrupted
+    benchmark never leaves half a file); returns the path."""
+    from bnncl.atomic import atomic_write_text
+
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     return out

@@ -5,14 +5,13 @@ Usage: python benchmarks/pretrain.py [--epochs N] [--out DIR] [--preset NAME]
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 
 from bnncl.learning.pretrain import PretrainOptions, pretrain
 from bnncl.models.summary import summarize
-from machine import describe_machine
+from machine import describe_machine, write_json
 
 
 def main():
@@ -40,7 +39,7 @@ def main():
         "fp32_over_deployed": s["fp32_over_deployed"],
         "machine": describe_machine(),
     }
-    (out / "result.json").write_text(json.dumps({**row, "history": result["history"]}, indent=2) + "\n")
+    write_json(out / "result.json", {**row, "history": result["history"]})
     print(f"machine: {row['machine']}")
     print(f"architecture: {row['architecture']}")
     print("| epochs | test accuracy | wall time | train images/s | deployed | fp32 copy | ratio |")
