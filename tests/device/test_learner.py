@@ -572,6 +572,24 @@ def test_flipped_bytes_anywhere_are_refused_or_harmless(models, saved_state, tmp
     assert refused > 60
 
 
+@pytest.mark.parametrize("field", ["experiences", "rng"])
+def test_state_metadata_edited_is_refused(models, saved_state, tmp_path, field):
+    """The count of experiences or the random state rewritten (valid JSON, valid zip, arrays intact): refused by the
+    metadata's checksum instead of resuming from a state that never was."""
+    state, opts = copy_state(saved_state, tmp_path)
+    with np.load(state, allow_pickle=False) as z:
+        entries = {name: z[name] for name in z.files}
+    meta = json.loads(entries.pop("__meta__").tobytes())
+    assert field in meta
+    meta[field] = meta[field] + 1 if field == "experiences" else {**meta[field], "edited": True}
+    with open(state, "wb") as f:
+        np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **entries)
+    files = file_id(state)
+    with pytest.raises(LearnerStateError, match="metadata was altered") as e:
+        Learner.open(models["a"], state, opts)
+    assert str(state) in str(e.value)
+    assert file_id(state) == files
+
 def test_another_models_state_is_refused(models, tmp_path):
     opts = options("ar1", 8)
     other = Learner.open(models["b"], tmp_path / "b.bnst", opts)

@@ -227,6 +227,47 @@ def test_array_altered_otherwise_keeping_old_meta(model, change):
     expect_error(path, "checksum mismatch")
 
 
+def independent_meta_checksum(meta):
+    """The documented metadata checksum: SHA-256 of its JSON with sorted keys, compact, without the field itself."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def test_metadata_carries_its_own_checksum(model):
+    path, _ = model
+    meta, _ = read_model_file(path)
+    assert meta["meta_sha256"] == independent_meta_checksum(meta)
+
+
+@pytest.mark.parametrize("edit", ["class renamed", "input shape", "field added", "field dropped"])
+def test_metadata_altered_keeping_valid_json_and_arrays(model, edit):
+    """Valid JSON, a valid zip (rewritten, so the CRCs match) and the arrays' checksum intact: the metadata's own
+    checksum is what notices."""
+    path, _ = model
+    entries = raw_entries(path)
+    meta = json.loads(entries.pop("__meta__").tobytes())
+    if edit == "class renamed":
+        meta["classes"][0] = "lion"
+    elif edit == "input shape":
+        meta["input_shape"] = [28, 28, 1]
+    elif edit == "field added":
+        meta["note"] = "edited by hand"
+    else:
+        del meta["split"]
+    rewrite_npz(path, {"__meta__": meta_array(meta), **entries})
+    expect_error(path, "checksum mismatch", "metadata")
+
+
+def test_file_from_before_the_metadata_checksum_still_loads(model):
+    path, arrays = model
+    entries = raw_entries(path)
+    meta = json.loads(entries.pop("__meta__").tobytes())
+    del meta["meta_sha256"]
+    rewrite_npz(path, {"__meta__": meta_array(meta), **entries})
+    got_meta, got = read_model_file(path)
+    assert got_meta["classes"] == META["classes"]
+    assert set(got) == set(arrays)
+
 def test_newer_version_asks_for_upgrade(model):
     path, _ = model
     entries = raw_entries(path)

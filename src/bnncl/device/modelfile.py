@@ -2,9 +2,9 @@
 
 Container: an uncompressed ``.npz`` (a zip of ``.npy`` arrays, read with ``allow_pickle=False``, so the file is data,
 never code). The entry ``__meta__`` holds UTF-8 JSON: format, version, architecture, input shape, class names, the
-latent-replay split, the precision of every part, the source checkpoint, and a SHA-256 over every array (name, dtype,
-shape, bytes). A truncated, corrupt or altered file, or one written by a newer bnncl, is refused with an error that
-names the file.
+latent-replay split, the precision of every part, the source checkpoint, a SHA-256 over every array (name, dtype,
+shape, bytes) and one over the metadata itself (its canonical JSON). A truncated, corrupt or altered file, or one
+written by a newer bnncl, is refused with an error that names the file.
 """
 
 from __future__ import annotations
@@ -35,12 +35,19 @@ def checksum(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def meta_checksum(meta: dict) -> str:
+    """SHA-256 of the metadata's canonical JSON (sorted keys), its own checksum field left out."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def write_container(path: str | os.PathLike, fmt: str, version: int, meta: dict, arrays: dict[str, np.ndarray]) -> None:
     """Write ``meta`` (JSON-able) and ``arrays`` atomically (temporary file, fsync, rename), stamped with ``fmt``,
-    ``version`` and the arrays' SHA-256."""
+    ``version``, the arrays' SHA-256 and the metadata's."""
     if META in arrays:
         raise ValueError(f"{META!r} is reserved")
     meta = {"format": fmt, "version": version, **meta, "sha256": checksum(arrays)}
+    meta["meta_sha256"] = meta_checksum(meta)
     buf = io.BytesIO()
     np.savez(buf, **{META: np.frombuffer(json.dumps(meta, indent=1).encode(), np.uint8)}, **arrays)
     atomic_write_bytes(path, buf.getvalue())
@@ -84,6 +91,9 @@ def read_container(path: str | os.PathLike, fmt: str, version_max: int, error: t
     if version > version_max:
         raise error(f"{path}: {what} version {version} is newer than this bnncl reads (up to {version_max}); "
                     "upgrade bnncl on the device")
+    # Files written before the metadata had its own checksum have none; the zip's CRC still covers them.
+    if "meta_sha256" in meta and meta["meta_sha256"] != meta_checksum(meta):
+        raise error(f"{path}: checksum mismatch: the metadata was altered or damaged after it was written")
     if meta.get("sha256") != checksum(arrays):
         raise error(f"{path}: checksum mismatch: the arrays were altered or damaged after they were written")
     return meta, arrays
