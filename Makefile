@@ -58,6 +58,7 @@ bench: setup data
 	$(PY) benchmarks/learning.py --json runs/bench/learning.json
 	$(PY) benchmarks/agreement.py --settings head-8-16 cwr-8-16 head-32 --json runs/bench/agreement-head.json
 	$(PY) benchmarks/agreement.py --settings multi-8-16-8 --epochs 1 --json runs/bench/agreement-multi.json
+	$(PY) benchmarks/frozen_chunk.py --json runs/bench/frozen_chunk.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

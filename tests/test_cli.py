@@ -165,3 +165,12 @@ def test_device_learn_writes_results_figures_and_resumes(capsys, data_dir, tmp_p
     assert (out / "state_ar1.bnst").read_bytes() == state
     _one_line_error(capsys, ["device", "learn", str(tmp_path / "m.bnn"), "--data", str(data_dir), "--config",
                              str(tmp_path / "none.toml")], "none.toml")
+    # the frozen part 3 images at a time: the same learning, recorded, with a smaller peak; 0 images: an error
+    chunked = tmp_path / "chunked"
+    assert main(argv[:-3] + ["--out", str(chunked), "--frozen-chunk", "3", "--quiet"]) == 0
+    other = json.loads((chunked / "result.json").read_text())["runs"][0]
+    assert other["options"]["frozen_chunk"] == 3 and run["options"]["frozen_chunk"] is None
+    assert other["accuracy"] == run["accuracy"]
+    assert other["bytes"]["peak_activations"] < run["bytes"]["peak_activations"]
+    _one_line_error(capsys, argv[:-3] + ["--out", str(tmp_path / "zero"), "--frozen-chunk", "0"], "frozen_chunk",
+                    "at least 1")

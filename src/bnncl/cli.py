@@ -299,7 +299,7 @@ def cmd_device_learn(args) -> int:
     for strategy in strategies:
         options = learn_options(cfg, strategy)
         state = Path(args.state) if args.state else out / f"state_{strategy}.bnst"
-        learner = Learner.open(args.model, state, options)
+        learner = Learner.open(args.model, state, options, frozen_chunk=args.frozen_chunk)
         if learner.num_classes != stream.num_classes or learner.model.input_shape != stream.input_shape:
             raise ConfigError(f"{args.model}: the model takes {'x'.join(map(str, learner.model.input_shape))} images and "
                               f"{learner.num_classes} classes; the stream {stream.name} has "
@@ -328,6 +328,7 @@ def cmd_device_learn(args) -> int:
         bar.close()
         log = learner.log
         result = stream_result({**options.to_dict(), "lr_layer": learner.model.lr_layer, "backend": learner.backend,
+                                "frozen_chunk": learner.frozen_chunk,
                                 "state": str(state)}, stream,
                                list(stream.experiences), [np.array(e["per_class"]) for e in log],
                                [e["accuracy"] for e in log], [e["seconds"] for e in log], learner.step_seconds,
@@ -529,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, help="default 0")
     d.add_argument("--state", metavar="FILE", help="learner state file (default: OUT/state_<strategy>.bnst); resumed "
                                                    "from when it exists")
+    d.add_argument("--frozen-chunk", type=int, metavar="N",
+                   help="run the frozen part on N images at a time (default: the whole minibatch): the same latents, "
+                        "a smaller peak of activation memory, a little slower")
     d.add_argument("--out", metavar="DIR", help="run directory (default: the config's out + /device, else runs/device)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_device_learn)

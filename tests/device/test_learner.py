@@ -437,6 +437,36 @@ def test_nbytes(models, strategy):
     assert small.nbytes()["learning_state"] < large.nbytes()["learning_state"]
 
 
+
+@pytest.mark.parametrize("bits", [8, 32])
+def test_frozen_chunk_gives_the_same_latents_and_learning_with_a_smaller_peak(models, bits):
+    """Fewer images per pass of the frozen part: the latents bit for bit, so the same learned state; the frozen
+    part's peak is that of a chunk, not of the minibatch."""
+    x, y = experiences(n=23)[0]
+    whole = Learner.open(models["a"], None, options("ar1", bits))
+    ref = whole.latents(x)
+    for chunk in (1, 3, 7, 8, 23, 50):
+        np.testing.assert_array_equal(Learner.open(models["a"], None, options("ar1", bits),
+                                                   frozen_chunk=chunk).latents(x), ref, err_msg=f"chunk {chunk}")
+    one = Learner.open(models["a"], None, options("ar1", bits), frozen_chunk=1)
+    assert one.latents(x[:0]).shape == (0, FEATURES)
+    peak = [0]
+    whole.model.latent(x[:1], whole.backend, peak=peak)  # one image through the frozen part, measured alone
+    assert one.frozen_peak_bytes == peak[0]
+    assert whole.frozen_peak_bytes >= 7 * one.frozen_peak_bytes  # a minibatch of 8 images against one
+    assert one.nbytes()["peak_activations"] < whole.nbytes()["peak_activations"]
+    chunked = Learner.open(models["a"], None, options("ar1", bits), frozen_chunk=3)
+    for images, labels in experiences():
+        whole.learn(images, labels)
+        chunked.learn(images, labels)
+    assert_same_state(snapshot(chunked), snapshot(whole), "frozen part in chunks of 3")
+
+
+@pytest.mark.parametrize("chunk", [0, -2, 2.5, True, "4"])
+def test_bad_frozen_chunk_is_refused(models, chunk):
+    with pytest.raises(ConfigError, match="frozen_chunk"):
+        Learner.open(models["a"], None, options("ar1", 8), frozen_chunk=chunk)
+
 # -- 5. bad input and options ---------------------------------------------------------------------------------------
 
 def _bad(x, y):

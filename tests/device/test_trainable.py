@@ -509,6 +509,19 @@ def test_same_seed_same_state_and_resume_equals_an_uninterrupted_run(exported, t
     np.testing.assert_array_equal(resumed.model.logits(images), runs[0].model.logits(images))
 
 
+def test_frozen_chunk_gives_the_same_learning_of_the_blocks(exported):
+    """Work B with the frozen part run 3 images at a time: the same ±1 latents, the same trained blocks."""
+    _, path = exported("binary-4", CONFIGS["binary"], 4)
+    opts = device_options(8, q_rounding="stochastic", seed=3, lr=0.05)
+    whole, chunked = Learner.open(path, None, opts), Learner.open(path, None, opts, frozen_chunk=3)
+    images = _experiences()[0][0]
+    np.testing.assert_array_equal(chunked.latents(images), whole.latents(images))
+    assert chunked.frozen_peak_bytes < whole.frozen_peak_bytes
+    for images, labels in _experiences():
+        whole.learn(images, labels)
+        chunked.learn(images, labels)
+    _assert_same_arrays(_arrays(chunked), _arrays(whole), "frozen part in chunks of 3")
+
 def test_nbytes_counts_the_trainable_state_at_its_precision(exported):
     pt, path = exported("binary-4", CONFIGS["binary"], 4)
     model, _ = load_model(pt)

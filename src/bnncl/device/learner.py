@@ -18,7 +18,8 @@ Inside, per experience (the simulation's template, :mod:`bnncl.learning.strategy
    the head used for prediction becomes the consolidated rows; the state is written atomically.
 
 The latents of new images are computed step by step rather than kept for the whole experience (the simulation keeps
-them): the same numbers, a peak memory of one minibatch.
+them): the same numbers, a peak memory of one minibatch. ``frozen_chunk`` runs the frozen part on fewer images at a
+time (the same latents, bit for bit): the float stem's output, the largest array of a head-only step, shrinks with it.
 
 Trainable part (:mod:`bnncl.device.trainable`): the head alone (LR layer ``head``: work A; with ``ar1`` the replay
 memory holds the head's input), or the blocks above the LR layer, the pool and the head (work B; the default of
@@ -80,8 +81,13 @@ class LazyLatents:
 
 class Learner:
     def __init__(self, model: Model, options: LearnOptions | None = None, backend: str | None = None,
-                 state_path: str | os.PathLike | None = None):
+                 state_path: str | os.PathLike | None = None, frozen_chunk: int | None = None):
         options = options or LearnOptions(strategy="ar1", lr_layer="head")
+        if frozen_chunk is not None and (isinstance(frozen_chunk, bool) or not isinstance(frozen_chunk, int)
+                                         or frozen_chunk < 1):
+            raise ConfigError(f"frozen_chunk must be a whole number of images, at least 1 (not {frozen_chunk!r})")
+        # images per pass of the frozen part; not a setting of the learning (the latents are the same), so not saved
+        self.frozen_chunk = frozen_chunk
         if options.strategy not in STRATEGIES:
             raise ConfigError(f"the device learner runs {' or '.join(STRATEGIES)}, not {options.strategy!r} "
                               "(naive and joint are the simulation's lower and upper bounds)")
@@ -131,7 +137,8 @@ class Learner:
 
     @classmethod
     def open(cls, model_path: str | os.PathLike, state_path: str | os.PathLike | None = None,
-             options: LearnOptions | None = None, backend: str | None = None) -> "Learner":
+             options: LearnOptions | None = None, backend: str | None = None,
+             frozen_chunk: int | None = None) -> "Learner":
         """The learner of ``model_path``, resumed from ``state_path`` when that file exists (its options must match
         ``options``; without ``options``, the state's own are used)."""
         model = Model.load(model_path)
@@ -146,10 +153,10 @@ class Learner:
                         for f in fields(LearnOptions) if getattr(saved, f.name) != getattr(options, f.name)]
                 raise ConfigError(f"{state_path}: the saved learner has other settings: {'; '.join(diff)} "
                                   "(give another --state to start afresh)")
-            learner = cls(model, saved, backend, state_path)
+            learner = cls(model, saved, backend, state_path, frozen_chunk)
             learner._restore(state_path, meta, arrays)
             return learner
-        return cls(model, options, backend, state_path)
+        return cls(model, options, backend, state_path, frozen_chunk)
 
     # -- checks -----------------------------------------------------------------------------------------------------
 
@@ -173,12 +180,15 @@ class Learner:
 
     def latents(self, images: np.ndarray, peak: list | None = None) -> np.ndarray:
         """The frozen part's output at the LR layer as the trainable part takes it: float32 (N, features) for the
-        head, (N, C, H, W) for a block (±1 where the LR layer is binary). ``peak``: see :meth:`Model._run`."""
-        act = self.model.latent(images, self.backend, peak=peak)
-        if isinstance(self.part, HeadPart):
-            return act.real
-        x = act.real if act.real is not None else act.signs()
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        head, (N, C, H, W) for a block (±1 where the LR layer is binary), ``frozen_chunk`` images at a time. ``peak``:
+        see :meth:`Model._run`."""
+        chunk = self.frozen_chunk or max(len(images), 1)
+        parts = []
+        for i in range(0, len(images), chunk) or [0]:  # no images: one empty pass, for the shape
+            act = self.model.latent(images[i:i + chunk], self.backend, peak=peak)
+            parts.append(act.real if act.real is not None else act.signs())
+        x = np.concatenate(parts) if len(parts) != 1 else parts[0]
+        return x if isinstance(self.part, HeadPart) else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         """One SGD step of the trainable part on latents ``x`` with labels ``y``; returns the loss. The first step of
