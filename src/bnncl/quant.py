@@ -43,13 +43,14 @@ def check_finite(x: np.ndarray, where: str) -> None:
         raise NonFiniteError(f"{bad} reached the quantizer at {where}")
 
 
-def _round(v: np.ndarray, rounding: str, rng: np.random.Generator | None) -> np.ndarray:
+def _round(v: np.ndarray, rounding: str, rng: np.random.Generator | None, out: np.ndarray | None = None) -> np.ndarray:
     if rounding == "nearest":
-        return np.rint(v)
+        return np.rint(v, out=out)
     if rounding == "stochastic":
         if rng is None:
             raise ValueError("stochastic rounding needs a random generator")
-        return np.floor(v + rng.random(v.shape, dtype=v.dtype if v.dtype in (np.float32, np.float64) else np.float64))
+        u = rng.random(v.shape, dtype=v.dtype if v.dtype in (np.float32, np.float64) else np.float64)
+        return np.floor(np.add(v, u, out=u), out=out)
     raise ConfigError(f"unknown rounding {rounding!r} (valid: {', '.join(ROUNDINGS)})")
 
 
@@ -103,13 +104,21 @@ class QParams:
     def qmax(self) -> int:
         return 2 ** self.bits - 1
 
-    def quantize(self, x: np.ndarray, rounding: str = "nearest", rng=None, where: str | None = "a tensor") -> np.ndarray:
-        """Levels of ``x`` (int64). ``where`` names the tensor in a NaN/inf error; None: the caller checked."""
-        x = np.asarray(x, np.float64)
+    def quantize(self, x: np.ndarray, rounding: str = "nearest", rng=None, where: str | None = "a tensor",
+                 dtype=np.int64) -> np.ndarray:
+        """Levels of ``x`` (``dtype``, int64 unless the caller stores them narrower). ``where`` names the tensor in a
+        NaN/inf error; None: the caller checked."""
+        x = np.asarray(x)
         if where is not None:
             check_finite(x, where)
-        q = _round(x / self.scale, rounding, rng) + self.zero_point
-        return np.clip(q, 0, self.qmax).astype(np.int64)
+        # One float64 working array, every step in place (the same operations as x / scale, round, + Z, clip): a
+        # learning step on the device quantizes arrays of a minibatch, and each temporary would be as large.
+        v = np.array(x, np.float64)  # a copy, also of a float64 x: the caller's array is never changed
+        v /= self.scale
+        _round(v, rounding, rng, out=v)
+        v += self.zero_point
+        np.clip(v, 0, self.qmax, out=v)
+        return v.astype(dtype)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         return (np.asarray(q, np.int64) - self.zero_point) * self.scale

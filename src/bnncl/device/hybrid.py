@@ -59,8 +59,7 @@ class IntTensor:
         lo = float(x.min()) if lo is None else float(lo)
         hi = float(x.max()) if hi is None else float(hi)
         p = QParams.for_range(lo, hi, bits)
-        q = p.quantize(np.clip(x, lo, hi) if clip else x, rounding, rng, where=None)
-        return cls(q.astype(_storage(bits)), p)
+        return cls(p.quantize(np.clip(x, lo, hi) if clip else x, rounding, rng, where=None, dtype=_storage(bits)), p)
 
     @property
     def bits(self) -> int:
