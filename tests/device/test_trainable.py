@@ -254,6 +254,24 @@ def test_integer_conv_equals_the_float_conv(monkeypatch, path, cin, cout, stride
     assert_close(gw, gw_ref, 1e-6, "weight gradient")
 
 
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_integer_conv_backward_in_chunks_is_the_whole_minibatchs_bit_for_bit(stride):
+    """The backward a few images at a time: integer sums split differently, the same gradients to the last bit."""
+    rng = np.random.default_rng(stride)
+    x = np.where(rng.standard_normal((7, 12, 6, 6)) >= 0, 1.0, -1.0).astype(np.float32)
+    bits = IntegerBits(8, 16, 8, "nearest", None)
+    wb = bits.f((0.1 * rng.standard_normal((5, 12, 3, 3))).astype(np.float32), "conv weights")
+    _, saved = IntegerConv(chunk=7).forward(x, wb, stride)
+    gc = bits.b(rng.standard_normal((7, 5, -(-6 // stride), -(-6 // stride))).astype(np.float32), "conv output gradient")
+    gx, gw = IntegerConv(chunk=7).backward(gc, wb, stride, saved)
+    assert np.abs(gw).max() > 0 and np.abs(gx).max() > 0
+    for chunk in (1, 3, 100):
+        gx_c, gw_c = IntegerConv(chunk=chunk).backward(gc, wb, stride, saved)
+        assert gx_c.dtype == gw_c.dtype == np.float32
+        np.testing.assert_array_equal(gx_c, gx, err_msg=f"input gradient, chunks of {chunk}")
+        np.testing.assert_array_equal(gw_c, gw, err_msg=f"weight gradient, chunks of {chunk}")
+
 # -- 5. one learning step of BlocksPart ------------------------------------------------------------------------------
 
 def _step_setup(exported, kind, seed, options, n=6):

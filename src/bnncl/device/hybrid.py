@@ -202,7 +202,12 @@ class IntegerConv:
     channel's quantized weights take two values, ``P`` where ``sign(W) = +1`` and ``N`` where it is -1, so
     ``2 * sum(x w) = (P + N) * sum(x) + (P - N) * dot(x, sign W)``: both sums are XNOR-popcounts of packed bits
     (:func:`~bnncl.device.kernels.bconv`). Backward: the output gradient's integers times the ±1 input columns
-    (weight gradient) and times the weights' integers (input gradient), int32/int64 sums (:func:`imatmul`)."""
+    (weight gradient) and times the weights' integers (input gradient), int32/int64 sums (:func:`imatmul`), ``chunk``
+    images at a time: the columns of a whole minibatch (and the input gradient's, int32 per column entry) would be the
+    largest arrays of a step, and integer sums come out the same however they are split."""
+
+    def __init__(self, chunk: int = 16):
+        self.chunk = int(chunk)
 
     def forward(self, xb: np.ndarray, wb, stride: int):
         iw = integers(wb)
@@ -231,10 +236,15 @@ class IntegerConv:
 
     def backward(self, gc, wb, stride: int, saved):
         xb, stride = saved
-        cols, shape = _columns(xb, stride)
         (gcc, gscale), (wc, wscale) = integers(gc), integers(wb)
         cout = wc.shape[0]
-        g = np.ascontiguousarray(gcc.transpose(0, 2, 3, 1).reshape(-1, cout))
-        gw = imatmul(np.ascontiguousarray(g.T), cols) * gscale  # the columns are ±1: only gc's scale
-        gx = col2im(imatmul(g, wc.reshape(cout, -1)), shape, 3, stride, 1) * (gscale * wscale)
-        return gx.astype(np.float32), gw.reshape(wc.shape).astype(np.float32)
+        w_flat = wc.reshape(cout, -1)
+        gw = np.zeros(w_flat.shape, np.int64)
+        gx = np.empty(xb.shape, np.float32)
+        for i in range(0, len(xb), self.chunk):
+            part = slice(i, i + self.chunk)
+            cols, shape = _columns(xb[part], stride)
+            g = np.ascontiguousarray(gcc[part].transpose(0, 2, 3, 1).reshape(-1, cout))
+            gw += imatmul(np.ascontiguousarray(g.T), cols)
+            gx[part] = col2im(imatmul(g, w_flat), shape, 3, stride, 1) * (gscale * wscale)
+        return gx, (gw * gscale).reshape(wc.shape).astype(np.float32)  # ±1 columns: only gc's scale
