@@ -76,7 +76,12 @@ class IntTensor:
         return self._centred
 
     def value(self) -> np.ndarray:
-        return (self.centred() * np.float64(self.params.scale)).astype(np.float32)
+        # (q - Z) in float64 is exact, as the int32 centred levels would be; not cached: most tensors never meet a
+        # product, and their levels are 1 or 2 bytes each against 4
+        centred = self.q.astype(np.float64)
+        centred -= self.params.zero_point
+        centred *= np.float64(self.params.scale)
+        return centred.astype(np.float32)
 
     @property
     def nbytes(self) -> int:
@@ -143,25 +148,34 @@ def float_head_step(w: np.ndarray, h: np.ndarray, y: np.ndarray, lr: float) -> t
 
 
 class QArray(np.ndarray):
-    """Float values on an integer grid, ``centred * scale``, carrying ``centred`` (int32) and ``scale``. Anything
-    computed from it is a plain float array again (the attributes do not survive arithmetic)."""
+    """Float values on an integer grid, ``centred * scale``, carrying the :class:`IntTensor` they came from (its
+    levels, 1 or 2 bytes each; the int32 centred levels are made only for a product). Anything computed from it is a
+    plain float array again (the attribute does not survive arithmetic)."""
 
-    centred: np.ndarray | None = None
-    scale: float | None = None
+    tensor: IntTensor | None = None
 
     @classmethod
     def of(cls, t: IntTensor) -> "QArray":
         out = t.value().view(cls)
-        out.centred, out.scale = t.centred(), float(t.params.scale)
+        out.tensor = t
         return out
 
     def __array_finalize__(self, obj):
-        self.centred, self.scale = None, None
+        self.tensor = None
+
+    @property
+    def centred(self) -> np.ndarray | None:
+        """The centred levels as int32 (what :func:`bnncl.learning.qbackprop.matmul` multiplies), or None."""
+        return None if self.tensor is None else self.tensor.centred()
+
+    @property
+    def scale(self) -> float | None:
+        return None if self.tensor is None else float(self.tensor.params.scale)
 
 
 def integers(x) -> tuple[np.ndarray, float] | None:
     """(centred int32, scale) when ``x`` came straight from an integer quantizer, else None."""
-    if isinstance(x, QArray) and x.centred is not None:
+    if isinstance(x, QArray) and x.tensor is not None:
         return x.centred, x.scale
     return None
 
