@@ -205,10 +205,10 @@ class IntegerBits:
 
 
 def _columns(xb: np.ndarray, stride: int):
-    """±1 float (N, C, H, W) -> ±1 int8 columns (N*Ho*Wo, C*9) with +1 padding, torch's weight order."""
+    """±1 (N, C, H, W) -> ±1 int8 columns (N*Ho*Wo, C*9) with +1 padding, torch's weight order."""
     from ..learning.qbackprop import im2col
 
-    return im2col(xb.astype(np.int8), 3, stride, 1, 1)
+    return im2col(xb.astype(np.int8, copy=False), 3, stride, 1, 1)
 
 
 class IntegerConv:
@@ -239,14 +239,14 @@ class IntegerConv:
             cols, shape = _columns(xb, stride)
             acc = imatmul(cols, np.ascontiguousarray(flat.T))
             c = (acc * scale).astype(np.float32).reshape(shape[0], shape[4], shape[5], cout).transpose(0, 3, 1, 2)
-            return np.ascontiguousarray(c), (xb, stride)
+            return np.ascontiguousarray(c), (xb.astype(np.int8), stride)  # kept for the backward: ±1 in a byte
         xp = pack_signs(xb.transpose(0, 2, 3, 1))
         signs = np.where(plus, 1, -1).reshape(cout, cin, 3, 3).transpose(0, 2, 3, 1)
         dot = bconv(xp, pack_signs(signs), cin, stride, 1)  # sum of x * sign(w) per window
         ones = bconv(xp, np.zeros((1, 3, 3, xp.shape[-1]), np.uint64), cin, stride, 1)  # sum of x per window
         twice = (p + n) * ones.astype(np.int64) + (p - n) * dot.astype(np.int64)  # NHWC
         c = (twice * (scale / 2)).astype(np.float32).transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(c), (xb, stride)
+        return np.ascontiguousarray(c), (xb.astype(np.int8), stride)  # kept for the backward: ±1 in a byte
 
     def backward(self, gc, wb, stride: int, saved):
         xb, stride = saved
