@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from bnncl.errors import ConfigError
+from bnncl import quant
 from bnncl.quant import NonFiniteError, QParams, check_bits, int_matmul, quantize
 
 
@@ -44,6 +45,26 @@ def test_stochastic_rounding_is_unbiased_and_seeded():
     assert a.mean() == pytest.approx(0.1, abs=0.01)
     assert quantize(x, 1, 0.0, 1.0).mean() == 0.0  # nearest rounding loses it
 
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_integer_levels_equal_the_plain_formula_across_chunks(rounding, dtype):
+    """QParams.quantize works a chunk at a time, in place: the same levels as clip(round(x / s) + Z) on the whole
+    array (its uniforms for stochastic rounding drawn at once), for arrays several chunks long, transposed too."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((3, quant.CHUNK + 41)) * 2).astype(dtype)
+    p = QParams.for_range(-2.0, 3.0, 8)  # values beyond the range too: clipped
+    for arr in (x, x.T, x[:, :5], x[0, 0]):
+        kept = np.array(arr, copy=True)
+        got = p.quantize(arr, rounding, np.random.default_rng(7), dtype=np.uint8)
+        v = np.asarray(arr, np.float64) / p.scale
+        r = np.rint(v) if rounding == "nearest" else np.floor(v + np.random.default_rng(7).random(v.shape))
+        want = np.clip(r + p.zero_point, 0, p.qmax)
+        assert got.dtype == np.uint8 and got.shape == np.shape(arr)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(arr, kept)  # the caller's array is left as it was
+    assert p.quantize(x).dtype == np.int64
 
 def test_integer_form_matches_values_and_products():
     rng = np.random.default_rng(3)

@@ -37,6 +37,9 @@ def check_bits(name: str, bits) -> int:
     return int(bits)
 
 
+CHUNK = 1 << 15  # values per step of the element-wise quantizer loops (256 KiB of float64)
+
+
 def check_finite(x: np.ndarray, where: str) -> None:
     if not np.all(np.isfinite(x)):
         bad = "NaN" if np.isnan(x).any() else "inf"
@@ -111,14 +114,19 @@ class QParams:
         x = np.asarray(x)
         if where is not None:
             check_finite(x, where)
-        # One float64 working array, every step in place (the same operations as x / scale, round, + Z, clip): a
-        # learning step on the device quantizes arrays of a minibatch, and each temporary would be as large.
-        v = np.array(x, np.float64)  # a copy, also of a float64 x: the caller's array is never changed
-        v /= self.scale
-        _round(v, rounding, rng, out=v)
-        v += self.zero_point
-        np.clip(v, 0, self.qmax, out=v)
-        return v.astype(dtype)
+        # x / scale, round, + Z, clip, element by element, on a float64 working array of at most CHUNK values, in
+        # place: a learning step on the device quantizes arrays of a whole minibatch, and a temporary of each step as
+        # large as the array would be the step's largest allocation. Stochastic rounding draws its uniforms chunk
+        # after chunk: the same stream as one draw.
+        flat, out = x.reshape(-1), np.empty(x.size, dtype)
+        for i in range(0, x.size, CHUNK):
+            v = np.array(flat[i:i + CHUNK], np.float64)  # a copy, also of float64: the caller's array never changes
+            v /= self.scale
+            _round(v, rounding, rng, out=v)
+            v += self.zero_point
+            np.clip(v, 0, self.qmax, out=v)
+            out[i:i + CHUNK] = v
+        return out.reshape(x.shape)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         return (np.asarray(q, np.int64) - self.zero_point) * self.scale

@@ -202,6 +202,17 @@ def test_int_tensor_quantize(bits, kind):
     assert t.nbytes == -(-x.size * bits // 8) + 8
 
 
+def test_int_tensor_value_is_levels_minus_zero_times_scale_across_chunks():
+    """value() works a chunk at a time: ((q - Z) * scale) in float64, rounded once to float32, over the whole array."""
+    from bnncl import quant
+
+    x = np.random.default_rng(4).standard_normal((5, quant.CHUNK // 2 + 9)).astype(np.float32)
+    for bits in (8, 16):
+        t = IntTensor.quantize(x, bits, where="test tensor")
+        want = ((t.q.astype(np.int64) - t.params.zero_point) * np.float64(t.params.scale)).astype(np.float32)
+        np.testing.assert_array_equal(t.value(), want)
+        assert t.value().shape == x.shape
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_int_tensor_refuses_non_finite_values_naming_the_tensor(bad):
     x = np.linspace(-1, 1, 12, dtype=np.float32)

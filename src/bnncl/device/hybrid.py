@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..functional import nll, onehot, softmax
-from ..quant import FLOAT_BITS, QParams, check_finite
+from ..quant import CHUNK, FLOAT_BITS, QParams, check_finite
 from .bitpack import pack_signs
 from .kernels import bconv, col2im, imatmul
 
@@ -76,12 +76,15 @@ class IntTensor:
         return self._centred
 
     def value(self) -> np.ndarray:
-        # (q - Z) in float64 is exact, as the int32 centred levels would be; not cached: most tensors never meet a
-        # product, and their levels are 1 or 2 bytes each against 4
-        centred = self.q.astype(np.float64)
-        centred -= self.params.zero_point
-        centred *= np.float64(self.params.scale)
-        return centred.astype(np.float32)
+        """``(q - Z) * scale`` in float64 (``q - Z`` is exact there), rounded once to float32; a chunk at a time (see
+        :meth:`QParams.quantize`), nothing cached: most tensors never meet a product."""
+        flat, out = self.q.reshape(-1), np.empty(self.q.size, np.float32)
+        for i in range(0, flat.size, CHUNK):
+            v = flat[i:i + CHUNK].astype(np.float64)
+            v -= self.params.zero_point
+            v *= np.float64(self.params.scale)
+            out[i:i + CHUNK] = v
+        return out.reshape(self.q.shape)
 
     @property
     def nbytes(self) -> int:
