@@ -77,11 +77,12 @@ def fp32_accuracy(stream_summary: dict, variant: str) -> float:
 def merge_summaries(summaries: list[dict], sources: list[str]) -> dict:
     """Put pieces of one grid together: rows by (stream, variant, q_f, q_b), the last piece's row winning. Refused when
     the pieces differ in settings or in their fp32 reference (then their differences to fp32 do not compare)."""
-    keys = ("ranges", "rounding", "qbin_update")
+    keys = ("ranges", "rounding", "qbin_update", "qbin")
     first = summaries[0]
-    merged = {**{k: first[k] for k in ("machine", *keys)}, "streams": {}, "merged_from": list(sources)}
+    merged = {**{k: first.get(k) for k in ("machine", *keys)}, "streams": {}, "merged_from": list(sources)}
     for summary, source in zip(summaries, sources):
-        differ = [k for k in keys if summary[k] != first[k]]
+        # "qbin" (the --qbin policy) is recorded since the pieces could be merged; older summaries lack it
+        differ = [k for k in keys if None not in (summary.get(k), first.get(k)) and summary[k] != first[k]]
         if differ:
             raise SystemExit(f"bits.py: {source}/summary.json has other settings than {sources[0]}/summary.json: "
                              + ", ".join(f"{k} {summary[k]} vs {first[k]}" for k in differ))
@@ -158,7 +159,7 @@ def main():
     cache_latents()
     t_start = time.perf_counter()
     summary = {"machine": describe_machine(), "ranges": args.ranges, "rounding": args.rounding,
-               "qbin_update": args.qbin_update, "streams": {}}
+               "qbin_update": args.qbin_update, "qbin": args.qbin, "streams": {}}
     print(f"machine: {summary['machine']}; ranges {args.ranges}, rounding {args.rounding}\n")
     print("| stream | variant | q_f | q_b | q_bin | final accuracy | vs fp32 | gradient rel. error | trainable state | fp32 state |")
     print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|")
