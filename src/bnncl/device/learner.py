@@ -74,9 +74,7 @@ class LazyLatents:
         self.shape = (len(images), *learner.latent_shape)
 
     def __getitem__(self, index) -> np.ndarray:
-        images, step = self.images[index], self.learner.options.batch_size  # a minibatch at a time: the step's peak
-        return np.concatenate([self.learner.latents(images[i:i + step]) for i in range(0, len(images), step)]
-                              or [np.zeros((0, *self.learner.latent_shape), np.float32)])
+        return self.learner.latents(self.images[index])  # a minibatch (or frozen_chunk) at a time: the step's peak
 
 
 class Learner:
@@ -180,9 +178,9 @@ class Learner:
 
     def latents(self, images: np.ndarray, peak: list | None = None) -> np.ndarray:
         """The frozen part's output at the LR layer as the trainable part takes it: float32 (N, features) for the
-        head, (N, C, H, W) for a block (±1 where the LR layer is binary), ``frozen_chunk`` images at a time. ``peak``:
-        see :meth:`Model._run`."""
-        chunk = self.frozen_chunk or max(len(images), 1)
+        head, (N, C, H, W) for a block (±1 where the LR layer is binary), ``frozen_chunk`` images at a time (default:
+        a learning minibatch). ``peak``: see :meth:`Model._run`."""
+        chunk = self.frozen_chunk or self.options.batch_size
         parts = []
         for i in range(0, len(images), chunk) or [0]:  # no images: one empty pass, for the shape
             act = self.model.latent(images[i:i + chunk], self.backend, peak=peak)
