@@ -27,20 +27,13 @@ import numpy as np  # noqa: E402
 
 from bnncl.data.idx import load_idx_dataset  # noqa: E402
 from bnncl.device import Learner  # noqa: E402
-from bnncl.learning.options import LearnOptions  # noqa: E402
-from machine import cpu_name, kib, table, write_json  # noqa: E402
+from machine import cpu_name, demo_options, kib, table, write_json  # noqa: E402
 
 perf = __import__("time").perf_counter
 
 
-def options(config: str) -> LearnOptions:
-    lr_layer = "head" if config == "head" else None  # None: the model file's LR layer (block5 for the demo model)
-    return LearnOptions(strategy="ar1", lr_layer=lr_layer, qf=8, qb=16, qbin=8 if config == "multi" else 32,
-                        replay_storage="bits", epochs=1)
-
-
 def run(config: str, args, images, labels) -> dict:
-    opts = options(config)
+    opts = demo_options(config, 8)
     chunks = [None, *args.chunks]  # None: the whole minibatch, the baseline
     learners = {c: Learner.open(args.model, None, opts, frozen_chunk=c) for c in chunks}
     name = {c: f"{opts.batch_size} (whole minibatch)" if c is None else str(c) for c in chunks}

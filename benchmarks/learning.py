@@ -69,7 +69,7 @@ from bnncl.learning import experiment
 from bnncl.learning.options import LearnOptions
 from bnncl.learning.strategy import build_learner
 from bnncl.quantizers import clip_latent_weights
-from machine import describe_machine, kib, table, write_json
+from machine import demo_options as options, describe_machine, kib, table, write_json
 
 perf = time.perf_counter
 BAR = 1.2  # device step / fp32 NumPy step
@@ -98,18 +98,6 @@ class Setting:
     @property
     def bits(self) -> str:
         return "8/16" if self.name == "head" else "8/16/8"
-
-
-def options(config: str, bits: int, strategy: str = "ar1") -> LearnOptions:
-    """The demo's learning options of ``config``: the device's (``bits`` 8: 8/16 at the head, 8/16/8 for multi, 1-bit
-    replay) or the fp32 learner's (``bits`` 32: every bit width at 32, float32 replay). One epoch (only the fills and
-    the learn() checks go through whole experiences)."""
-    lr_layer = "head" if config == "head" else None  # None: the model file's LR layer
-    if bits == 8:
-        return LearnOptions(strategy=strategy, lr_layer=lr_layer, qf=8, qb=16, qbin=8 if config == "multi" else 32,
-                            replay_storage="bits", epochs=1)
-    return LearnOptions(strategy=strategy, lr_layer=lr_layer, qf=32, qb=32, qbin=32, replay_storage="float32",
-                        epochs=1)
 
 
 def torch_options(config: str) -> LearnOptions:

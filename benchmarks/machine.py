@@ -1,5 +1,5 @@
 """What the benchmarks share: the one-line machine description every benchmark prints beside its figures, the
-Markdown tables they print, and the JSON file they write."""
+Markdown tables they print, the JSON file they write, and the demo's device learning options."""
 
 import json
 import os
@@ -47,3 +47,17 @@ def write_json(path: str | os.PathLike, result: dict) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     return out
+
+
+def demo_options(config: str, bits: int, strategy: str = "ar1"):
+    """The demo's learning options of ``config``: the device's (``bits`` 8: 8/16 at the head, 8/16/8 for multi, 1-bit
+    replay) or the fp32 learner's (``bits`` 32: every bit width at 32, float32 replay). One epoch (only the fills and
+    the learn() checks go through whole experiences)."""
+    from bnncl.learning.options import LearnOptions
+
+    lr_layer = "head" if config == "head" else None  # None: the model file's LR layer
+    if bits == 8:
+        return LearnOptions(strategy=strategy, lr_layer=lr_layer, qf=8, qb=16, qbin=8 if config == "multi" else 32,
+                            replay_storage="bits", epochs=1)
+    return LearnOptions(strategy=strategy, lr_layer=lr_layer, qf=32, qb=32, qbin=32, replay_storage="float32",
+                        epochs=1)
