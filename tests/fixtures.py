@@ -1,5 +1,6 @@
 """Writers of small datasets in exactly the official on-disk formats, for tests (no real data is needed); a model
-with random per-channel vectors; a fixture that keeps numba on one thread."""
+with random per-channel vectors; a fixture that keeps numba on one thread; the float32 rounding bounds that tests
+hold results computed in another order to."""
 
 from __future__ import annotations
 
@@ -143,3 +144,31 @@ def one_numba_thread():
     numba.set_num_threads(1)
     yield
     numba.set_num_threads(before)
+
+
+# -- float32 rounding: what a sum computed in another order may differ by ------------------------------------------
+
+F32_UNIT = 2.0 ** -24  # float32's unit roundoff: one correctly rounded operation errs by at most this, relatively
+F64_UNIT = 2.0 ** -53  # float64's
+
+
+def float32_sum_bound(abs_terms, terms: int, unit: float = F32_UNIT) -> np.ndarray:
+    """The most a float32 sum of ``terms`` terms (each exact or rounded once) can differ from the exact sum, in any
+    summation order, for any vector width or FMA use: ``gamma_n * sum|term|`` with ``gamma_n = n u / (1 - n u)``
+    (Higham, Accuracy and Stability of Numerical Algorithms, sec. 3.1), ``n = terms``. ``abs_terms``: the sum of the
+    terms' magnitudes (float64), elementwise. ``unit=F64_UNIT``: the same for a float64 sum (an oracle's)."""
+    n = float(terms)
+    assert n * unit < 0.5, "too many terms for the bound"
+    return n * unit / (1 - n * unit) * np.asarray(abs_terms, np.float64)
+
+
+def assert_within_float32(ours, theirs, bound, what: str) -> None:
+    """``|ours - theirs| <= bound`` elementwise (``bound`` from :func:`float32_sum_bound`, plus whatever roundings
+    the caller adds), with the worst offender in the message."""
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    assert ours.shape == theirs.shape, f"{what}: shapes {ours.shape} vs {theirs.shape}"
+    excess = np.abs(ours - theirs) - np.broadcast_to(bound, ours.shape)
+    worst = np.unravel_index(int(np.argmax(excess)), ours.shape) if ours.size else None
+    assert ours.size == 0 or excess[worst] <= 0, (
+        f"{what}: |{ours[worst]!r} - {theirs[worst]!r}| exceeds the float32 bound "
+        f"{np.broadcast_to(bound, ours.shape)[worst]:.3g} at {worst}")

@@ -1,4 +1,8 @@
-"""Each numba kernel against its NumPy reference and both against a float oracle (±1 arithmetic in float64)."""
+"""Each numba kernel against its NumPy reference and both against a float oracle (±1 arithmetic in float64).
+
+The float kernels (stem conv, pooling, epilogue) and their references compute in one fixed order of float32
+operations, so they are held equal bit for bit, on every CPU; against the float64 oracle they are held within the
+float32 rounding bound of their sums (``fixtures.float32_sum_bound``)."""
 
 import numpy as np
 import pytest
@@ -51,8 +55,9 @@ def test_bad_operands_are_refused():
 
 from bnncl.device.kernels import (  # noqa: E402
     avgpool, avgpool_reference, block_epilogue, block_epilogue_reference, conv2d, conv2d_reference,
-    conv_weights_for_kernel, pack_below, pack_below_reference, xor_popcount_sweeps,
+    conv_weights_for_kernel, global_avgpool, pack_below, pack_below_reference, sign_conv_float, xor_popcount_sweeps,
 )
+from fixtures import F32_UNIT, assert_within_float32, float32_sum_bound  # noqa: E402
 
 ODD_CHANNELS = [1, 3, 33, 63, 64, 65, 70, 130]
 
@@ -110,13 +115,19 @@ def test_conv2d_equals_reference_and_float64_oracle(n, h, w, cin, cout, kh, kw, 
     x = rng.standard_normal((n, h, w, cin)).astype(np.float32)
     wt = rng.standard_normal((cout, kh, kw, cin)).astype(np.float32)
     bias = rng.standard_normal(cout).astype(np.float32)
-    oracle = float_conv_oracle(x, wt, bias, stride, pad)
     ref = conv2d_reference(x, wt, bias, stride, pad)
     got = conv2d(x, wt, bias, stride, pad)
     assert ref.dtype == np.float32 and got.dtype == np.float32
-    assert_close_to_magnitude(ref, oracle)
-    assert_close_to_magnitude(got, oracle)
-    assert_close_to_magnitude(got, ref)
+    np.testing.assert_array_equal(got, ref)  # one order of operations: the same bits on every CPU
+    assert_conv_within_float32(got, x, wt, bias, stride, pad)
+
+
+def assert_conv_within_float32(got, x, wt, bias, stride, pad):
+    """``got`` within the float32 rounding of a sum of kh*kw*Cin products and the bias of the float64 oracle."""
+    oracle = float_conv_oracle(x, wt, bias, stride, pad)
+    abs_terms = float_conv_oracle(np.abs(x), np.abs(wt), np.abs(bias), stride, pad)
+    cout, kh, kw, cin = wt.shape
+    assert_within_float32(got, oracle, float32_sum_bound(abs_terms, kh * kw * cin + 1), "conv vs float64 oracle")
 
 
 def test_conv2d_random_shapes():
@@ -129,9 +140,20 @@ def test_conv2d_random_shapes():
         x = rng.standard_normal((int(rng.integers(1, 3)), h, w, cin)).astype(np.float32)
         wt = rng.standard_normal((cout, k, k, cin)).astype(np.float32)
         bias = rng.standard_normal(cout).astype(np.float32)
-        oracle = float_conv_oracle(x, wt, bias, stride, pad)
-        assert_close_to_magnitude(conv2d_reference(x, wt, bias, stride, pad), oracle)
-        assert_close_to_magnitude(conv2d(x, wt, bias, stride, pad), oracle)
+        got = conv2d(x, wt, bias, stride, pad)
+        np.testing.assert_array_equal(got, conv2d_reference(x, wt, bias, stride, pad))
+        assert_conv_within_float32(got, x, wt, bias, stride, pad)
+
+
+def test_conv2d_gives_an_image_the_same_bits_alone_or_in_a_batch():
+    """The order of the sums does not depend on the other images in the call (both kernels)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((9, 11, 10, 3)).astype(np.float32)
+    wt = rng.standard_normal((16, 3, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(16).astype(np.float32)
+    for conv in (conv2d, conv2d_reference):
+        whole = conv(x, wt, bias, 2, 1)
+        np.testing.assert_array_equal(np.concatenate([conv(x[i:i + 1], wt, bias, 2, 1) for i in range(9)]), whole)
 
 
 def test_conv2d_zero_padding_and_bias_placement():
@@ -157,14 +179,14 @@ def test_conv2d_refuses_wrong_channel_count():
     (1, 5, 5, 1, 2, 3, 1, 1), (2, 7, 7, 3, 4, 3, 2, 1), (1, 7, 6, 33, 3, 3, 2, 0), (1, 6, 7, 63, 5, 3, 1, 1),
     (1, 5, 5, 64, 3, 3, 2, 1), (2, 4, 5, 65, 3, 1, 1, 0), (1, 7, 7, 70, 6, 3, 2, 1), (1, 5, 4, 130, 2, 3, 1, 1),
 ])
-def test_conv2d_reference_plus_one_padding_is_the_binary_conv(n, h, w, cin, cout, k, stride, pad):
+def test_sign_conv_float_is_the_binary_conv(n, h, w, cin, cout, k, stride, pad):
     """The float path of binary convs: ±1 inputs and weights, +1 padding, gives bconv's integers exactly."""
     rng = np.random.default_rng([n, h, w, cin, cout, k, stride, pad, 1])
     x = signs(rng.standard_normal((n, h, w, cin))).astype(np.float32)
     wt = signs(rng.standard_normal((cout, k, k, cin))).astype(np.float32)
-    ref = conv2d_reference(x, wt, None, stride, pad, pad_value=1.0)
+    ref = sign_conv_float(x, wt, stride, pad)
     dots = bconv(pack_signs(x), pack_signs(wt), cin, stride, pad)
-    assert ref.shape == dots.shape
+    assert ref.shape == dots.shape and ref.dtype == np.float32
     np.testing.assert_array_equal(ref, dots.astype(np.float32))
     np.testing.assert_array_equal(ref, float_conv_oracle(x, wt, None, stride, pad, pad_value=1.0))
 
@@ -194,10 +216,29 @@ def test_avgpool_equals_reference_and_oracle(h, w, s):
     assert oracle.shape == (2, -(-h // s), -(-w // s), c)
     ref, got = avgpool_reference(x, s), avgpool(x, s)
     assert got.dtype == np.float32
-    assert_close_to_magnitude(ref, oracle, rtol=1e-6)
-    assert_close_to_magnitude(got, oracle, rtol=1e-6)
+    np.testing.assert_array_equal(got, ref)  # one order of operations: the same bits on every CPU
+    # s*s float32 additions, then a division (one more rounding of the mean)
+    bound = float32_sum_bound(avgpool_oracle(np.abs(x), s), s * s) + F32_UNIT * np.abs(oracle)
+    assert_within_float32(got, oracle, bound, "avgpool vs float64 oracle")
     if s == 1:
         np.testing.assert_array_equal(got, x)
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (4, 4), (7, 7), (3, 5)])
+def test_global_avgpool_is_the_channel_mean_in_a_fixed_order(h, w):
+    rng = np.random.default_rng([h, w])
+    x = rng.standard_normal((5, h, w, 33)).astype(np.float32)
+    got = global_avgpool(x)
+    assert got.dtype == np.float32 and got.shape == (5, 33)
+    expected = np.zeros((5, 33), np.float32)  # the order itself, written out
+    for y in range(h):
+        for xx in range(w):
+            expected += x[:, y, xx]
+    np.testing.assert_array_equal(got, expected / np.float32(h * w))
+    np.testing.assert_array_equal(np.concatenate([global_avgpool(x[i:i + 1]) for i in range(5)]), got)
+    oracle = x.astype(np.float64).mean(axis=(1, 2))
+    bound = float32_sum_bound(np.abs(x).astype(np.float64).mean(axis=(1, 2)), h * w) + F32_UNIT * np.abs(oracle)
+    assert_within_float32(got, oracle, bound, "global pool vs float64 oracle")
 
 
 def test_avgpool_ceil_mode_averages_only_inside_pixels():
@@ -389,3 +430,29 @@ def test_bconv_kernel_layout_equals_default(cin, stride, pad):
     default = bconv(px, pw, cin, stride, pad)
     np.testing.assert_array_equal(bconv(px, kw, cin, stride, pad, w_is_kernel_layout=True), default)
     np.testing.assert_array_equal(default, float_conv_plus_one_padding(x, wt, stride, pad))
+
+
+# -- the CPU numba compiles for --------------------------------------------------------------------------------------
+
+def test_numba_compiles_for_the_target_it_is_told():
+    """``tests/other_cpu_target.py`` runs the device tests again with numba told to compile for another CPU: check
+    that it does (no 512-bit register in a vectorized loop's code when the target's features leave AVX-512 out, no
+    256-bit one without AVX), so that second run really covers another vector width."""
+    import numba
+    from numba.core.codegen import get_host_cpu_features
+
+    @numba.njit
+    def add(a, b, out):
+        for i in range(a.shape[0]):
+            out[i] = a[i] + b[i]
+
+    a = np.arange(1024, dtype=np.float32)
+    out = np.empty_like(a)
+    add(a, a, out)
+    np.testing.assert_array_equal(out, 2 * a)
+    features = (numba.config.CPU_FEATURES or get_host_cpu_features()).split(",")
+    asm = "\n".join(add.inspect_asm().values())
+    if "+avx512f" not in features:
+        assert "zmm" not in asm, "AVX-512 code although the target has no AVX-512"
+    if "+avx" not in features:
+        assert "ymm" not in asm, "AVX code although the target has no AVX"

@@ -43,7 +43,9 @@ from bnncl.learning.qbackprop import col2im as reference_col2im
 from bnncl.models import BackboneConfig, normalize
 from bnncl.quant import QParams
 from bnncl.quantizers import clip_latent_weights
-from fixtures import one_numba_thread, randomized  # noqa: F401 (a fixture)
+from fixtures import (  # noqa: F401 (one_numba_thread: a fixture)
+    F32_UNIT, F64_UNIT, assert_within_float32, float32_sum_bound, one_numba_thread, randomized,
+)
 
 CLASSES = 5
 # 8x8 grey images; block2 (5 -> 15 channels, stride 2, duplicate shortcut) is the LR layer, block3 (15 -> 15,
@@ -225,10 +227,13 @@ def _two_valued(wb: np.ndarray, latent: np.ndarray) -> bool:
 @pytest.mark.parametrize("cin,cout", [(5, 3), (64, 16), (70, 3)])
 @pytest.mark.parametrize("path", ["popcount", "stochastic", "not two-valued"])
 def test_integer_conv_equals_the_float_conv(monkeypatch, path, cin, cout, stride):
-    """Forward and backward of the binary conv (+1 padding) on the same quantized operands: within float32 rounding
-    (1e-6 of each tensor's largest value). ``popcount``: weights ``Q_8(sign(W) mean|W|)`` with nearest rounding,
-    two values per channel, the XNOR-popcount path; ``stochastic``: the same weights rounded stochastically, and
-    ``not two-valued``: ``Q_8(W)`` itself; both take the integer GEMM."""
+    """Forward and backward of the binary conv (+1 padding) on the same quantized operands, against a float64
+    oracle (the float conv in float64 on the operands' float32 values). The integer conv sums the exact levels and
+    rounds once to float32; the float operands are those levels times the scale, each rounded once to float32: within
+    ``u * (sum|term| + |result|)`` of the oracle (u: float32's unit roundoff). The float conv (float32 BLAS) sums K terms in an order of its own: within
+    ``gamma_K * sum|term|`` of it (float32 arithmetic, any order). ``popcount``: weights ``Q_8(sign(W) mean|W|)``
+    with nearest rounding, two values per channel, the XNOR-popcount path; ``stochastic``: the same weights rounded
+    stochastically, and ``not two-valued``: ``Q_8(W)`` itself; both take the integer GEMM."""
     rng = np.random.default_rng(cin * 10 + cout + stride)
     x = np.where(rng.standard_normal((2, cin, 7, 7)) >= 0, 1.0, -1.0).astype(np.float32)
     latent = (0.1 * rng.standard_normal((cout, cin, 3, 3))).astype(np.float32)
@@ -240,19 +245,41 @@ def test_integer_conv_equals_the_float_conv(monkeypatch, path, cin, cout, stride
     monkeypatch.setattr(hybrid, "bconv", lambda *a, **kw: popcounts.append(1) or kernel_bconv(*a, **kw))
 
     conv, ref = IntegerConv(), NumpyConv()
+    w64 = np.asarray(wb, np.float64)
     c, saved = conv.forward(x, wb, stride)
     c_ref, saved_ref = ref.forward(x, np.asarray(wb), stride)
+    c_64, saved_64 = ref.forward(x.astype(np.float64), w64, stride)
     assert (len(popcounts) > 0) == (path == "popcount"), f"popcount kernel called {len(popcounts)} times"
     assert c.dtype == np.float32 and c.shape == c_ref.shape == (2, cout, -(-7 // stride), -(-7 // stride))
-    assert_close(c, c_ref, 1e-6, "forward")
+    # |x| = 1 at every tap (the padding is +1 too): each output's terms sum to its channel's sum |w|
+    k = cin * 9
+    sum_abs = np.broadcast_to(np.abs(w64).sum(axis=(1, 2, 3))[None, :, None, None], c.shape)
+    oracle_error = float32_sum_bound(sum_abs, k, F64_UNIT)
+    assert_within_float32(c, c_64, F32_UNIT * (sum_abs + np.abs(c_64)) + oracle_error, "integer forward")
+    assert_within_float32(c_ref, c_64, float32_sum_bound(sum_abs, k) + oracle_error, "float forward")
 
     gc = bits.b(rng.standard_normal(c_ref.shape).astype(np.float32), "conv output gradient")
     gx, gw = conv.backward(gc, wb, stride, saved)
     gx_ref, gw_ref = ref.backward(np.asarray(gc), np.asarray(wb), stride, saved_ref)
+    gx_64, gw_64 = ref.backward(np.asarray(gc, np.float64), w64, stride, saved_64)
     assert gx.shape == x.shape and gw.shape == latent.shape and gx.dtype == gw.dtype == np.float32
-    assert_close(gx, gx_ref, 1e-6, "input gradient")
-    assert_close(gw, gw_ref, 1e-6, "weight gradient")
-
+    abs_gc = np.abs(np.asarray(gc, np.float64))
+    # input gradient: per input value, Cout products per tap (BLAS), then up to 9 taps added by col2im; the integer
+    # path's scale product and rescaling are float64 roundings, then one float32 rounding; each float term is the
+    # product of two values rounded once
+    abs_gcols = abs_gc.transpose(0, 2, 3, 1).reshape(-1, cout) @ np.abs(w64).reshape(cout, -1)
+    sum_abs_gx = reference_col2im(abs_gcols, saved_ref[1], 3, stride, 1)
+    oracle_error = float32_sum_bound(sum_abs_gx, cout + 9, F64_UNIT)
+    assert_within_float32(gx, gx_64, 2 * F32_UNIT * sum_abs_gx + (F32_UNIT + 3 * F64_UNIT) * np.abs(gx_64) + oracle_error,
+                          "integer input gradient")
+    assert_within_float32(gx_ref, gx_64, float32_sum_bound(sum_abs_gx, cout + 9) + oracle_error, "float input gradient")
+    # weight gradient: per weight, one term gc * (±1) for every output position of every image
+    m = gc.shape[0] * gc.shape[2] * gc.shape[3]
+    sum_abs_gw = np.broadcast_to(abs_gc.sum(axis=(0, 2, 3))[:, None, None, None], gw.shape)
+    oracle_error = float32_sum_bound(sum_abs_gw, m, F64_UNIT)
+    assert_within_float32(gw, gw_64, F32_UNIT * sum_abs_gw + (F32_UNIT + F64_UNIT) * np.abs(gw_64) + oracle_error,
+                          "integer weight gradient")
+    assert_within_float32(gw_ref, gw_64, float32_sum_bound(sum_abs_gw, m) + oracle_error, "float weight gradient")
 
 
 @pytest.mark.parametrize("stride", [1, 2])

@@ -188,27 +188,47 @@ def bconv(x: np.ndarray, w: np.ndarray, cin: int, stride: int = 1, pad: int = 1,
 
 # -- float convolution (the stem; zero padding) ---------------------------------------------------------------------
 
-def conv2d_reference(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: int, pad: int,
-                     pad_value: float = 0.0) -> np.ndarray:
-    """Float conv by im2col and one matrix product: x (N, H, W, Cin), w (Cout, kh, kw, Cin) -> (N, Ho, Wo, Cout).
+def conv2d_reference(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: int, pad: int) -> np.ndarray:
+    """Float conv with zero padding in NumPy: x (N, H, W, Cin), w (Cout, kh, kw, Cin) -> (N, Ho, Wo, Cout) float32.
 
-    Also the float path for binary convs (±1 inputs and weights, ``pad_value`` +1).
+    The summation order is part of the contract, shared with :func:`conv2d`: per output value, for each input
+    channel in turn the kh*kw taps are summed row by row (a padding tap adds ``0 * w``), and that partial sum is added
+    to the running total, which starts at the bias. Every step is one float32 multiply or add, correctly rounded, so
+    the result does not depend on the CPU, its vector width or how many images are in the call.
     """
     cout, kh, kw, cin = w.shape
-    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=pad_value) if pad else x
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]  # (N, Ho, Wo, Cin, kh, kw)
+    w = np.asarray(w, np.float32)
+    out = np.empty(win.shape[:3] + (cout,), np.float32)
+    out[...] = 0 if bias is None else np.asarray(bias, np.float32)
+    for ci in range(cin):
+        partial = None
+        for dy in range(kh):
+            for dx in range(kw):
+                term = win[:, :, :, ci, dy, dx, None].astype(np.float32) * w[:, dy, dx, ci]
+                partial = term if partial is None else partial + term
+        out += partial
+    return out
+
+
+def sign_conv_float(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.ndarray:
+    """The float path of a binary conv: ±1 x (N, H, W, Cin) and w (Cout, kh, kw, Cin), +1 padding, as im2col and one
+    float32 matrix product (BLAS). Every partial sum is an integer of magnitude at most kh*kw*Cin < 2^24, which
+    float32 holds exactly, so the result is exact whatever order BLAS sums in: it equals :func:`bconv`'s integers."""
+    cout, kh, kw, cin = w.shape
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=1.0) if pad else x
     win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]  # (N, Ho, Wo, Cin, kh, kw)
     n, ho, wo = win.shape[:3]
     cols = np.ascontiguousarray(np.transpose(win, (0, 1, 2, 4, 5, 3))).reshape(n * ho * wo, kh * kw * cin)
-    out = cols @ w.reshape(cout, -1).T
-    if bias is not None:
-        out += bias
-    return out.reshape(n, ho, wo, cout).astype(np.float32, copy=False)
+    return (cols @ w.reshape(cout, -1).T).reshape(n, ho, wo, cout).astype(np.float32, copy=False)
 
 
 @numba.njit(parallel=True, cache=True)
 def _conv2d(x, wt, bias, stride, pad, out):
-    # wt: (kh, kw, Cin, Cout); the innermost loop runs over Cout. Plain indexing throughout: an array view made
-    # inside a hot loop costs numba more than the arithmetic.
+    # wt: (kh, kw, Cin, Cout); the innermost loop runs over Cout. conv2d_reference's order: per input channel the
+    # taps summed row by row (padding taps add 0 * w), then added to the total. Plain indexing throughout: an array
+    # view made inside a hot loop costs numba more than the arithmetic.
     n, h, wd, cin = x.shape
     kh, kw, _, cout = wt.shape
     _, ho, wo, _ = out.shape
@@ -216,21 +236,21 @@ def _conv2d(x, wt, bias, stride, pad, out):
         b = r // ho
         oy = r % ho
         acc = np.empty(cout, np.float32)
+        partial = np.empty(cout, np.float32)
         for ox in range(wo):
             for co in range(cout):
                 acc[co] = bias[co]
-            for dy in range(kh):
-                iy = oy * stride + dy - pad
-                if iy < 0 or iy >= h:
-                    continue
-                for dx in range(kw):
-                    ix = ox * stride + dx - pad
-                    if ix < 0 or ix >= wd:
-                        continue
-                    for ci in range(cin):
-                        xv = x[b, iy, ix, ci]
+            for ci in range(cin):
+                for dy in range(kh):
+                    iy = oy * stride + dy - pad
+                    for dx in range(kw):
+                        ix = ox * stride + dx - pad
+                        xv = _tap(x, b, iy, ix, ci, h, wd, np.float32(0))
                         for co in range(cout):
-                            acc[co] += xv * wt[dy, dx, ci, co]
+                            term = xv * wt[dy, dx, ci, co]
+                            partial[co] = term if dy == 0 and dx == 0 else partial[co] + term
+                for co in range(cout):
+                    acc[co] += partial[co]
             for co in range(cout):
                 out[b, oy, ox, co] = acc[co]
 
@@ -239,6 +259,7 @@ def _conv2d(x, wt, bias, stride, pad, out):
 def _conv3x3(x, wt, bias, stride, pad, out):
     # The stem's shape: the nine input values of a pixel are loaded once, then a single loop over Cout does all
     # nine multiply-adds per channel (one loop per pixel instead of nine: about twice as fast as _conv2d here).
+    # The same order of float32 operations as conv2d_reference (LLVM keeps it: no fast-math, no fused multiply-add).
     n, h, wd, cin = x.shape
     cout = wt.shape[3]
     _, ho, wo, _ = out.shape
@@ -277,14 +298,33 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: int = 
 # -- 2x2 average pooling (ceil mode, average over the pixels inside the image) --------------------------------------
 
 def avgpool_reference(x: np.ndarray, stride: int) -> np.ndarray:
-    """x (N, H, W, C) -> (N, ceil(H/s), ceil(W/s), C): the mean of each s x s window's pixels inside the image."""
+    """x (N, H, W, C) -> (N, ceil(H/s), ceil(W/s), C): the mean of each s x s window's pixels inside the image, in
+    :func:`avgpool`'s order (the pixels summed row by row in float32, then one division by their count)."""
     n, h, w, c = x.shape
     ho, wo = -(-h // stride), -(-w // stride)
     out = np.empty((n, ho, wo, c), np.float32)
     for i in range(ho):
         for j in range(wo):
-            out[:, i, j] = x[:, i * stride:(i + 1) * stride, j * stride:(j + 1) * stride].mean(axis=(1, 2))
+            rows, cols = range(i * stride, min(h, (i + 1) * stride)), range(j * stride, min(w, (j + 1) * stride))
+            acc = np.zeros((n, c), np.float32)
+            for y in rows:
+                for xx in cols:
+                    acc += x[:, y, xx]
+            out[:, i, j] = acc / np.float32(len(rows) * len(cols))
     return out
+
+
+def global_avgpool(x: np.ndarray) -> np.ndarray:
+    """x (N, H, W, C) -> (N, C) float32: each channel's mean, the pixels summed row by row, then divided by H*W.
+
+    A fixed order (NumPy's own reductions pick theirs by array layout and CPU), so an image's features do not
+    depend on the CPU or on the other images in the call."""
+    n, h, w, c = x.shape
+    flat = np.asarray(x, np.float32).reshape(n, h * w, c)
+    acc = flat[:, 0].copy()
+    for p in range(1, h * w):
+        acc += flat[:, p]
+    return acc / np.float32(h * w)
 
 
 @numba.njit(parallel=True, cache=True)

@@ -5,8 +5,14 @@ Each op maps an :class:`Activation` to the next one and runs on one of two backe
 * ``packed`` (the device): binary activations as bits packed into uint64 words, XNOR-popcount convs, integer dot
   products rescaled once per output by the folded BN;
 * ``float`` (the exported model's float equivalent): the same folded parameters, binary activations as ±1 float32
-  tensors and every conv an im2col matrix product (BLAS). It shares nothing with the packed kernels, so it is both
-  the NumPy baseline of ``benchmarks/inference.py`` and an independent check of the packed path.
+  tensors and every binary conv an im2col matrix product (BLAS; exact, the sums being small integers). It shares no
+  code with the packed kernels, so it is both the NumPy baseline of ``benchmarks/inference.py`` and an independent
+  check of the packed path.
+
+Both backends compute every float value in one fixed order (the stem's sums, pooling, the epilogue), which does not
+depend on the CPU or on how many images are in the call: an image's latent is the same bit for bit whether it is
+run alone or in a minibatch, on any CPU, and the two backends give the same latents. Only the head's matrix product
+(BLAS) sums in an order of the library's choosing.
 
 Fusion: when the next op only needs the signs of an op's output (a binarize layer, or the conv path of the next
 block), the producer thresholds and packs them in the same pass (``out_threshold``), and drops its real-valued output
@@ -146,7 +152,7 @@ class Block(Op):
     def _conv(self, signs, backend, weight_kernel, weight_float, stride, pad):
         if backend == "packed":
             return K.bconv(signs, weight_kernel, self.cin, stride, pad, w_is_kernel_layout=True)
-        return K.conv2d_reference(signs, weight_float, None, stride, pad, pad_value=1.0)
+        return K.sign_conv_float(signs, weight_float, stride, pad)
 
     def _pool(self, x, backend):
         s = self.shortcut.get("stride", 1)
@@ -188,7 +194,7 @@ class GlobalPool(Op):
         self.name = name
 
     def run(self, act, backend):
-        return Activation(act.channels, act.real.mean(axis=(1, 2), dtype=np.float32))
+        return Activation(act.channels, K.global_avgpool(act.real))
 
 
 class Head(Op):

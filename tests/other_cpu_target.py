@@ -1,0 +1,84 @@
+"""Run the device side's tests a second time as if on another x86-64 CPU: ``make test`` calls this after the suite.
+
+A result that is bit-identical on the host but not on a CPU with other vector widths (a float sum whose order
+depends on the SIMD path) would pass on the machine that wrote it and fail on the next. So the device tests run
+again with every library that picks its code by CPU told to pick another one:
+
+* numba compiles for ``x86-64-v3`` (AVX2 and FMA, no AVX-512) when the host has AVX-512, else for ``x86-64-v2``
+  (SSE4.2: 128-bit vectors), with the exact feature list of that level and a cache directory of its own (code
+  compiled for one target is never loaded for the other);
+* NumPy's dispatch leaves out the same instruction sets (``NPY_DISABLE_CPU_FEATURES``), torch's ATen too
+  (``ATEN_CPU_CAPABILITY``; torch is the oracle of some device tests).
+
+Elsewhere than x86-64 (an ARM host) there is no second target to compile for here: the script says so and passes.
+
+    python tests/other_cpu_target.py [pytest arguments]    # default: tests/device -q
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# LLVM's feature lists of the x86-64 psABI levels (what a CPU of that level has, nothing more)
+V2 = "+64bit,+cmov,+cx16,+cx8,+fxsr,+mmx,+popcnt,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3"
+V3 = V2 + ",+avx,+avx2,+bmi,+bmi2,+f16c,+fma,+lzcnt,+movbe,+xsave"
+# target: (LLVM features, NumPy dispatch targets to leave out (names of numpy 2.x, any that this NumPy knows),
+# ATen's capability)
+TARGETS = {
+    "x86-64-v3": (V3, ("X86_V4", "AVX512F", "AVX512CD", "AVX512_KNL", "AVX512_KNM", "AVX512_SKX", "AVX512_CLX",
+                       "AVX512_CNL", "AVX512_ICL", "AVX512_SPR"), "avx2"),
+    "x86-64-v2": (V2, ("X86_V3", "AVX", "F16C", "FMA3", "AVX2", "X86_V4", "AVX512F", "AVX512CD", "AVX512_KNL",
+                       "AVX512_KNM", "AVX512_SKX", "AVX512_CLX", "AVX512_CNL", "AVX512_ICL", "AVX512_SPR"), "default"),
+}
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def other_target(flags: set[str]) -> str | None:
+    """The target to test besides the host: without AVX-512 if the host has it, else without AVX (None: not x86-64,
+    or a CPU below x86-64-v2)."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    if "avx512f" in flags:
+        return "x86-64-v3"
+    return "x86-64-v2" if {"sse4_2", "popcnt"} <= flags else None
+
+
+def environment(target: str) -> dict[str, str]:
+    from numpy._core._multiarray_umath import __cpu_dispatch__  # what this NumPy can dispatch to
+
+    features, numpy_off, aten = TARGETS[target]
+    env = dict(os.environ)
+    env.update(NUMBA_CPU_NAME=target, NUMBA_CPU_FEATURES=features, ATEN_CPU_CAPABILITY=aten,
+               NUMBA_CACHE_DIR=str(Path(sys.prefix) / f"numba-cache-{target}"),
+               NPY_DISABLE_CPU_FEATURES=" ".join(k for k in numpy_off if k in __cpu_dispatch__))
+    return env
+
+
+def main(argv: list[str]) -> int:
+    target = other_target(cpu_flags())
+    if target is None:
+        print(f"other CPU target: none to test on {platform.machine()} (the device tests ran on the host's target)")
+        return 0
+    env = environment(target)
+    print(f"device tests again for {target}: numba features {env['NUMBA_CPU_FEATURES']}; NumPy without "
+          f"{env['NPY_DISABLE_CPU_FEATURES'] or 'nothing'}; ATen {env['ATEN_CPU_CAPABILITY']}", flush=True)
+    cmd = [sys.executable, "-m", "pytest", *(argv or ["-q", "tests/device"])]
+    return subprocess.call(cmd, cwd=ROOT, env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
