@@ -4,7 +4,9 @@
 #               then export the backbone and run it on the device runtime (bit-packed kernels, no torch), and learn
 #               the same stream on the device learner (integer arithmetic at 8/16 bits, 1-bit replay) beside the
 #               simulation of the same settings
-#   make test   the same set-up, then the test suite
+#   make test   the same set-up, then the linter (ruff), the test suite, and the device tests once more compiled
+#               for another x86-64 CPU (without AVX-512, or without AVX on a CPU that lacks it): a result that is
+#               bit-identical on one CPU only fails here
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -48,7 +50,9 @@ demo: setup data
 # (benchmarks/bits.py) takes hours and is run by hand, in pieces (see BENCHMARKS.md).
 
 test: setup data
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+	$(PY) tools/cpu_target.py
 
 bench: setup data
 	$(PY) benchmarks/pretrain.py

@@ -3,7 +3,8 @@
 For each setting, three runs over the demo stream (configs/demo.toml; backbone runs/demo/pretrain/model.pt, its model
 file runs/demo/model.bnn, exported with the latent weights when a setting needs them):
 
-* the simulation (``bnncl learn``'s ``run_stream``) with METHOD's quantizer grid (the float form, ``q_grid affine``),
+* the simulation (``bnncl learn``'s ``run_stream``) with docs/method.md's quantizer grid (the float form, \
+``q_grid affine``),
 * the simulation on the integer form's grid (``q_grid integer``, what the device computes with),
 * the device learner (``bnncl.device.Learner``: bit-packed frozen part, integer arithmetic, 1-bit replay).
 
@@ -35,7 +36,7 @@ from bnncl.device import Learner, Model
 from bnncl.learning import experiment
 from bnncl.learning.options import LearnOptions
 from bnncl.learning.run import run_stream
-from machine import describe_machine, write_json
+from machine import describe_machine, machine_info, write_json
 
 SETTINGS = {
     "head-8-16": dict(strategy="ar1", lr_layer="head", qf=8, qb=16),
@@ -51,7 +52,8 @@ CHECKPOINT = "runs/demo/pretrain/model.pt"
 def model_file(latent: bool) -> str:
     path = "runs/demo/model_latent.bnn" if latent else "runs/demo/model.bnn"
     if not Path(path).is_file():
-        cmd = [sys.executable, "-m", "bnncl.cli", "export", CHECKPOINT, "--out", path] + (["--latent-weights"] if latent else [])
+        cmd = ([sys.executable, "-m", "bnncl.cli", "export", CHECKPOINT, "--out", path]
+               + (["--latent-weights"] if latent else []))
         subprocess.run(cmd, check=True)
     return path
 
@@ -78,8 +80,10 @@ def main():
     cfg = experiment.validate({**experiment.load_config("configs/demo.toml"), "seed": args.seed})
     stream, _ = experiment.build_stream(cfg)
     model, _ = load_model(CHECKPOINT)
-    print(f"machine: {describe_machine()}\nstream: {stream.describe()}\n")
-    print("| setting | LR layer | epochs | simulation (METHOD's grid) | simulation (integer grid) | device | device - sim (integer grid) | device - sim (METHOD's grid) | device step (median) |")
+    machine = machine_info()
+    print(f"machine: {describe_machine(machine)}\nstream: {stream.describe()}\n")
+    print("| setting | LR layer | epochs | simulation (METHOD's grid) | simulation (integer grid) | device | "
+          "device - sim (integer grid) | device - sim (METHOD's grid) | device step (median) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     for name in args.settings:
@@ -103,7 +107,7 @@ def main():
               f"{100 * sims['integer']:.2f} % | {100 * dev:.2f} % | {100 * (dev - sims['integer']):+.2f} pp | "
               f"{100 * (dev - sims['affine']):+.2f} pp | {1e3 * step:.0f} ms |", flush=True)
     if args.json:
-        write_json(args.json, {"machine": describe_machine(), "rows": rows})
+        write_json(args.json, {"machine": machine, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The bit-width study of the hybrid-quantized learning step (METHOD §5), torch simulation.
+"""The bit-width study of the hybrid-quantized learning step (docs/method.md §5), torch simulation.
 
 For each stream, from a pretrained backbone: the fp32 run, then every (q_f, q_b) of the grid with q_b >= q_f; final
 accuracy, the mean relative error of the quantized gradient against the float one per trained layer, and the bytes of
@@ -25,13 +25,12 @@ import json
 import time
 from pathlib import Path
 
-
 from bnncl.learning import experiment
 from bnncl.learning.run import run_stream
 from bnncl.learning.strategy import Learner
 from bnncl.plots import bit_width_heatmap
 from bnncl.quant import NonFiniteError
-from machine import describe_machine, write_json
+from machine import describe_machine, machine_info, write_json
 
 STREAMS = {
     "default": {"config": "configs/demo.toml", "checkpoint": "runs/demo/pretrain/model.pt"},
@@ -110,11 +109,13 @@ def print_rows(summary: dict) -> None:
     for st in summary["streams"].values():
         for r in st["rows"]:
             if "diverged" in r:
-                print(f"| {r['stream']} | {r['variant']} | {r['qf']} | {r['qb']} | {r['qbin']} | diverged ({r['diverged']}) | | | |")
+                print(f"| {r['stream']} | {r['variant']} | {r['qf']} | {r['qb']} | {r['qbin']} | "
+                      f"diverged ({r['diverged']}) | | | |")
                 continue
             err = ", ".join(f"{k} {v:.1e}" for k, v in r["gradient_relative_error"].items()) or "–"
             print(f"| {r['stream']} | {r['variant']} | {r['qf']} | {r['qb']} | {r['qbin']} | "
-                  f"{100 * r['final_accuracy']:.2f} % | {r['vs_fp32_pp']:+.2f} pp | {err} | {r['trainable_state_bytes']:,} B |")
+                  f"{100 * r['final_accuracy']:.2f} % | {r['vs_fp32_pp']:+.2f} pp | {err} | "
+                  f"{r['trainable_state_bytes']:,} B |")
 
 
 def main():
@@ -128,7 +129,8 @@ def main():
     ap.add_argument("--qbin-update", default="rebinarize", choices=("rebinarize", "plain"), help="multi variant only")
     ap.add_argument("--qbin", default="qf", help="multi variant: q_bin = q_f (default), q_b, or a number of bits")
     ap.add_argument("--handwritten-reference", action="store_true",
-                    help="multi variant: also the hand-written backward at 32 bits (the same update rule, no quantizer)")
+                    help="multi variant: also the hand-written backward at 32 bits "
+                         "(the same update rule, no quantizer)")
     ap.add_argument("--out", default="runs/bench/bits")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true")
@@ -138,7 +140,8 @@ def main():
                          "settings) together into OUT/summary.json and redraw the heatmaps; a cell in several DIRs: "
                          "the last one's")
     ap.add_argument("--fp32-accuracy", type=float, metavar="ACC",
-                    help="the fp32 run's final accuracy (0-1) from an earlier run of the same stream and variant: skip it")
+                    help="the fp32 run's final accuracy (0-1) from an earlier run of the same stream and variant: "
+                         "skip it")
     args = ap.parse_args()
     out = Path(args.out)
     if args.merge:
@@ -158,10 +161,11 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     cache_latents()
     t_start = time.perf_counter()
-    summary = {"machine": describe_machine(), "ranges": args.ranges, "rounding": args.rounding,
+    summary = {"machine": machine_info(), "ranges": args.ranges, "rounding": args.rounding,
                "qbin_update": args.qbin_update, "qbin": args.qbin, "streams": {}}
-    print(f"machine: {summary['machine']}; ranges {args.ranges}, rounding {args.rounding}\n")
-    print("| stream | variant | q_f | q_b | q_bin | final accuracy | vs fp32 | gradient rel. error | trainable state | fp32 state |")
+    print(f"machine: {describe_machine(summary['machine'])}; ranges {args.ranges}, rounding {args.rounding}\n")
+    print("| stream | variant | q_f | q_b | q_bin | final accuracy | vs fp32 | gradient rel. error | trainable state | "
+          "fp32 state |")
     print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|")
     for name in args.streams:
         cfg, stream, model, info = stream_and_model(name, args)
@@ -185,12 +189,12 @@ def main():
                 if variant == "head":
                     learn["q_ranges"] = args.ranges
                 try:
-                    r = run_stream(copy.deepcopy(model), stream, experiment.learn_options({**cfg, "learn": learn}, strategy),
-                                   progress=not args.quiet)
+                    r = run_stream(copy.deepcopy(model), stream,
+                                   experiment.learn_options({**cfg, "learn": learn}, strategy), progress=not args.quiet)
                 except NonFiniteError as e:  # training diverged: a result too, named where it happened
                     print(f"| {stream.name} | {variant} | {qf} | {qb} | {qbin} | diverged ({e}) | | | | |", flush=True)
-                    summary["streams"][name]["rows"].append({"stream": stream.name, "variant": variant, "qf": qf, "qb": qb,
-                                                             "qbin": qbin, "diverged": str(e)})
+                    summary["streams"][name]["rows"].append({"stream": stream.name, "variant": variant, "qf": qf,
+                                                             "qb": qb, "qbin": qbin, "diverged": str(e)})
                     grid[(qf, qb)] = 0.0
                     continue
                 if not hand:
@@ -201,9 +205,11 @@ def main():
                 state = r["bytes"].get("trainable_state", r["bytes"]["trainable_parameters_fp32"])
                 row = {"stream": stream.name, "variant": variant + (" (hand-written, 32 bits)" if hand else ""),
                        "qf": qf, "qb": qb, "qbin": qbin, "qbin_update": args.qbin_update,
-                       "final_accuracy": r["final_accuracy"], "vs_fp32_pp": 100 * (r["final_accuracy"] - grid[(32, 32)]),
+                       "final_accuracy": r["final_accuracy"],
+                       "vs_fp32_pp": 100 * (r["final_accuracy"] - grid[(32, 32)]),
                        "gradient_relative_error": errs, "bytes": r["bytes"], "trainable_state_bytes": state,
-                       "fp32_state_bytes": r["bytes"]["trainable_parameters_fp32"], "lr_layer": r["options"]["lr_layer"]}
+                       "fp32_state_bytes": r["bytes"]["trainable_parameters_fp32"],
+                       "lr_layer": r["options"]["lr_layer"]}
                 summary["streams"][name]["rows"].append(row)
                 err_text = ", ".join(f"{k} {v:.1e}" for k, v in errs.items()) or "–"
                 print(f"| {stream.name} | {row['variant']} | {qf} | {qb} | {qbin if variant == 'multi' else '–'} | "

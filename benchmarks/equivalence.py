@@ -4,7 +4,8 @@ For each checkpoint: export it, run the frozen part and the whole network on bot
 bit-packed kernels; float: the NumPy float equivalent) and in torch, and count where they differ: predictions, the
 latent-replay layer's signs (where it is binary) or its largest relative error (where it is real-valued), logits.
 
-    python benchmarks/equivalence.py [CHECKPOINT ...]     (default: runs/bench/pretrain/model.pt runs/demo/pretrain/model.pt)
+    python benchmarks/equivalence.py [CHECKPOINT ...]
+        (default: runs/bench/pretrain/model.pt runs/demo/pretrain/model.pt)
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe_machine  # noqa: E402
-
 from bnncl.checkpoint import load_model  # noqa: E402
 from bnncl.data import load_dataset  # noqa: E402
 from bnncl.device import Model  # noqa: E402
 from bnncl.export import export_checkpoint  # noqa: E402
 from bnncl.models import normalize  # noqa: E402
+from machine import describe_machine  # noqa: E402
 
 CHUNK = 1000
 
@@ -56,7 +56,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(2)
     test = load_dataset("fashion-mnist", args.data, "test")
-    print(describe_machine())
+    print(f"machine: {describe_machine()}")
     print(f"data: {test.name}, {len(test)} images\n")
     print("| checkpoint | LR layer | latent | backend | accuracy device / torch | predictions differing | "
           "latent: signs differing / max rel. error | images whose latent differs | logits max rel. error |")

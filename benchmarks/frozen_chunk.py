@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 from bnncl.data.idx import load_idx_dataset  # noqa: E402
 from bnncl.device import Learner  # noqa: E402
-from machine import cpu_name, demo_options, kib, table, write_json  # noqa: E402
+from machine import demo_options, describe_machine, kib, machine_info, table, write_json  # noqa: E402
 
 perf = __import__("time").perf_counter
 
@@ -58,7 +58,8 @@ def run(config: str, args, images, labels) -> dict:
             warm.setdefault(c, len(learners[c].step_seconds))
     steps = {c: np.array(L.step_seconds[warm[c]:]) for c, L in learners.items()}
 
-    base_frozen, base_step = min(frozen[None]), steps[None].min()  # ratios of minima: a shared machine disturbs them least
+    # ratios of minima: a shared machine disturbs them least
+    base_frozen, base_step = min(frozen[None]), steps[None].min()
     rows, out = [], {}
     for c in chunks:
         nb = learners[c].nbytes()
@@ -93,10 +94,11 @@ def main():
     args = ap.parse_args()
     train = load_idx_dataset(args.data, "train")
     images, labels = train.x.reshape(len(train.y), 28, 28, 1), train.y.astype(np.int64)
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, numba threads {os.environ['NUMBA_NUM_THREADS']}; "
+    machine = machine_info()
+    print(f"machine: {describe_machine(machine)}; numba threads {os.environ['NUMBA_NUM_THREADS']}; "
           f"load average {os.getloadavg()[0]:.1f}\n")
     configs = ["head", "multi"] if args.config == "both" else [args.config]
-    result = {"machine": cpu_name(), "load_average": os.getloadavg()[0],
+    result = {"machine": machine, "load_average": os.getloadavg()[0],
               "configs": {c: run(c, args, images, labels) for c in configs}}
     if args.json:
         print(f"saved {write_json(args.json, result)}")

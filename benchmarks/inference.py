@@ -47,7 +47,7 @@ from bnncl.export import export_checkpoint
 from bnncl.layers import PAD_VALUE, BinaryConv2d, LearnableBias
 from bnncl.models.backbone import build_model, normalize, preset_config
 from bnncl.quantizers import magnitude_aware_sign
-from machine import cpu_name, describe_machine, kib, table, write_json
+from machine import cpu_name, describe_machine, kib, machine_info, table, write_json
 
 BATCHES = (1, 64)
 IMPLS = ("packed", "torch", "torch_prebin", "float")
@@ -288,7 +288,7 @@ def main():
     t_start = perf()
     tmp = Path(tempfile.mkdtemp(prefix="bnncl-bench-"))  # model file, random checkpoint, numba cache dirs
     atexit.register(shutil.rmtree, tmp, True)
-    result = {"quick": args.quick, "machine": describe_machine()}
+    result = {"quick": args.quick, "machine": machine_info()}
 
     # -- 1. set-up and sizes -------------------------------------------------------------------------------------
     ckpt = Path(args.checkpoint)
@@ -318,7 +318,8 @@ def main():
     result.update(checkpoint=str(args.checkpoint), random_model=random_model, images=image_source, sizes=sizes,
                   model=m.describe(), lr_layer=m.lr_layer)
 
-    print(f"machine: {result['machine']}; numba {numba.__version__} ({numba.get_num_threads()} threads), "
+    print(f"machine: {describe_machine(result['machine'])}; numba {numba.__version__} "
+          f"({numba.get_num_threads()} threads), "
           f"numpy {np.__version__}{'; QUICK run (few repeats)' if args.quick else ''}")
     if random_model:
         print(f"NOTE: {args.checkpoint} does not exist: a randomly initialized fmnist model (seed 0, random BN "
@@ -438,7 +439,10 @@ def main():
         h, w = shapes[op.name]
         nw = words_for(op.cin)
         xp = random_packed(rng, (nb, h, w, nw), op.cin)
-        f = lambda xp=xp, op=op: K.bconv(xp, op.weight_kernel, op.cin, op.stride, 1, w_is_kernel_layout=True)
+
+        def f(xp=xp, op=op):
+            return K.bconv(xp, op.weight_kernel, op.cin, op.stride, 1, w_is_kernel_layout=True)
+
         out = f()
         words = out.shape[0] * out.shape[1] * out.shape[2] * op.cout * 9 * nw
         t = compare({"bconv": f}, seconds, rounds)["bconv"]["seconds"]
@@ -469,7 +473,8 @@ def main():
           "Words per layer = N * Ho * Wo * Cout * 9 * words per input pixel (padding words included: the kernel "
           "processes them).\n")
     table(["peak run", "loop", "words/thread", "sweeps", "s", "Gwords/s"],
-          [[tag, r["form"], r["words_per_thread"], f"{r['sweeps']:,}", f"{r['seconds']:.3f}", f"{r['gwords_per_s']:.2f}"]
+          [[tag, r["form"], r["words_per_thread"], f"{r['sweeps']:,}", f"{r['seconds']:.3f}",
+            f"{r['gwords_per_s']:.2f}"]
            for tag, p in (("before layers", peak_before), ("after layers", peak_after)) for r in p["rows"]])
     print(f"peak ({peak_before['threads']} threads, max of before {peak_before['gwords_per_s']:.2f} and after "
           f"{peak_after['gwords_per_s']:.2f}): {peak:.2f} Gwords/s = {peak * 64 / 1e3:.2f} binary TMAC/s\n")
@@ -495,7 +500,7 @@ def main():
                            {"NUMBA_CACHE_DIR": tempfile.mkdtemp(dir=tmp), "NUMBA_CPU_NAME": "x86-64-v3",
                             "NUMBA_CPU_FEATURES": ""})  # "": only the features x86-64-v3 implies, not the host's
     flags = cpu_flags()
-    cpu = {"describe_machine": describe_machine(), "model_name": cpu_name(), "flags": flags,
+    cpu = {"describe_machine": describe_machine(result["machine"]), "model_name": cpu_name(), "flags": flags,
            "numba_host_cpu": llvm.get_host_cpu_name(), "numba_threading_layer": numba.threading_layer(),
            "numba_threads": numba.get_num_threads(), "native_fresh_build": native, "x86_64_v3_build": v3,
            "largest_layer": largest["name"]}
@@ -504,7 +509,8 @@ def main():
     print(f"machine: {cpu['describe_machine']}")
     print(f"CPU model (/proc/cpuinfo): {cpu['model_name']}; flags: "
           + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in flags.items()))
-    print(f"numba target CPU (llvmlite host CPU name): {cpu['numba_host_cpu']}; threading layer "
+    print(f"numba target CPU: {result['machine']['numba']['cpu_name']} (llvmlite host CPU name: "
+          f"{cpu['numba_host_cpu']}); threading layer "
           f"{cpu['numba_threading_layer']}, {cpu['numba_threads']} threads\n")
     table(["bconv build (fresh NUMBA_CACHE_DIR)", "compile s", "vpopcntq", "scalar popcnt", "vpshufb", "zmm refs",
            "ymm refs"],

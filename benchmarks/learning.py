@@ -69,7 +69,8 @@ from bnncl.learning import experiment
 from bnncl.learning.options import LearnOptions
 from bnncl.learning.strategy import build_learner
 from bnncl.quantizers import clip_latent_weights
-from machine import demo_options as options, describe_machine, kib, table, write_json
+from machine import demo_options as options
+from machine import describe_machine, kib, machine_info, table, write_json
 
 perf = time.perf_counter
 BAR = 1.2  # device step / fp32 NumPy step
@@ -579,12 +580,13 @@ def main():
 
     t_start = perf()
     git = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
-    result = {"quick": q, "machine": describe_machine(), "git": git or None, "torch_threads": torch.get_num_threads(),
+    result = {"quick": q, "machine": machine_info(), "git": git or None, "torch_threads": torch.get_num_threads(),
               "numba_threads": numba.get_num_threads(), "model": args.model, "checkpoint": args.checkpoint,
               "stream_config": args.stream_config, "load_average_start": os.getloadavg(),  # the machine is shared
               "settings": {k: dataclasses.asdict(s) for k, s in settings.items()}}
     print("# On-device learning benchmark\n")
-    print(f"machine: {result['machine']}; numba {numba.__version__}, {result['numba_threads']} threads "
+    print(f"machine: {describe_machine(result['machine'])}; numba {numba.__version__}, "
+          f"{result['numba_threads']} threads "
           f"(torch.get_num_threads() = {result['torch_threads']}, both left at their defaults); source {git}\n")
 
     try:

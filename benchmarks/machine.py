@@ -1,26 +1,116 @@
-"""What the benchmarks share: the one-line machine description every benchmark prints beside its figures, the
-Markdown tables they print, the JSON file they write, and the demo's device learning options."""
+"""What the benchmarks share: the machine description every benchmark prints beside its figures and stores in its
+JSON, the Markdown tables they print, the JSON file they write, and the demo's device learning options."""
 
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 
+# The SIMD features this project's kernels care about, per architecture: (the /proc/cpuinfo name, LLVM's name).
+SIMD = {
+    "x86_64": [("sse4_2", "sse4.2"), ("popcnt", "popcnt"), ("avx2", "avx2"), ("fma", "fma"), ("avx512f", "avx512f"),
+               ("avx512bw", "avx512bw"), ("avx512vl", "avx512vl"), ("avx512_vpopcntdq", "avx512vpopcntdq"),
+               ("avx512_bitalg", "avx512bitalg"), ("avx512_vnni", "avx512vnni")],
+    "aarch64": [("asimd", "neon"), ("asimddp", "dotprod"), ("sve", "sve")],
+}
+# What the x86-64 psABI levels imply among those, for a NUMBA_CPU_NAME whose features NUMBA_CPU_FEATURES leaves out.
+LEVELS = {"generic": (), "x86-64": (), "x86-64-v2": ("sse4.2", "popcnt"),
+          "x86-64-v3": ("sse4.2", "popcnt", "avx2", "fma"),
+          "x86-64-v4": ("sse4.2", "popcnt", "avx2", "fma", "avx512f", "avx512bw", "avx512vl")}
+NUMPY_SIMD = ("AVX2", "AVX512F", "AVX512_SKX", "AVX512_ICL", "ASIMD")
+ENV = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES",
+       "OPENBLAS_CORETYPE", "ATEN_CPU_CAPABILITY")
 
-def cpu_name() -> str:
+
+def _cpuinfo(key: str) -> str | None:
+    """The first value of ``key`` in /proc/cpuinfo (None where there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.split(":", 1)[0].strip() == key:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
 
 
-def describe_machine() -> str:
-    import torch
+def cpu_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or "unknown"
 
-    return f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+def _numba_target(arch: str) -> dict:
+    """The CPU numba compiles for (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES if set, else the host's, as numba's codegen
+    picks them) and which of the relevant features that target enables (None: implied by a CPU name we cannot
+    resolve)."""
+    try:
+        import llvmlite.binding as llvm
+        import numba
+        from numba.core.codegen import get_host_cpu_features
+    except ImportError:
+        return {}
+    name = numba.config.CPU_NAME or llvm.get_host_cpu_name()
+    given = numba.config.CPU_FEATURES
+    flags = dict((f[1:], f[0] == "+") for f in (get_host_cpu_features() if given is None else given).split(",") if f)
+    implied = () if given is None else LEVELS.get(name)  # the host's features string is complete
+    features = {f: flags.get(f, None if implied is None else f in implied) for _, f in SIMD.get(arch, [])}
+    return {"version": numba.__version__, "cpu_name": name, "features": features,
+            "from_env": numba.config.CPU_NAME is not None or given is not None}
+
+
+def _numpy_simd() -> dict:
+    import numpy as np
+
+    try:
+        from numpy._core import _multiarray_umath as umath
+    except ImportError:  # numpy < 2
+        from numpy.core import _multiarray_umath as umath
+    have = umath.__cpu_features__  # NPY_DISABLE_CPU_FEATURES turns the features it disables off here
+    return {"version": np.__version__, "simd": [k for k in NUMPY_SIMD if have.get(k)],
+            "dispatch": [k for k in umath.__cpu_dispatch__ if have.get(k)]}  # the targets its loops may dispatch to
+
+
+def _torch() -> dict | None:
+    """torch's version, threads and ATen CPU capability, if the benchmark imported torch (a device benchmark that runs
+    without torch is not made to import it)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        capability = None
+    return {"version": torch.__version__, "threads": torch.get_num_threads(), "aten_capability": capability}
+
+
+def machine_info() -> dict:
+    """The machine a benchmark ran on: CPU model, architecture, cores, the relevant SIMD features of the CPU, of numba's
+    compile target, of numpy's dispatch and torch's ATen capability, and the environment variables that change them."""
+    arch = platform.machine()
+    present = set((_cpuinfo("flags") or _cpuinfo("Features") or "").split())
+    return {"cpu": cpu_name(), "arch": arch, "cores": os.cpu_count(),
+            "cpu_simd": [f for f, _ in SIMD.get(arch, []) if f in present],
+            "numba": _numba_target(arch), "numpy": _numpy_simd(), "torch": _torch(),
+            "env": {k: os.environ[k] for k in ENV if k in os.environ}}
+
+
+def describe_machine(info: dict | None = None) -> str:
+    """``info`` (default: this machine's machine_info()) on one line."""
+    m = info or machine_info()
+    parts = [f"{m['cpu']}, {m['arch']}, {m['cores']} cores ({' '.join(m['cpu_simd']) or 'no listed SIMD flags'})"]
+    if m["numba"]:
+        n = m["numba"]
+        if all(v is None for v in n["features"].values()):
+            feats = f"the features {n['cpu_name']} implies"
+        else:  # ?: implied by the CPU name, not resolved here
+            feats = " ".join(("+" if v else "-" if v is not None else "?") + f for f, v in n["features"].items())
+        via = "+".join(k for k in ENV[:2] if k in m["env"])
+        parts.append(f"numba target {n['cpu_name']}{f' via {via}' if via else ''} ({feats})")
+    parts.append(f"numpy SIMD {' '.join(m['numpy']['simd']) or 'baseline only'}")
+    if m["torch"]:
+        t = m["torch"]
+        parts.append(f"torch {t['version']} ATen {t['aten_capability']}, {t['threads']} threads")
+    env = [f"{k}={v}" for k, v in m["env"].items() if k not in ENV[:2]]  # numba's: shown with its target
+    return "; ".join(parts + ([" ".join(env)] if env else []))
 
 
 def table(header: list[str], rows: list[list], align: str | None = None) -> None:

@@ -8,10 +8,9 @@ import argparse
 import time
 from pathlib import Path
 
-
 from bnncl.learning.pretrain import PretrainOptions, pretrain
 from bnncl.models.summary import summarize
-from machine import describe_machine, write_json
+from machine import describe_machine, machine_info, write_json
 
 
 def main():
@@ -24,7 +23,8 @@ def main():
 
     out = Path(args.out)
     t0 = time.perf_counter()
-    model, result = pretrain(PretrainOptions(epochs=args.epochs, preset=args.preset, seed=args.seed, out=str(out / "model.pt")))
+    model, result = pretrain(PretrainOptions(epochs=args.epochs, preset=args.preset, seed=args.seed,
+                                             out=str(out / "model.pt")))
     wall = time.perf_counter() - t0
     s = summarize(model)["totals"]
     train_s = sum(h["seconds"] for h in result["history"])
@@ -37,15 +37,16 @@ def main():
         "deployed_bytes": s["bytes_deployed"],
         "fp32_bytes": s["bytes_fp32"],
         "fp32_over_deployed": s["fp32_over_deployed"],
-        "machine": describe_machine(),
+        "machine": machine_info(),
     }
     write_json(out / "result.json", {**row, "history": result["history"]})
-    print(f"machine: {row['machine']}")
+    print(f"machine: {describe_machine(row['machine'])}")
     print(f"architecture: {row['architecture']}")
     print("| epochs | test accuracy | wall time | train images/s | deployed | fp32 copy | ratio |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| {row['epochs']} | {row['test_accuracy']:.2%} | {wall / 60:.1f} min | {row['train_images_per_second']:.0f} | "
-          f"{row['deployed_bytes'] / 1024:.1f} KiB | {row['fp32_bytes'] / 1024:.1f} KiB | {row['fp32_over_deployed']:.1f}x |")
+    print(f"| {row['epochs']} | {row['test_accuracy']:.2%} | {wall / 60:.1f} min | "
+          f"{row['train_images_per_second']:.0f} | {row['deployed_bytes'] / 1024:.1f} KiB | "
+          f"{row['fp32_bytes'] / 1024:.1f} KiB | {row['fp32_over_deployed']:.1f}x |")
 
 
 if __name__ == "__main__":

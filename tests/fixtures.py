@@ -1,6 +1,5 @@
 """Writers of small datasets in exactly the official on-disk formats, for tests (no real data is needed); a model
-with random per-channel vectors; a fixture that keeps numba on one thread; the float32 rounding bounds that tests
-hold results computed in another order to."""
+with random per-channel vectors; the float32 rounding bounds that tests hold results computed in another order to."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:
@@ -132,18 +130,6 @@ def randomized(config, seed: int):
                 m.running_mean.copy_(0.5 * torch.randn_like(m.running_mean))
                 m.running_var.copy_(0.5 + torch.rand_like(m.running_var))
     return model.eval()
-
-
-@pytest.fixture(scope="module")
-def one_numba_thread():
-    """One numba thread while a module runs (use it autouse in the module): on a shared machine, waking a parallel
-    kernel's threads for tiny matrices costs far more than the work."""
-    import numba
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(before)
 
 
 # -- float32 rounding: what a sum computed in another order may differ by ------------------------------------------

@@ -1,4 +1,5 @@
-"""Checkpoints: exact round trip, every damaged or foreign file refused with a CheckpointError naming it, no temp files."""
+"""Checkpoints: exact round trip, every damaged or foreign file refused with a CheckpointError naming it,
+no temp files."""
 
 import os
 
@@ -121,7 +122,8 @@ def test_weights_that_do_not_fit_the_named_architecture(tmp_path):
     path = tmp_path / "m.pt"
     model = _trained_like_model()
     other = build_model(_config(num_classes=6))
-    torch.save({"format": "bnncl-checkpoint", "version": 1, "config": model.config.to_dict(), "model": other.state_dict()}, path)
+    torch.save({"format": "bnncl-checkpoint", "version": 1, "config": model.config.to_dict(),
+                "model": other.state_dict()}, path)
     _assert_error_names_path(path)
     sd = model.state_dict()
     sd.pop(next(iter(sd)))

@@ -61,7 +61,8 @@ def test_pretrain_then_evaluate(capsys, data_dir, tmp_path):
 def test_evaluate_checkpoint_of_another_architecture(capsys, data_dir, tmp_path):
     ckpt = tmp_path / "cifar.pt"
     save_checkpoint(ckpt, build_model(preset_config("cifar10", 10)))
-    _one_line_error(capsys, ["evaluate", str(ckpt), "--data", str(data_dir)], str(ckpt), "takes 32x32x3 images", "28x28x1")
+    _one_line_error(capsys, ["evaluate", str(ckpt), "--data", str(data_dir)], str(ckpt), "takes 32x32x3 images",
+                    "28x28x1")
 
 
 def test_resume_from_checkpoint_of_another_architecture(capsys, data_dir, tmp_path):
@@ -72,7 +73,8 @@ def test_resume_from_checkpoint_of_another_architecture(capsys, data_dir, tmp_pa
 
 
 def test_evaluate_missing_and_corrupt_checkpoint(capsys, data_dir, tmp_path):
-    _one_line_error(capsys, ["evaluate", str(tmp_path / "nope.pt"), "--data", str(data_dir)], "nope.pt", "no such checkpoint")
+    _one_line_error(capsys, ["evaluate", str(tmp_path / "nope.pt"), "--data", str(data_dir)], "nope.pt",
+                    "no such checkpoint")
     bad = tmp_path / "bad.pt"
     save_checkpoint(bad, build_model(preset_config("fmnist", 10)))
     bad.write_bytes(bad.read_bytes()[:1000])
@@ -84,7 +86,8 @@ def test_truncated_gzip_is_one_line_naming_the_file(capsys, tmp_path):
     write_idx_dataset(d, n_train=20, n_test=10, seed=0)
     f = d / "train-images-idx3-ubyte.gz"
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
-    _one_line_error(capsys, ["pretrain", "--data", str(d), "--out", str(tmp_path / "m.pt"), "--quiet"], str(f), "truncated")
+    _one_line_error(capsys, ["pretrain", "--data", str(d), "--out", str(tmp_path / "m.pt"), "--quiet"], str(f),
+                    "truncated")
 
 
 def test_core50_options_refused_for_other_datasets(capsys, data_dir, tmp_path):
@@ -102,7 +105,8 @@ def test_export_then_device_predict_and_info(capsys, tmp_path):
     import numpy as np
 
     model = build_model(preset_config("fmnist", 10))
-    save_checkpoint(tmp_path / "model.pt", model, meta={"trained_classes": [0, 1, 2], "class_names": list("abcdefghij")})
+    save_checkpoint(tmp_path / "model.pt", model,
+                    meta={"trained_classes": [0, 1, 2], "class_names": list("abcdefghij")})
     assert main(["export", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m.bnn")]) == 0
     out = capsys.readouterr().out
     assert "latent-replay layer: block5" in out and float(re.search(r"([\d.]+)x smaller", out).group(1)) >= 10
@@ -137,7 +141,8 @@ def test_device_predict_bad_input(capsys, tmp_path):
     _one_line_error(capsys, ["device", "predict", str(tmp_path / "m.bnn"), "--images", str(tmp_path / "x.npy"),
                              "--image-labels", str(tmp_path / "y.npy")], "3 labels for 2 images")
     (tmp_path / "t.npy").write_bytes(b"\x93NUMPY truncated")
-    _one_line_error(capsys, ["device", "predict", str(tmp_path / "m.bnn"), "--images", str(tmp_path / "t.npy")], "t.npy")
+    _one_line_error(capsys, ["device", "predict", str(tmp_path / "m.bnn"), "--images", str(tmp_path / "t.npy")],
+                    "t.npy")
 
 
 def test_device_learn_writes_results_figures_and_resumes(capsys, data_dir, tmp_path):
@@ -147,8 +152,8 @@ def test_device_learn_writes_results_figures_and_resumes(capsys, data_dir, tmp_p
     assert main(["export", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m.bnn")]) == 0
     out = tmp_path / "run"
     argv = ["device", "learn", str(tmp_path / "m.bnn"), "--data", str(data_dir), "--stream", "nc", "--experiences", "2",
-            "--epochs", "1", "--batch-size", "8", "--replay-size", "12", "--replay-batch", "4", "--qf", "8", "--qb", "16",
-            "--qbin", "8", "--out", str(out), "--quiet"]
+            "--epochs", "1", "--batch-size", "8", "--replay-size", "12", "--replay-batch", "4", "--qf", "8",
+            "--qb", "16", "--qbin", "8", "--out", str(out), "--quiet"]
     assert main(argv) == 0
     result = json.loads((out / "result.json").read_text())
     run = result["runs"][0]

@@ -71,12 +71,13 @@ def assert_signs_equal_except_ties(ours, theirs, gap, what):
 
 
 CONFIGS = {
-    "fmnist": dict(input_shape=(28, 28, 1), stem_channels=32, stages=((32, 2, 2), (64, 2, 2), (128, 2, 2)), name="fmnist"),
+    "fmnist": dict(input_shape=(28, 28, 1), stem_channels=32, stages=((32, 2, 2), (64, 2, 2), (128, 2, 2)),
+                   name="fmnist"),
     "boundary": dict(input_shape=(28, 28, 1), stem_channels=32, stages=((32, 2, 2), (64, 2, 2), (128, 2, 2)),
                      binary_boundary="block5", name="fmnist"),
     # odd widths (not multiples of 64), RGB, a strided stem, the binary 1x1-conv shortcut, odd sizes (9 -> 5 -> 3)
-    "odd": dict(input_shape=(9, 9, 3), stem_channels=5, stem_stride=1, stages=((70, 1, 2), (130, 2, 2)), shortcut="binary",
-                binary_boundary="block3"),
+    "odd": dict(input_shape=(9, 9, 3), stem_channels=5, stem_stride=1, stages=((70, 1, 2), (130, 2, 2)),
+                shortcut="binary", binary_boundary="block3"),
     "strided-stem": dict(input_shape=(16, 12, 3), stem_channels=33, stem_stride=2, stages=((33, 1, 1), (66, 1, 2))),
 }
 

@@ -1,10 +1,10 @@
-"""The affine quantizer (METHOD §5): float form, integer form, ranges, rounding, bad input."""
+"""The affine quantizer (docs/method.md §5): float form, integer form, ranges, rounding, bad input."""
 
 import numpy as np
 import pytest
 
-from bnncl.errors import ConfigError
 from bnncl import quant
+from bnncl.errors import ConfigError
 from bnncl.quant import NonFiniteError, QParams, check_bits, int_matmul, quantize
 
 

@@ -17,7 +17,8 @@ from bnncl.quantizers import (
 )
 
 # Points on both sides of every kink: 0, +-1, inside and outside the box, plus exact zeros of both signs.
-GRID = torch.tensor([-3.0, -1.5, -1.0, -0.999, -0.75, -0.5, -0.1, -0.0, 0.0, 1e-6, 0.1, 0.5, 0.75, 0.999, 1.0, 1.001, 2.0, 7.0])
+GRID = torch.tensor([-3.0, -1.5, -1.0, -0.999, -0.75, -0.5, -0.1, -0.0, 0.0, 1e-6, 0.1, 0.5, 0.75, 0.999, 1.0, 1.001,
+                     2.0, 7.0])
 
 
 def _np_sign(a):

@@ -1,4 +1,5 @@
-"""Run the device side's tests a second time as if on another x86-64 CPU: ``make test`` calls this after the suite.
+"""Run a command as if on another x86-64 CPU: the device side's tests (``make test`` runs them again this way after
+the suite), or a benchmark (the AVX2-only tables of BENCHMARKS.md).
 
 A result that is bit-identical on the host but not on a CPU with other vector widths (a float sum whose order
 depends on the SIMD path) would pass on the machine that wrote it and fail on the next. So the device tests run
@@ -7,16 +8,21 @@ again with every library that picks its code by CPU told to pick another one:
 * numba compiles for ``x86-64-v3`` (AVX2 and FMA, no AVX-512) when the host has AVX-512, else for ``x86-64-v2``
   (SSE4.2: 128-bit vectors), with the exact feature list of that level and a cache directory of its own (code
   compiled for one target is never loaded for the other);
-* NumPy's dispatch leaves out the same instruction sets (``NPY_DISABLE_CPU_FEATURES``), torch's ATen too
-  (``ATEN_CPU_CAPABILITY``; torch is the oracle of some device tests).
+* NumPy's dispatch leaves out the same instruction sets (``NPY_DISABLE_CPU_FEATURES``), torch's ATen and oneDNN
+  too (``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``; torch is the oracle of some device tests and the baseline
+  of the benchmarks), and OpenBLAS takes its Haswell (AVX2) kernels (``OPENBLAS_CORETYPE``) for x86-64-v3.
 
-Elsewhere than x86-64 (an ARM host) there is no second target to compile for here: the script says so and passes.
+This is the host's microarchitecture running another instruction set, not another CPU: caches, ports and clock stay
+the host's. Elsewhere than x86-64 (an ARM host) there is no second target to compile for here: the script says so and
+exits 0.
 
-    python tests/other_cpu_target.py [pytest arguments]    # default: tests/device -q
+    python tools/cpu_target.py                                  # python -m pytest -q tests/device, for the target
+    python tools/cpu_target.py --target x86-64-v3 python benchmarks/inference.py --json runs/bench/inference-v3.json
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
@@ -27,13 +33,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # LLVM's feature lists of the x86-64 psABI levels (what a CPU of that level has, nothing more)
 V2 = "+64bit,+cmov,+cx16,+cx8,+fxsr,+mmx,+popcnt,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3"
 V3 = V2 + ",+avx,+avx2,+bmi,+bmi2,+f16c,+fma,+lzcnt,+movbe,+xsave"
-# target: (LLVM features, NumPy dispatch targets to leave out (names of numpy 2.x, any that this NumPy knows),
-# ATen's capability)
+AVX512 = ("X86_V4", "AVX512F", "AVX512CD", "AVX512_KNL", "AVX512_KNM", "AVX512_SKX", "AVX512_CLX", "AVX512_CNL",
+          "AVX512_ICL", "AVX512_SPR")
+# target: (LLVM features, NumPy dispatch targets to leave out (names of numpy 2.x: those this NumPy knows are used),
+# ATen's capability, oneDNN's ISA, OpenBLAS's core type or None for its own choice)
 TARGETS = {
-    "x86-64-v3": (V3, ("X86_V4", "AVX512F", "AVX512CD", "AVX512_KNL", "AVX512_KNM", "AVX512_SKX", "AVX512_CLX",
-                       "AVX512_CNL", "AVX512_ICL", "AVX512_SPR"), "avx2"),
-    "x86-64-v2": (V2, ("X86_V3", "AVX", "F16C", "FMA3", "AVX2", "X86_V4", "AVX512F", "AVX512CD", "AVX512_KNL",
-                       "AVX512_KNM", "AVX512_SKX", "AVX512_CLX", "AVX512_CNL", "AVX512_ICL", "AVX512_SPR"), "default"),
+    "x86-64-v3": (V3, AVX512, "avx2", "AVX2", "Haswell"),
+    "x86-64-v2": (V2, ("X86_V3", "AVX", "F16C", "FMA3", "AVX2") + AVX512, "default", "SSE41", "Nehalem"),
 }
 
 
@@ -60,24 +66,33 @@ def other_target(flags: set[str]) -> str | None:
 def environment(target: str) -> dict[str, str]:
     from numpy._core._multiarray_umath import __cpu_dispatch__  # what this NumPy can dispatch to
 
-    features, numpy_off, aten = TARGETS[target]
+    features, numpy_off, aten, onednn, openblas = TARGETS[target]
     env = dict(os.environ)
     env.update(NUMBA_CPU_NAME=target, NUMBA_CPU_FEATURES=features, ATEN_CPU_CAPABILITY=aten,
+               ONEDNN_MAX_CPU_ISA=onednn, OPENBLAS_CORETYPE=openblas,
                NUMBA_CACHE_DIR=str(Path(sys.prefix) / f"numba-cache-{target}"),
                NPY_DISABLE_CPU_FEATURES=" ".join(k for k in numpy_off if k in __cpu_dispatch__))
     return env
 
 
 def main(argv: list[str]) -> int:
-    target = other_target(cpu_flags())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", choices=sorted(TARGETS),
+                        help="default: x86-64-v3 on a host with AVX-512, else x86-64-v2")
+    parser.add_argument("command", nargs=argparse.REMAINDER,
+                        help="what to run (default: python -m pytest -q tests/device)")
+    args = parser.parse_args(argv)
+    target = args.target or other_target(cpu_flags())
     if target is None:
-        print(f"other CPU target: none to test on {platform.machine()} (the device tests ran on the host's target)")
+        print(f"other CPU target: none on {platform.machine()} (the device tests ran on the host's target only)")
         return 0
     env = environment(target)
-    print(f"device tests again for {target}: numba features {env['NUMBA_CPU_FEATURES']}; NumPy without "
-          f"{env['NPY_DISABLE_CPU_FEATURES'] or 'nothing'}; ATen {env['ATEN_CPU_CAPABILITY']}", flush=True)
-    cmd = [sys.executable, "-m", "pytest", *(argv or ["-q", "tests/device"])]
-    return subprocess.call(cmd, cwd=ROOT, env=env)
+    print(f"as {target}: numba features {env['NUMBA_CPU_FEATURES']}; NumPy without "
+          f"{env['NPY_DISABLE_CPU_FEATURES'] or 'nothing'}; ATen {env['ATEN_CPU_CAPABILITY']}; oneDNN "
+          f"{env['ONEDNN_MAX_CPU_ISA']}; OpenBLAS {env['OPENBLAS_CORETYPE']}", flush=True)
+    command = args.command or [sys.executable, "-m", "pytest", "-q", "tests/device"]
+    return subprocess.call(command, cwd=ROOT, env=env)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ def save_checkpoint(path: str | os.PathLike, model: BinaryResNet, **extra) -> No
     try:  # refuse now what load_model would refuse later (weights_only admits tensors and plain containers only)
         torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path}: cannot save, an extra entry is not plain data ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: cannot save, an extra entry is not plain data "
+                              f"({str(e).splitlines()[0]})") from None
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -79,7 +80,8 @@ def load_model(path: str | os.PathLike, expect: BackboneConfig | None = None) ->
         raise CheckpointError(f"{path}: weights do not fit the architecture it names ({detail})") from None
     problems = list(result.missing_keys) + list(result.unexpected_keys)
     if problems:
-        raise CheckpointError(f"{path}: weights do not fit the architecture it names ({len(problems)} keys differ, e.g. {problems[0]})")
+        raise CheckpointError(f"{path}: weights do not fit the architecture it names ({len(problems)} keys differ, "
+                              f"e.g. {problems[0]})")
     model.eval()
     return model, payload
 

@@ -23,12 +23,17 @@ def _add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "fa
 
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=default_dataset, choices=DATASETS,
-                   help="dataset format and name (default: %(default)s)" if default_dataset else "dataset (default: the checkpoint's)")
-    g.add_argument("--data", metavar="DIR", help="directory holding the dataset files (default for fashion-mnist: /usr/share/datasets/fashion-mnist)")
-    g.add_argument("--scenario", help="CORe50 scenario in LUP.pkl: ni, nc, nic, nicv2_79, nicv2_196, nicv2_391 (default ni)")
+                   help="dataset format and name (default: %(default)s)" if default_dataset
+                        else "dataset (default: the checkpoint's)")
+    g.add_argument("--data", metavar="DIR", help="directory holding the dataset files (default for fashion-mnist: "
+                                                 "/usr/share/datasets/fashion-mnist)")
+    g.add_argument("--scenario", help="CORe50 scenario in LUP.pkl: ni, nc, nic, nicv2_79, nicv2_196, nicv2_391 "
+                                      "(default ni)")
     g.add_argument("--run", type=int, help="CORe50 run, 0-9 (default 0)")
-    g.add_argument("--labels", choices=("object", "category"), help="CORe50 labels: 50 objects or 10 categories (default category)")
-    g.add_argument("--batch", type=int, help="CORe50: use only this training batch of the scenario (e.g. 0, the first batch a vendor ships)")
+    g.add_argument("--labels", choices=("object", "category"), help="CORe50 labels: 50 objects or 10 categories "
+                                                                    "(default category)")
+    g.add_argument("--batch", type=int, help="CORe50: use only this training batch of the scenario (e.g. 0, the first "
+                                             "batch a vendor ships)")
     g.add_argument("--classes", type=_int_list, metavar="I,J,..", help="use only these classes (e.g. the base classes)")
 
 
@@ -103,7 +108,8 @@ def cmd_evaluate(args) -> int:
     if data.input_shape != cfg.input_shape or data.num_classes != cfg.num_classes:
         shape = "x".join(map(str, cfg.input_shape))
         raise CheckpointError(f"{args.checkpoint}: checkpoint takes {shape} images and {cfg.num_classes} classes, "
-                              f"but {data.name} has {'x'.join(map(str, data.input_shape))} images and {data.num_classes} classes")
+                              f"but {data.name} has {'x'.join(map(str, data.input_shape))} images and "
+                              f"{data.num_classes} classes")
     report = {"checkpoint": args.checkpoint, "split": args.split, **evaluate(model, data)}
     text = json.dumps(report, indent=2)
     print(text)
@@ -125,8 +131,8 @@ def _learn_config(args) -> dict:
     stream = dict(cfg.get("stream") or {})
     if args.stream:
         stream["type"] = args.stream
-    for flag, key in (("experiences", "n_experiences"), ("first", "first"), ("shift", "shift"), ("batches", "n_batches"),
-                      ("order", "order")):
+    for flag, key in (("experiences", "n_experiences"), ("first", "first"), ("shift", "shift"),
+                      ("batches", "n_batches"), ("order", "order")):
         if getattr(args, flag) is not None:
             stream[key] = getattr(args, flag)
     core50 = {k: getattr(args, k) for k in ("scenario", "run", "labels") if getattr(args, k) is not None}
@@ -137,16 +143,18 @@ def _learn_config(args) -> dict:
     if stream:
         cfg["stream"] = stream
     if args.classes is not None or args.batch is not None:
-        raise ConfigError("--classes and --batch do not apply to learn: the scenario decides what each experience holds")
+        raise ConfigError("--classes and --batch do not apply to learn: the scenario decides "
+                          "what each experience holds")
     pre = dict(cfg.get("pretrain") or {})
-    for flag, key in (("pretrain_epochs", "epochs"), ("binary_boundary", "binary_boundary"), ("pretrain_holdout", "holdout")):
+    for flag, key in (("pretrain_epochs", "epochs"), ("binary_boundary", "binary_boundary"),
+                      ("pretrain_holdout", "holdout")):
         if getattr(args, flag, None) is not None:
             pre[key] = getattr(args, flag)
     if pre:
         cfg["pretrain"] = pre
     learn = dict(cfg.get("learn") or {})
-    for key in ("lr_layer", "epochs", "lr", "batch_size", "replay_size", "replay_storage", "replay_update", "replay_mix", "replay_batch",
-                "qf", "qb", "qbin", "q_ranges", "q_rounding", "q_grid", "qbin_update"):
+    for key in ("lr_layer", "epochs", "lr", "batch_size", "replay_size", "replay_storage", "replay_update",
+                "replay_mix", "replay_batch", "qf", "qb", "qbin", "q_ranges", "q_rounding", "q_grid", "qbin_update"):
         if getattr(args, key, None) is not None:
             learn[key] = getattr(args, key)
     if learn:
@@ -180,7 +188,8 @@ def cmd_report(args) -> int:
             res = json.loads(path.read_text())
             res["runs"]
         except FileNotFoundError:
-            raise DataError(f"{path}: no such result file (give a run directory of bnncl learn or its result.json)") from None
+            raise DataError(f"{path}: no such result file (give a run directory of bnncl learn or its "
+                            "result.json)") from None
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise DataError(f"{path}: not a bnncl learn result ({e})") from None
         for r in res["runs"]:
@@ -286,13 +295,15 @@ def cmd_device_learn(args) -> int:
     cfg = validate({**cfg, "pretrain": {}})
     strategies = [s for s in cfg["strategies"] if s in STRATEGIES]
     if not strategies:
-        raise ConfigError(f"none of the strategies {cfg['strategies']} runs on the device (it runs {', '.join(STRATEGIES)})")
+        raise ConfigError(f"none of the strategies {cfg['strategies']} runs on the device "
+                          f"(it runs {', '.join(STRATEGIES)})")
     skipped = [s for s in cfg["strategies"] if s not in STRATEGIES]
     if skipped:
         print(f"not on the device (simulation bounds): {', '.join(skipped)}")
     if args.state and len(strategies) > 1:
         raise ConfigError(f"--state names one learner's state, but {len(strategies)} strategies run "
-                          f"({', '.join(strategies)}): give --strategy, or leave --state out (OUT/state_<strategy>.bnst)")
+                          f"({', '.join(strategies)}): give --strategy, or leave --state out "
+                          "(OUT/state_<strategy>.bnst)")
     out = Path(cfg["out"])
     stream, _ = build_stream(cfg)
     runs = []
@@ -301,8 +312,8 @@ def cmd_device_learn(args) -> int:
         state = Path(args.state) if args.state else out / f"state_{strategy}.bnst"
         learner = Learner.open(args.model, state, options, frozen_chunk=args.frozen_chunk)
         if learner.num_classes != stream.num_classes or learner.model.input_shape != stream.input_shape:
-            raise ConfigError(f"{args.model}: the model takes {'x'.join(map(str, learner.model.input_shape))} images and "
-                              f"{learner.num_classes} classes; the stream {stream.name} has "
+            raise ConfigError(f"{args.model}: the model takes {'x'.join(map(str, learner.model.input_shape))} "
+                              f"images and {learner.num_classes} classes; the stream {stream.name} has "
                               f"{'x'.join(map(str, stream.input_shape))} images and {stream.num_classes} classes")
         if learner.experiences > len(stream):
             raise ConfigError(f"{state}: the saved learner has consumed {learner.experiences} experiences, the stream "
@@ -372,7 +383,8 @@ def _add_stream_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--first", type=int, help="nc/nic: classes in the first experience")
     g.add_argument("--order", type=_int_list, metavar="I,J,..", help="nc: class order (default: drawn from the seed), "
                                                                      "e.g. the base classes of a checkpoint first")
-    g.add_argument("--shift", choices=("none", "rotation", "contrast", "noise"), help="ni: domain shift along the stream")
+    g.add_argument("--shift", choices=("none", "rotation", "contrast", "noise"),
+                   help="ni: domain shift along the stream")
     g.add_argument("--batches", type=int, help="nic: number of small batches after the first experience (default 40)")
 
 
@@ -382,11 +394,12 @@ def _add_strategy_args(p: argparse.ArgumentParser, device: bool = False) -> None
     if device:
         g.add_argument("--strategy", choices=("ar1", "cwr"), help="ar1: CWR* + 1-bit latent replay; cwr: CWR* alone "
                                                                    "(default ar1)")
-        g.add_argument("--lr-layer", help="latent-replay layer: head (work A), or a block of the model file's trainable "
-                                          "part (work B: that block and those above it train) (default: head for cwr, "
-                                          "the model file's LR layer for ar1)")
+        g.add_argument("--lr-layer", help="latent-replay layer: head (work A), or a block of the model file's "
+                                          "trainable part (work B: that block and those above it train) (default: "
+                                          "head for cwr, the model file's LR layer for ar1)")
     else:
-        g.add_argument("--strategy", nargs="+", metavar="S", help="one or more of naive, cwr, ar1, joint (default: ar1)")
+        g.add_argument("--strategy", nargs="+", metavar="S",
+                       help="one or more of naive, cwr, ar1, joint (default: ar1)")
         g.add_argument("--lr-layer", help="latent-replay layer: train above it (default: head for cwr; else the binary "
                                           "boundary or the last stage's first block)")
     g.add_argument("--epochs", type=int, help="epochs per experience (default 4)")
@@ -395,34 +408,41 @@ def _add_strategy_args(p: argparse.ArgumentParser, device: bool = False) -> None
     g.add_argument("--replay-size", type=int, help="replay memory slots (default 1500)")
     g.add_argument("--replay-storage", choices=("bits", "float32"), help="1-bit packed signs or float32 (default bits)")
     g.add_argument("--replay-update", choices=("ar1", "balanced"), help="memory update rule (default balanced)")
-    g.add_argument("--replay-mix", choices=("proportional", "fixed"), help="minibatch mix: fixed (--batch-size new + --replay-batch replayed) or proportional (default fixed)")
+    g.add_argument("--replay-mix", choices=("proportional", "fixed"),
+                   help="minibatch mix: fixed (--batch-size new + --replay-batch replayed) or proportional "
+                        "(default fixed)")
     g.add_argument("--replay-batch", type=int, help="replayed patterns per step with --replay-mix fixed (default 128)")
-    g = p.add_argument_group("hybrid quantization of the learning step (METHOD §5; 32 = float32)")
-    g.add_argument("--qf", type=int, metavar="BITS", help="forward bits: head input, weights, softmax, logit gradient (default 32)")
-    g.add_argument("--qb", type=int, metavar="BITS", help="backward bits: gradients and stored trainable parameters, at least --qf (default 32)")
+    g = p.add_argument_group("hybrid quantization of the learning step (docs/method.md §5; 32 = float32)")
+    g.add_argument("--qf", type=int, metavar="BITS",
+                   help="forward bits: head input, weights, softmax, logit gradient (default 32)")
+    g.add_argument("--qb", type=int, metavar="BITS",
+                   help="backward bits: gradients and stored trainable parameters, at least --qf (default 32)")
     g.add_argument("--q-rounding", choices=("nearest", "stochastic"), help="default nearest")
-    g.add_argument("--qbin", type=int, metavar="BITS", help="gradients and latent weights of trainable binary convs (default 32)")
+    g.add_argument("--qbin", type=int, metavar="BITS",
+                   help="gradients and latent weights of trainable binary convs (default 32)")
     g.add_argument("--qbin-update", choices=("rebinarize", "plain"),
-                   help="update of trainable binary convs' latent weights: work B's W <- clip(Q(sign(W) - lr g)) or the "
-                        "plain W <- clip(Q(W - lr g)) (default rebinarize)")
+                   help="update of trainable binary convs' latent weights: work B's W <- clip(Q(sign(W) - lr g)) or "
+                        "the plain W <- clip(Q(W - lr g)) (default rebinarize)")
     if device:
         return
-    g.add_argument("--q-ranges", choices=("dynamic", "fixed"), help="quantizer ranges: min/max per call, or calibrated on "
-                                                                   "experience 0 (work A) (default dynamic)")
+    g.add_argument("--q-ranges", choices=("dynamic", "fixed"), help="quantizer ranges: min/max per call, or calibrated "
+                                                                   "on experience 0 (work A) (default dynamic)")
     g.add_argument("--q-grid", choices=("affine", "integer"),
-                   help="quantizer levels: METHOD's float form m + k(M-m)/(2^b-1), or the integer form's (q-Z)S that "
-                        "the device learner computes with (default affine)")
+                   help="quantizer levels: docs/method.md's float form m + k(M-m)/(2^b-1), or the integer form's "
+                        "(q-Z)S that the device learner computes with (default affine)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .presets import PRESETS
 
-    parser = argparse.ArgumentParser(prog="bnncl", description="On-device continual learning with binary neural networks.")
+    parser = argparse.ArgumentParser(prog="bnncl",
+                                     description="On-device continual learning with binary neural networks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("summary", help="per-layer parameters, memory at deployed precision and MACs of a backbone",
                        description="Print a per-layer table: parameters by bit width, bytes at deployed precision "
-                                   "(1-bit weights counted as bits) and as an fp32 copy, binary and float MACs per image.")
+                                   "(1-bit weights counted as bits) and as an fp32 copy, binary and float MACs per "
+                                   "image.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", choices=PRESETS, default="fmnist", help="backbone preset (default: %(default)s)")
     src.add_argument("--checkpoint", metavar="PATH", help="summarize the architecture stored in a checkpoint")
@@ -437,11 +457,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--preset", choices=PRESETS, help="backbone preset (default: the one matching the image shape)")
     p.add_argument("--binary-boundary", metavar="BLOCK",
-                   help="binarize the whole input of this block (e.g. block5), shortcut included, so that a latent-replay "
-                        "layer there stores exactly 1 bit per activation (default: none)")
+                   help="binarize the whole input of this block (e.g. block5), shortcut included, so that a "
+                        "latent-replay layer there stores exactly 1 bit per activation (default: none)")
     p.add_argument("--epochs", type=int, default=8, help="default: %(default)s")
     p.add_argument("--batch-size", type=int, default=128, help="per process (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, cosine-decayed to 0 (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=2e-3,
+                   help="Adam learning rate, cosine-decayed to 0 (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     p.add_argument("--fraction", type=float, help="train on this stratified fraction of the instances, 0 < F <= 1")
     p.add_argument("--no-augment", action="store_true", help="no random crop/flip")
@@ -453,18 +474,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("evaluate", help="accuracy (overall and per class) of a checkpoint, as JSON",
-                       description="Accuracy, per-class accuracy and confusion matrix of a checkpoint on a dataset split, printed as JSON.")
+                       description="Accuracy, per-class accuracy and confusion matrix of a checkpoint on a dataset "
+                                   "split, printed as JSON.")
     p.add_argument("checkpoint", nargs="?", default=DEFAULT_CHECKPOINT, help="default: %(default)s")
     _add_data_args(p, default_dataset=None)
     p.add_argument("--split", choices=("train", "test"), default="test", help="default: %(default)s")
     p.add_argument("--out", metavar="FILE", help="also write the JSON report to FILE")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("learn", help="continual learning over a scenario with one or more strategies (torch simulation)",
+    p = sub.add_parser("learn",
+                       help="continual learning over a scenario with one or more strategies (torch simulation)",
                        description="Run strategies over a continual-learning stream and write result.json, report.md, "
-                                   "accuracy.png and one accuracy matrix per strategy to --out. Without --checkpoint the "
-                                   "backbone is first pretrained on experience 0 (kept in OUT/pretrain and reused). "
-                                   "Flags override the --config TOML file.")
+                                   "accuracy.png and one accuracy matrix per strategy to --out. Without --checkpoint "
+                                   "the backbone is first pretrained on experience 0 (kept in OUT/pretrain and "
+                                   "reused). Flags override the --config TOML file.")
     p.add_argument("--config", metavar="FILE.toml", help="a TOML config (see the README); flags override it")
     _add_data_args(p, default_dataset=None)
     _add_stream_args(p)
@@ -474,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pretrain-holdout", type=float, metavar="F",
                    help="pretrain on a stratified fraction F of the training instances instead, and build the stream "
                         "from the rest (a disjoint instance split)")
-    g.add_argument("--binary-boundary", metavar="BLOCK", help="pretrain with the input of BLOCK binarized in full (1-bit replay there is exact)")
+    g.add_argument("--binary-boundary", metavar="BLOCK",
+                   help="pretrain with the input of BLOCK binarized in full (1-bit replay there is exact)")
     _add_strategy_args(p)
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/learn)")
@@ -500,9 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Commands that use the device runtime only (NumPy + numba, bit-packed kernels).")
     dsub = p.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
     d = dsub.add_parser("predict", help="predict a dataset split or a .npy of uint8 images with a model file",
-                        description="Run an exported model on a dataset split (default: the Fashion-MNIST test set) or on "
-                                    "a .npy file of uint8 images (N, H, W[, C]); print accuracy (when labels are known) "
-                                    "and throughput as JSON.")
+                        description="Run an exported model on a dataset split (default: the Fashion-MNIST test set) "
+                                    "or on a .npy file of uint8 images (N, H, W[, C]); print accuracy (when labels are "
+                                    "known) and throughput as JSON.")
     d.add_argument("model", help="model file written by bnncl export")
     _add_data_args(d)
     d.add_argument("--split", choices=("train", "test"), default="test", help="default: %(default)s")
@@ -515,13 +539,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", metavar="FILE", help="also write the report and every prediction as JSON")
     d.set_defaults(func=cmd_device_predict)
     d = dsub.add_parser("learn", help="keep learning on the device: a stream fed to the device learner (no torch)",
-                        description="Simulate a device fed by a continual-learning stream, with the device runtime only: "
-                                    "the frozen part on bit-packed kernels; the head (work A) or the blocks above the "
-                                    "LR layer and the head (work B) trained in integer arithmetic at --qf/--qb/--qbin "
-                                    "bits (float32 when all are 32); CWR*; latent replay stored at 1 bit. "
-                                    "The learner's state is written atomically after every experience (--state) and a "
-                                    "second run resumes from it. Writes result.json, report.md and the figures of bnncl "
-                                    "learn to --out. Flags override the --config TOML file (its [learn] section).")
+                        description="Simulate a device fed by a continual-learning stream, with the device runtime "
+                                    "only: the frozen part on bit-packed kernels; the head (work A) or the blocks "
+                                    "above the LR layer and the head (work B) trained in integer arithmetic at "
+                                    "--qf/--qb/--qbin bits (float32 when all are 32); CWR*; latent replay stored at 1 "
+                                    "bit. The learner's state is written atomically after every experience (--state) "
+                                    "and a second run resumes from it. Writes result.json, report.md and the figures "
+                                    "of bnncl learn to --out. Flags override the --config TOML file (its [learn] "
+                                    "section).")
     d.add_argument("model", help="model file written by bnncl export")
     d.add_argument("--config", metavar="FILE.toml", help="a TOML config (as for bnncl learn); flags override it")
     _add_data_args(d, default_dataset=None)

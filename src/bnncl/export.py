@@ -54,7 +54,8 @@ def _binary_conv(conv: BinaryConv2d, bn: nn.BatchNorm2d) -> tuple[np.ndarray, np
     """packed signs (Cout, kh, kw, words), alpha, mult, bias. alpha is computed by the forward's own torch code."""
     alpha = _np(weight_scale(conv.weight).flatten())
     packed = pack_conv_weights(_np(conv.weight))
-    mult, bias = fold_binary_conv_bn(alpha, _np(bn.weight), _np(bn.bias), _np(bn.running_mean), _np(bn.running_var), bn.eps)
+    mult, bias = fold_binary_conv_bn(alpha, _np(bn.weight), _np(bn.bias), _np(bn.running_mean), _np(bn.running_var),
+                                     bn.eps)
     return packed, alpha, mult, bias
 
 
@@ -80,7 +81,8 @@ def _block(name: str, block: BinaryBlock, arrays: dict) -> dict:
         spec["shortcut"] = {"kind": "binary", "stride": conv.stride[0]}
         arrays[f"{name}.shortcut.threshold"] = -_np(sc.shift.bias)
         packed, alpha_sc, mult, bias = _binary_conv(sc.conv, sc.bn)
-        arrays[f"{name}.shortcut.weight"], arrays[f"{name}.shortcut.mult"], arrays[f"{name}.shortcut.bias"] = packed, mult, bias
+        (arrays[f"{name}.shortcut.weight"], arrays[f"{name}.shortcut.mult"],
+         arrays[f"{name}.shortcut.bias"]) = packed, mult, bias
         arrays[f"train.{name}.shortcut.conv.alpha"] = alpha_sc
     else:
         raise ConfigError(f"{name}: cannot export a shortcut of type {type(sc).__name__}")
@@ -88,7 +90,8 @@ def _block(name: str, block: BinaryBlock, arrays: dict) -> dict:
     return spec
 
 
-def export_arrays(model: BinaryResNet, lr_layer: str, latent_weights: bool = False) -> tuple[list[dict], dict[str, np.ndarray]]:
+def export_arrays(model: BinaryResNet, lr_layer: str,
+                  latent_weights: bool = False) -> tuple[list[dict], dict[str, np.ndarray]]:
     """The layer table and arrays of the model file; ``latent_weights``: also the float32 latent conv weights of the
     trainable blocks (``train.<block>.conv.latent``), which the device learner's plain update continues from."""
     check_lr_layer(model, lr_layer)

@@ -1,8 +1,8 @@
 """Layers of a binary network (torch side): learnable shift, RPReLU, binary conv and linear, the residual block.
 
 Downsampling shortcut: ``duplicate`` (default; avg-pool + channel repetition, no weights, keeps the real-valued
-residual path) or ``binary`` (METHOD's avg-pool + 1x1 conv + BN, with the 1x1 conv binary, which cuts the residual
-stream to signs at every downsampling; in our Fashion-MNIST trials it trained about a point lower).
+residual path) or ``binary`` (docs/method.md §2's avg-pool + 1x1 conv + BN, with the 1x1 conv binary, which cuts the
+residual stream to signs at every downsampling; in our Fashion-MNIST trials it trained about a point lower).
 
 Padding of binary convs: the binarized input is padded with **+1**, not 0. A packed bit holds only +1 or -1, so
 +1-padding lets the device compute exactly what training computed without a correction term for the border
@@ -120,7 +120,8 @@ class Downsample(nn.Module):
 
     def __init__(self, cin, cout, stride, activation):
         super().__init__()
-        self.pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+        self.pool = (nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1
+                     else nn.Identity())
         self.shift = LearnableBias(cin)
         self.conv = BinaryConv2d(cin, cout, 1, activation=activation)
         self.bn = nn.BatchNorm2d(cout)
@@ -139,9 +140,11 @@ class PoolDuplicate(nn.Module):
     def __init__(self, cin, cout, stride):
         super().__init__()
         if cout % cin:
-            raise ConfigError(f"a 'duplicate' shortcut needs output channels divisible by input channels, got {cin} -> {cout}")
+            raise ConfigError("a 'duplicate' shortcut needs output channels divisible by input channels, "
+                              f"got {cin} -> {cout}")
         self.repeat = cout // cin
-        self.pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+        self.pool = (nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1
+                     else nn.Identity())
 
     def forward(self, x):
         x = self.pool(x)

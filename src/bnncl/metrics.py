@@ -34,7 +34,8 @@ def forgetting(matrix: np.ndarray, first_seen: np.ndarray) -> float:
 def backward_transfer(matrix: np.ndarray, first_seen: np.ndarray) -> float:
     """BWT: mean over classes learned before the last experience of (final accuracy - accuracy right after learning)."""
     last = len(matrix) - 1
-    diffs = [matrix[-1, j] - matrix[t, j] for j, t in enumerate(first_seen) if 0 <= t < last and not np.isnan(matrix[-1, j])]
+    diffs = [matrix[-1, j] - matrix[t, j] for j, t in enumerate(first_seen)
+             if 0 <= t < last and not np.isnan(matrix[-1, j])]
     return float(np.mean(diffs)) if diffs else 0.0
 
 

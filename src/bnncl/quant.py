@@ -1,4 +1,4 @@
-"""The per-tensor affine quantizer of the hybrid-quantized learning step (METHOD §5), NumPy only.
+"""The per-tensor affine quantizer of the hybrid-quantized learning step (docs/method.md §5), NumPy only.
 
 Float form (what the simulation computes): ``Q_b(x; m, M) = round((clip(x, m, M) - m) * s) / s + m`` with
 ``s = (2^b - 1) / (M - m)``. An all-zero tensor passes unchanged, and so does a constant one (``M == m``: one level,

@@ -62,7 +62,8 @@ def test_wrong_magic_names_file(tmp_path):
 def test_image_label_count_mismatch(tmp_path):
     write_idx_dataset(tmp_path, n_train=30)
     (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(29, np.uint8))))
-    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\.gz: 29 labels but train-images-idx3-ubyte\.gz holds 30 images"):
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\.gz: 29 labels but "
+                                        r"train-images-idx3-ubyte\.gz holds 30 images"):
         load_idx_dataset(tmp_path, "train")
 
 

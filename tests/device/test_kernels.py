@@ -54,8 +54,18 @@ def test_bad_operands_are_refused():
 # -- helpers for the extended tests ---------------------------------------------------------------------------------
 
 from bnncl.device.kernels import (  # noqa: E402
-    avgpool, avgpool_reference, block_epilogue, block_epilogue_reference, conv2d, conv2d_reference,
-    conv_weights_for_kernel, global_avgpool, pack_below, pack_below_reference, sign_conv_float, xor_popcount_sweeps,
+    avgpool,
+    avgpool_reference,
+    block_epilogue,
+    block_epilogue_reference,
+    conv2d,
+    conv2d_reference,
+    conv_weights_for_kernel,
+    global_avgpool,
+    pack_below,
+    pack_below_reference,
+    sign_conv_float,
+    xor_popcount_sweeps,
 )
 from fixtures import F32_UNIT, assert_within_float32, float32_sum_bound  # noqa: E402
 
@@ -435,7 +445,7 @@ def test_bconv_kernel_layout_equals_default(cin, stride, pad):
 # -- the CPU numba compiles for --------------------------------------------------------------------------------------
 
 def test_numba_compiles_for_the_target_it_is_told():
-    """``tests/other_cpu_target.py`` runs the device tests again with numba told to compile for another CPU: check
+    """``tools/cpu_target.py`` runs the device tests again with numba told to compile for another CPU: check
     that it does (no 512-bit register in a vectorized loop's code when the target's features leave AVX-512 out, no
     256-bit one without AVX), so that second run really covers another vector width."""
     import numba

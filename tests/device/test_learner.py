@@ -6,8 +6,8 @@ Oracles:
 * ``IntTensor``: the definition of the integer quantizer (levels in range, error at most half a step, 0 exact) and
   ``bnncl.quant.quantize(..., grid="integer")``, the simulation's float form of the same grid.
 * One integer head step: the torch simulation ``HeadHybridStep(grid="integer")``; the float step: torch autograd.
-* CWR*: METHOD §3's formulas re-stated here in float64 NumPy, on head rows trained by a re-statement of the SGD step
-  with the learner's own shuffle.
+* CWR*: docs/method.md §3's formulas re-stated here in float64 NumPy, on head rows trained by a re-statement of the
+  SGD step with the learner's own shuffle.
 * Determinism and resume: the state of an uninterrupted run with the same seed (every array bit for bit, the meta
   data except the wall-clock ``seconds`` of the log).
 * Bad input and corrupt state: the error type and message, and the bytes and mtime of the files on disk.
@@ -47,7 +47,7 @@ from bnncl.learning.hybrid import HeadHybridStep
 from bnncl.learning.options import LearnOptions
 from bnncl.models import BackboneConfig
 from bnncl.quant import NonFiniteError, quantize
-from fixtures import one_numba_thread, randomized  # noqa: F401 (a fixture)
+from fixtures import randomized
 
 WORKER = Path(__file__).with_name("learner_worker.py")
 
@@ -351,7 +351,7 @@ def _sgd64(w, h, y, lr):
 
 @pytest.mark.parametrize("bits", [32, 8])
 def test_cwr_star_consolidation_matches_a_hand_computed_oracle(models, bits):
-    """Two experiences (the second revisits class 2): the head the learner predicts with equals METHOD §3's
+    """Two experiences (the second revisits class 2): the head the learner predicts with equals docs/method.md §3's
     consolidation, computed here in float64, of rows trained with the learner's own shuffle from the rows consolidated
     before (fp32: a float64 re-statement of the SGD step; 8/16: the integer step, held equal to the simulation above).
     Tolerance: float32 rounding, 1e-5 of the rows' magnitude."""

@@ -68,7 +68,8 @@ def test_device_predict_runs_without_torch(python, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ",".join(map(str, expected))
 
-    cli = [python, "-m", "bnncl.cli", "device", "predict", str(tmp_path / "model.bnn"), "--images", str(tmp_path / "x.npy"),
+    cli = [python, "-m", "bnncl.cli", "device", "predict", str(tmp_path / "model.bnn"),
+           "--images", str(tmp_path / "x.npy"),
            "--image-labels", str(tmp_path / "y.npy"), "--out", str(tmp_path / "p.json")]
     proc = subprocess.run(cli, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -105,7 +106,8 @@ def test_device_learn_runs_without_torch(python, tmp_path):
 
 
 def test_torch_commands_say_what_is_missing(python, tmp_path):
-    proc = subprocess.run([python, "-m", "bnncl.cli", "export", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m.bnn")],
+    proc = subprocess.run([python, "-m", "bnncl.cli", "export", str(tmp_path / "model.pt"),
+                           "--out", str(tmp_path / "m.bnn")],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "needs torch" in proc.stderr and "bnncl[train]" in proc.stderr

@@ -43,9 +43,7 @@ from bnncl.learning.qbackprop import col2im as reference_col2im
 from bnncl.models import BackboneConfig, normalize
 from bnncl.quant import QParams
 from bnncl.quantizers import clip_latent_weights
-from fixtures import (  # noqa: F401 (one_numba_thread: a fixture)
-    F32_UNIT, F64_UNIT, assert_within_float32, float32_sum_bound, one_numba_thread, randomized,
-)
+from fixtures import F32_UNIT, F64_UNIT, assert_within_float32, float32_sum_bound, randomized
 
 CLASSES = 5
 # 8x8 grey images; block2 (5 -> 15 channels, stride 2, duplicate shortcut) is the LR layer, block3 (15 -> 15,
@@ -230,10 +228,11 @@ def test_integer_conv_equals_the_float_conv(monkeypatch, path, cin, cout, stride
     """Forward and backward of the binary conv (+1 padding) on the same quantized operands, against a float64
     oracle (the float conv in float64 on the operands' float32 values). The integer conv sums the exact levels and
     rounds once to float32; the float operands are those levels times the scale, each rounded once to float32: within
-    ``u * (sum|term| + |result|)`` of the oracle (u: float32's unit roundoff). The float conv (float32 BLAS) sums K terms in an order of its own: within
-    ``gamma_K * sum|term|`` of it (float32 arithmetic, any order). ``popcount``: weights ``Q_8(sign(W) mean|W|)``
-    with nearest rounding, two values per channel, the XNOR-popcount path; ``stochastic``: the same weights rounded
-    stochastically, and ``not two-valued``: ``Q_8(W)`` itself; both take the integer GEMM."""
+    ``u * (sum|term| + |result|)`` of the oracle (u: float32's unit roundoff). The float conv (float32 BLAS) sums K
+    terms in an order of its own: within ``gamma_K * sum|term|`` of it (float32 arithmetic, any order).
+    ``popcount``: weights ``Q_8(sign(W) mean|W|)`` with nearest rounding, two values per channel, the XNOR-popcount
+    path; ``stochastic``: the same weights rounded stochastically, and ``not two-valued``: ``Q_8(W)`` itself; both
+    take the integer GEMM."""
     rng = np.random.default_rng(cin * 10 + cout + stride)
     x = np.where(rng.standard_normal((2, cin, 7, 7)) >= 0, 1.0, -1.0).astype(np.float32)
     latent = (0.1 * rng.standard_normal((cout, cin, 3, 3))).astype(np.float32)
@@ -270,8 +269,8 @@ def test_integer_conv_equals_the_float_conv(monkeypatch, path, cin, cout, stride
     abs_gcols = abs_gc.transpose(0, 2, 3, 1).reshape(-1, cout) @ np.abs(w64).reshape(cout, -1)
     sum_abs_gx = reference_col2im(abs_gcols, saved_ref[1], 3, stride, 1)
     oracle_error = float32_sum_bound(sum_abs_gx, cout + 9, F64_UNIT)
-    assert_within_float32(gx, gx_64, 2 * F32_UNIT * sum_abs_gx + (F32_UNIT + 3 * F64_UNIT) * np.abs(gx_64) + oracle_error,
-                          "integer input gradient")
+    bound = 2 * F32_UNIT * sum_abs_gx + (F32_UNIT + 3 * F64_UNIT) * np.abs(gx_64) + oracle_error
+    assert_within_float32(gx, gx_64, bound, "integer input gradient")
     assert_within_float32(gx_ref, gx_64, float32_sum_bound(sum_abs_gx, cout + 9) + oracle_error, "float input gradient")
     # weight gradient: per weight, one term gc * (±1) for every output position of every image
     m = gc.shape[0] * gc.shape[2] * gc.shape[3]
@@ -290,7 +289,8 @@ def test_integer_conv_backward_in_chunks_is_the_whole_minibatchs_bit_for_bit(str
     bits = IntegerBits(8, 16, 8, "nearest", None)
     wb = bits.f((0.1 * rng.standard_normal((5, 12, 3, 3))).astype(np.float32), "conv weights")
     _, saved = IntegerConv(chunk=7).forward(x, wb, stride)
-    gc = bits.b(rng.standard_normal((7, 5, -(-6 // stride), -(-6 // stride))).astype(np.float32), "conv output gradient")
+    side = -(-6 // stride)
+    gc = bits.b(rng.standard_normal((7, 5, side, side)).astype(np.float32), "conv output gradient")
     gx, gw = IntegerConv(chunk=7).backward(gc, wb, stride, saved)
     assert np.abs(gw).max() > 0 and np.abs(gx).max() > 0
     for chunk in (1, 3, 100):
@@ -452,8 +452,9 @@ def _copy_into_torch(learner, trainable, rows):
 def test_inference_after_end_equals_torch_with_the_trained_parameters(exported, kind, qbin_update):
     """After three 8/16/8 steps and ``end(rows)``, the device's packed (and float) inference equals the torch model
     in eval mode holding the device's trained parameters and ``rows``: logits within 1e-4 relative, same
-    predictions. (lr 0.5, so that every parameter moves enough to show in the logits.) The logits before the steps differ from both (the rebuild is not a no-op); the float backend's
-    weights were cached before the steps (the rebuild must drop them)."""
+    predictions. (lr 0.5, so that every parameter moves enough to show in the logits.) The logits before the steps
+    differ from both (the rebuild is not a no-op); the float backend's weights were cached before the steps (the
+    rebuild must drop them)."""
     seed = 4
     options = device_options(8, qbin_update=qbin_update, lr=0.5)  # large steps: every parameter moves visibly
     model, trainable, learner, x, y = _step_setup(exported, kind, seed, options)

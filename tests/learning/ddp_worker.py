@@ -9,7 +9,8 @@ import torch.distributed as dist
 from bnncl.learning.pretrain import PretrainOptions, pretrain
 
 data, out = sys.argv[1], Path(sys.argv[2])
-opts = PretrainOptions(data=data, epochs=1, batch_size=8, out=str(out / "model.pt"), progress=False, max_steps_per_epoch=3)
+opts = PretrainOptions(data=data, epochs=1, batch_size=8, out=str(out / "model.pt"), progress=False,
+                       max_steps_per_epoch=3)
 model, result = pretrain(opts)
 rank = dist.get_rank()
 torch.save({"state": model.state_dict(), "world_size": result["world_size"]}, out / f"rank{rank}.pt")

@@ -1,4 +1,4 @@
-"""CWR* (METHOD §3) against a two-experience example worked out by hand: 3 classes, 2 features."""
+"""CWR* (docs/method.md §3) against a two-experience example worked out by hand: 3 classes, 2 features."""
 
 import numpy as np
 import pytest

@@ -22,7 +22,8 @@ def one_thread():
 @pytest.mark.parametrize("cfg,message", [
     ({"strategies": ["ar1", "ewc"]}, "unknown strategy 'ewc' (valid: naive, cwr, ar1, joint)"),
     ({"stream": {"type": "nx"}}, "unknown scenario 'nx' (valid: nc, ni, nic, core50)"),
-    ({"stream": {"type": "nc", "n_experience": 5}}, "[stream] of type nc: unknown key n_experience (valid: type, n_experiences, first, seed, order)"),
+    ({"stream": {"type": "nc", "n_experience": 5}},
+     "[stream] of type nc: unknown key n_experience (valid: type, n_experiences, first, seed, order)"),
     ({"learn": {"replay_sise": 10}}, "[learn]: unknown key replay_sise (valid: lr_layer, epochs"),
     ({"learn": {"replay_storage": "int4"}}, "unknown replay_storage 'int4' (valid: bits, float32)"),
     ({"pretrain": {"epoch": 3}}, "[pretrain]: unknown key epoch (valid: epochs"),
@@ -59,7 +60,8 @@ def test_replay_larger_than_the_stream(tiny, tmp_path):
 
 def test_learn_and_report_end_to_end(tiny, tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["learn", "--data", str(tiny / "data"), "--dataset", "fashion-mnist", "--strategy", "naive", "cwr", "ar1", "joint",
+    argv = ["learn", "--data", str(tiny / "data"), "--dataset", "fashion-mnist",
+            "--strategy", "naive", "cwr", "ar1", "joint",
             "--pretrain-epochs", "1", "--binary-boundary", "block5", "--epochs", "1", "--batch-size", "10",
             "--replay-size", "20", "--out", str(out), "--quiet"]
     assert main(argv) == 0
@@ -95,10 +97,11 @@ def test_report_of_a_missing_run_is_one_line(tmp_path, capsys):
 
 def test_config_file_and_flag_override(tiny, tmp_path):
     toml = tmp_path / "c.toml"
-    toml.write_text('strategies = ["cwr"]\n[stream]\ntype = "nc"\nn_experiences = 2\n[learn]\nepochs = 1\nbatch_size = 10\n'
-                    '[pretrain]\nepochs = 1\nbatch_size = 20\n')
+    toml.write_text('strategies = ["cwr"]\n[stream]\ntype = "nc"\nn_experiences = 2\n[learn]\nepochs = 1\n'
+                    'batch_size = 10\n[pretrain]\nepochs = 1\nbatch_size = 20\n')
     out = tmp_path / "r"
-    assert main(["learn", "--config", str(toml), "--data", str(tiny / "data"), "--experiences", "5", "--out", str(out), "--quiet"]) == 0
+    assert main(["learn", "--config", str(toml), "--data", str(tiny / "data"), "--experiences", "5",
+                 "--out", str(out), "--quiet"]) == 0
     res = json.loads((out / "result.json").read_text())
     assert res["config"]["stream"]["n_experiences"] == 5 and len(res["runs"][0]["accuracy"]) == 5
     toml.write_text('[learn]\nepoch = 1\n')
@@ -111,7 +114,10 @@ def test_holdout_pretrains_on_instances_the_stream_never_sees(tiny, tmp_path):
     cfg = validate(_cfg(tiny, tmp_path / "h", pretrain={"epochs": 1, "batch_size": 20, "holdout": 0.3}))
     stream, held = build_stream(cfg)
     assert len(held) == 30 and sum(len(e) for e in stream.experiences) == 70
-    key = lambda x: {bytes(im) for im in x.reshape(len(x), -1)}
+
+    def key(x):
+        return {bytes(im) for im in x.reshape(len(x), -1)}
+
     seen = set().union(*(key(e.data.x) for e in stream.experiences))
     assert not key(held.x) & seen
     res = run_experiment({**cfg, "strategies": ["cwr"]}, progress=False)

@@ -1,4 +1,4 @@
-"""Work A's head-only hybrid step (METHOD §5) against its definition and against torch autograd."""
+"""Work A's head-only hybrid step (docs/method.md §5) against its definition and against torch autograd."""
 
 import numpy as np
 import pytest
@@ -44,7 +44,8 @@ def _grid_ok(values, bits):
 
 @pytest.mark.parametrize("qf,qb", [(4, 8), (8, 16), (6, 12)])
 def test_low_bits_follow_the_definition(qf, qb):
-    """The update equals the q_b-quantized float gradient of the q_f-quantized forward, and weights sit on a q_b grid."""
+    """The update equals the q_b-quantized float gradient of the q_f-quantized forward, and weights sit
+    on a q_b grid."""
     head, x, y = head_and_batch(seed=qf)
     w0 = head.weight.detach().numpy().copy()
     h = x.numpy()
@@ -66,7 +67,7 @@ def test_low_bits_follow_the_definition(qf, qb):
 
 
 def _q(x, bits, lo=None, hi=None):
-    """A plain re-statement of METHOD §5's formula (the oracle)."""
+    """A plain re-statement of docs/method.md §5's formula (the oracle)."""
     x = np.asarray(x, np.float32)
     lo = x.min() if lo is None else lo
     hi = x.max() if hi is None else hi
@@ -107,9 +108,11 @@ def test_bad_bit_widths_and_unsupported_layers():
         LearnOptions(qf=16, qb=8)
     with pytest.raises(ConfigError, match="q_ranges"):
         LearnOptions(q_ranges="static")
-    model = build_model(BackboneConfig(input_shape=(8, 8, 1), num_classes=4, stem_channels=4, stages=((4, 1, 1), (8, 1, 2))))
+    model = build_model(BackboneConfig(input_shape=(8, 8, 1), num_classes=4, stem_channels=4,
+                                       stages=((4, 1, 1), (8, 1, 2))))
     with pytest.raises(ConfigError, match="dynamic ranges"):
-        build_learner(model, LearnOptions(strategy="ar1", qf=8, qb=16, lr_layer="block2", replay_size=4, q_ranges="fixed"))
+        build_learner(model, LearnOptions(strategy="ar1", qf=8, qb=16, lr_layer="block2", replay_size=4,
+                                          q_ranges="fixed"))
     multi = build_learner(model, LearnOptions(strategy="ar1", qf=8, qb=16, qbin=8, lr_layer="block2", replay_size=4))
     parts = multi.nbytes()
     # block2's 8 x 4 x 3 x 3 latent weights at 8 bits; its per-channel vectors and the head at 16 bits; BN in float32

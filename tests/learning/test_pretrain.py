@@ -80,7 +80,8 @@ def test_same_seed_same_weights_other_seed_differs(data_dir, tmp_path):
 
 def test_resume_with_changed_options_is_refused(data_dir, tmp_path):
     pretrain(_opts(data_dir, tmp_path / "m.pt", epochs=1))
-    with pytest.raises(CheckpointError, match=r"m\.pt: cannot resume, the training options changed \(lr: 0\.002 -> 0\.01\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"m\.pt: cannot resume, the training options changed \(lr: 0\.002 -> 0\.01\)"):
         pretrain(_opts(data_dir, tmp_path / "m.pt", epochs=1, lr=0.01, resume=True))
 
 

@@ -20,9 +20,9 @@ def one_thread():
 def test_cifar10_nc_5x2(tmp_path):
     write_cifar10(tmp_path / "cifar", per_batch=10, test=20)
     out = tmp_path / "run"
-    assert main(["learn", "--dataset", "cifar10", "--data", str(tmp_path / "cifar"), "--stream", "nc", "--experiences", "5",
-                 "--strategy", "cwr", "ar1", "--pretrain-epochs", "1", "--epochs", "1", "--batch-size", "10",
-                 "--replay-size", "10", "--out", str(out), "--quiet"]) == 0
+    assert main(["learn", "--dataset", "cifar10", "--data", str(tmp_path / "cifar"), "--stream", "nc",
+                 "--experiences", "5", "--strategy", "cwr", "ar1", "--pretrain-epochs", "1", "--epochs", "1",
+                 "--batch-size", "10", "--replay-size", "10", "--out", str(out), "--quiet"]) == 0
     res = json.loads((out / "result.json").read_text())
     assert res["backbone"]["architecture"].startswith("cifar10: input 32x32x3")
     ar1 = res["runs"][1]
@@ -32,9 +32,9 @@ def test_cifar10_nc_5x2(tmp_path):
 def test_cifar10_ni_with_shift(tmp_path):
     write_cifar10(tmp_path / "cifar", per_batch=20, test=20)
     out = tmp_path / "run"
-    assert main(["learn", "--dataset", "cifar10", "--data", str(tmp_path / "cifar"), "--stream", "ni", "--experiences", "2",
-                 "--shift", "contrast", "--strategy", "cwr", "--pretrain-epochs", "1", "--epochs", "1",
-                 "--out", str(out), "--quiet"]) == 0
+    assert main(["learn", "--dataset", "cifar10", "--data", str(tmp_path / "cifar"), "--stream", "ni",
+                 "--experiences", "2", "--shift", "contrast", "--strategy", "cwr", "--pretrain-epochs", "1",
+                 "--epochs", "1", "--out", str(out), "--quiet"]) == 0
     res = json.loads((out / "result.json").read_text())
     assert res["runs"][0]["stream"]["shift"] == "contrast" and len(res["runs"][0]["accuracy"]) == 2
 

@@ -63,7 +63,8 @@ def test_32_bits_equals_autograd(boundary, activation, conv):
     assert checked == n_params  # every trainable parameter of every block has its gradient checked
     # running statistics moved exactly as torch's
     for b in blocks:
-        torch.testing.assert_close(torch.from_numpy(b.running_var), ref.get_submodule(b.name).bn.running_var, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(torch.from_numpy(b.running_var), ref.get_submodule(b.name).bn.running_var,
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_low_bits_quantize_every_op_with_its_width(monkeypatch):
@@ -88,7 +89,7 @@ def test_low_bits_quantize_every_op_with_its_width(monkeypatch):
     for where, bits, _, _ in calls:
         if "conv weight gradient" in where:
             assert bits == 8, where
-        elif where == "logit gradient":  # METHOD §5: the logit gradient is a forward quantity, at q_f
+        elif where == "logit gradient":  # docs/method.md §5: the logit gradient is a forward quantity, at q_f
             assert bits == 6, where
         elif "gradient" in where:
             assert bits == 12, where
@@ -117,7 +118,8 @@ def test_sgd_step_by_hand(rebinarize):
     head = trainable.get_submodule("head").weight.detach().numpy()
     bp = QuantizedBackprop(blocks, head, Bits())
     bp.loss_and_backward(latents(False).numpy().copy(), np.array([0, 1, 2, 3, 4, 0]))
-    before = {b.name: (b.weight.copy(), b.shift.copy(), b.bn_weight.copy(), b.slope.copy(), dict(b.grads)) for b in blocks}
+    before = {b.name: (b.weight.copy(), b.shift.copy(), b.bn_weight.copy(), b.slope.copy(), dict(b.grads))
+              for b in blocks}
     h0, gh = head.copy(), bp.head_grad.copy()
     bp.sgd_step(0.1, rebinarize=rebinarize)
     np.testing.assert_allclose(head, h0 - 0.1 * gh, rtol=1e-6)

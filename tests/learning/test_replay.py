@@ -1,4 +1,5 @@
-"""Latent replay memory (METHOD §4): 1-bit and float32 storage, the AR1* and class-balanced update rules, sampling."""
+"""Latent replay memory (docs/method.md §4): 1-bit and float32 storage, the AR1* and class-balanced
+update rules, sampling."""
 
 import math
 

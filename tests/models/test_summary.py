@@ -15,7 +15,8 @@ KEYS = ["params_1bit", "params_32bit", "bytes_deployed", "bytes_fp32", "binary_m
 def _small_model(shortcut):
     # 9x9x2 -> stem 9x9x4 -> block1 9x9x4 -> block2 (s2) 5x5x8 -> block3 5x5x8 -> block4 (s2) 3x3x16 -> head 5.
     cfg = BackboneConfig(
-        input_shape=(9, 9, 2), num_classes=5, stem_channels=4, stages=((4, 1, 1), (8, 2, 2), (16, 1, 2)), shortcut=shortcut
+        input_shape=(9, 9, 2), num_classes=5, stem_channels=4, stages=((4, 1, 1), (8, 2, 2), (16, 1, 2)),
+        shortcut=shortcut
     )
     return build_model(cfg)
 
@@ -96,7 +97,8 @@ def test_macs_split_matches_module_tree(small):
     model, s = small
     n_binary = sum(1 for m in model.modules() if isinstance(m, (BinaryConv2d, BinaryLinear)))
     n_float = sum(
-        1 for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and not isinstance(m, (BinaryConv2d, BinaryLinear))
+        1 for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and not isinstance(m, (BinaryConv2d, BinaryLinear))
     )
     assert sum(1 for r in s["layers"] if r["binary_macs"] > 0) == n_binary
     assert sum(1 for r in s["layers"] if r["float_macs"] > 0) == n_float == 2

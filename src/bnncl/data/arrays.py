@@ -30,7 +30,8 @@ class LabelledArrays:
         if self.y.ndim != 1 or len(self.y) != len(self.x):
             raise DataError(f"{self.name}: {len(self.x)} images but labels of shape {self.y.shape}")
         if len(self.y) and (self.y.min() < 0 or self.y.max() >= len(self.class_names)):
-            raise DataError(f"{self.name}: label {int(self.y.max() if self.y.max() >= len(self.class_names) else self.y.min())} "
+            raise DataError(f"{self.name}: label "
+                            f"{int(self.y.max() if self.y.max() >= len(self.class_names) else self.y.min())} "
                             f"out of range [0, {len(self.class_names)})")
 
     def __len__(self) -> int:

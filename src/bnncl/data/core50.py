@@ -40,7 +40,8 @@ def _npz_memmap(path: Path, member: str = "x.npy"):
         try:
             info = z.getinfo(member)
         except KeyError:
-            raise DataError(f"{path}: no array 'x' (has: {', '.join(n.removesuffix('.npy') for n in z.namelist())})") from None
+            raise DataError(f"{path}: no array 'x' "
+                            f"(has: {', '.join(n.removesuffix('.npy') for n in z.namelist())})") from None
         if info.compress_type != zipfile.ZIP_STORED:
             return None
     with open(path, "rb") as f:
@@ -83,7 +84,8 @@ class Core50:
                                 f"but LUP.pkl lists {len(idx)} images")
             lab = np.asarray(lab)
             if len(lab) and (lab.min() < 0 or lab.max() >= NUM_OBJECTS):
-                raise DataError(f"{lab_path}: {scenario} run {run} batch {b}: object label out of range [0, {NUM_OBJECTS})")
+                raise DataError(f"{lab_path}: {scenario} run {run} batch {b}: object label out of range "
+                                f"[0, {NUM_OBJECTS})")
         paths_path = self.root / "paths.pkl"
         self.paths = load_pickle(paths_path)
         if not isinstance(self.paths, (list, tuple)):
@@ -104,8 +106,8 @@ class Core50:
             raise DataError(f"{path}: scenario {self.scenario!r} has runs 0-{len(runs) - 1}, not {self.run}")
         batches = runs[self.run]
         if len(batches) < 2:
-            raise DataError(f"{path}: scenario {self.scenario!r} run {self.run} needs training batches and a test batch, "
-                            f"has {len(batches)} entries")
+            raise DataError(f"{path}: scenario {self.scenario!r} run {self.run} needs training batches and a test "
+                            f"batch, has {len(batches)} entries")
         return list(batches)
 
     @property
@@ -160,7 +162,8 @@ class Core50:
         if b == -1:
             b = self.num_train_batches
         if not 0 <= b <= self.num_train_batches:
-            raise DataError(f"CORe50 {self.scenario} run {self.run} has training batches 0-{self.num_train_batches - 1}, not {b}")
+            raise DataError(f"CORe50 {self.scenario} run {self.run} has training batches "
+                            f"0-{self.num_train_batches - 1}, not {b}")
         index = np.asarray(self.lup[b], dtype=np.int64)
         y = np.asarray(self.object_labels[b], dtype=np.int64)
         if self.labels == "category":

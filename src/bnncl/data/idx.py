@@ -17,7 +17,8 @@ from ..errors import DataError
 from .arrays import LabelledArrays
 
 UBYTE = 0x08
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
 # split -> (images stem, labels stem); files may end in .gz and use '-' or '.' before idx (both spellings exist).
@@ -91,5 +92,6 @@ def load_idx_dataset(root: str | os.PathLike, split: str = "train", class_names=
         raise DataError(f"{lab_path}: {len(labels)} labels but {img_path.name} holds {len(images)} images")
     if len(labels) and labels.max() >= len(class_names):
         bad = int(np.argmax(labels >= len(class_names)))
-        raise DataError(f"{lab_path}: label {int(labels[bad])} at index {bad} is out of range for {len(class_names)} classes")
+        raise DataError(f"{lab_path}: label {int(labels[bad])} at index {bad} is out of range for "
+                        f"{len(class_names)} classes")
     return LabelledArrays(images[..., None], labels.astype(np.int64), tuple(class_names), f"{name} {split}")

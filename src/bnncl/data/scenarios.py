@@ -1,5 +1,5 @@
 """Continual-learning scenarios: factories that turn a labelled dataset into a stream of experiences plus a fixed
-test set (METHOD §6). NumPy only, so the device runtime can replay the same stream.
+test set (docs/method.md §6). NumPy only, so the device runtime can replay the same stream.
 
 * **NC** (new classes): experiences of disjoint classes, class order drawn from the seed; optionally a larger first
   experience of ``first`` base classes.
@@ -99,7 +99,8 @@ def nc(train: LabelledArrays, test: LabelledArrays, n_experiences: int = 5, firs
     else:
         rest, n_rest = k - first, n_experiences - 1
         if not 1 <= first < k or n_rest < 1 or rest % n_rest:
-            raise ConfigError(f"NC: after {first} first classes, {rest} classes do not split evenly into {n_rest} experiences")
+            raise ConfigError(f"NC: after {first} first classes, {rest} classes do not split evenly into "
+                              f"{n_rest} experiences")
         sizes = [first] + [rest // n_rest] * n_rest
     bounds = np.cumsum([0] + sizes)
     class_groups = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
@@ -108,7 +109,8 @@ def nc(train: LabelledArrays, test: LabelledArrays, n_experiences: int = 5, firs
                   {"scenario": "nc", "class_order": order, "classes_per_experience": class_groups, "seed": seed})
 
 
-def _stratified_shards(y: np.ndarray, n: int, rng: np.random.Generator, index: np.ndarray | None = None) -> list[np.ndarray]:
+def _stratified_shards(y: np.ndarray, n: int, rng: np.random.Generator,
+                       index: np.ndarray | None = None) -> list[np.ndarray]:
     """Split ``index`` (default all) into ``n`` shards holding an equal share of every class."""
     index = np.arange(len(y)) if index is None else index
     shards = [[] for _ in range(n)]
@@ -156,7 +158,8 @@ def ni(train: LabelledArrays, test: LabelledArrays, n_experiences: int = 5, shif
     counts = np.bincount(train.y)
     smallest = int(counts[counts > 0].min())
     if not 1 <= n_experiences <= smallest:  # every experience must hold every class
-        raise ConfigError(f"NI: n_experiences must be in 1..{smallest} (patterns of the smallest class), got {n_experiences}")
+        raise ConfigError(f"NI: n_experiences must be in 1..{smallest} (patterns of the smallest class), "
+                          f"got {n_experiences}")
     rng = np.random.default_rng(seed)
     groups = _stratified_shards(train.y, n_experiences, rng)
     strengths = np.linspace(0, 1, n_experiences) if n_experiences > 1 else np.zeros(1)

@@ -1,4 +1,5 @@
-"""The hybrid-quantized learning step on the device, in integer arithmetic (METHOD §5, integer form). NumPy + numba.
+"""The hybrid-quantized learning step on the device, in integer arithmetic (docs/method.md §5, integer form).
+NumPy + numba.
 
 Every tensor the step quantizes becomes an :class:`IntTensor`: unsigned levels ``q`` in ``[0, 2^b - 1]`` (stored in
 the smallest unsigned type that holds them: 8 bits in a uint8, 16 in a uint16), a scale ``S`` and a zero point ``Z``;
@@ -16,7 +17,7 @@ Head-only step (work A), head ``W`` (classes x features) stored at ``q_b``, mini
     W <- Q_qb(W - lr g)
 
 This is :class:`bnncl.learning.hybrid.HeadHybridStep` with the integer form's grid (``grid="integer"``); the test
-suite holds one step of the two equal. The simulation's default grid (METHOD's float form) puts the levels at
+suite holds one step of the two equal. The simulation's default grid (docs/method.md's float form) puts the levels at
 ``m + k (M - m) / (2^b - 1)`` instead of on multiples of ``S``, so the two differ by less than one step of each
 quantizer; BENCHMARKS.md compares whole streams.
 """

@@ -66,7 +66,8 @@ def _bgemm(a, wt, k, out):
 def bgemm(a: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
     """Binary GEMM: ``a`` (M, words) and ``w`` (N, words) packed signs, ``k`` real inputs -> (M, N) int32."""
     if a.dtype != np.uint64 or w.dtype != np.uint64 or a.shape[1] != w.shape[1]:
-        raise ValueError(f"bgemm needs uint64 operands with the same word count, got {a.dtype}{a.shape} and {w.dtype}{w.shape}")
+        raise ValueError("bgemm needs uint64 operands with the same word count, "
+                         f"got {a.dtype}{a.shape} and {w.dtype}{w.shape}")
     if not 0 < k <= a.shape[1] * WORD_BITS:
         raise ValueError(f"k = {k} does not fit {a.shape[1]} words")
     out = np.empty((a.shape[0], w.shape[0]), np.int32)
@@ -90,7 +91,8 @@ def bconv_reference(x: np.ndarray, w: np.ndarray, cin: int, stride: int, pad: in
     for dy in range(kh):
         for dx in range(kw):
             patch = xp[:, dy:dy + stride * (ho - 1) + 1:stride, dx:dx + stride * (wo - 1) + 1:stride]  # (n, ho, wo, nw)
-            out += np.bitwise_count(patch[..., None, :] ^ w[None, None, None, :, dy, dx, :]).sum(axis=-1, dtype=np.int64)
+            xor = patch[..., None, :] ^ w[None, None, None, :, dy, dx, :]
+            out += np.bitwise_count(xor).sum(axis=-1, dtype=np.int64)
     return (kh * kw * cin - 2 * out).astype(np.int32)
 
 
@@ -157,9 +159,11 @@ def _bconv3x3(x, wt, k, stride, pad, out):
             for t in range(nw):
                 a0, a1, a2, a3, a4, a5, a6, a7, a8 = _nine(x, b, y0, x0, t, h, wd, zero)  # +1 padding: a zero word
                 for co in range(cout):
-                    p = (popcount64(a0 ^ wt[0, 0, t, co]) + popcount64(a1 ^ wt[0, 1, t, co]) + popcount64(a2 ^ wt[0, 2, t, co])
-                         + popcount64(a3 ^ wt[1, 0, t, co]) + popcount64(a4 ^ wt[1, 1, t, co]) + popcount64(a5 ^ wt[1, 2, t, co])
-                         + popcount64(a6 ^ wt[2, 0, t, co]) + popcount64(a7 ^ wt[2, 1, t, co]) + popcount64(a8 ^ wt[2, 2, t, co]))
+                    p = (popcount64(a0 ^ wt[0, 0, t, co]) + popcount64(a1 ^ wt[0, 1, t, co])
+                         + popcount64(a2 ^ wt[0, 2, t, co]) + popcount64(a3 ^ wt[1, 0, t, co])
+                         + popcount64(a4 ^ wt[1, 1, t, co]) + popcount64(a5 ^ wt[1, 2, t, co])
+                         + popcount64(a6 ^ wt[2, 0, t, co]) + popcount64(a7 ^ wt[2, 1, t, co])
+                         + popcount64(a8 ^ wt[2, 2, t, co]))
                     acc[co] = p if t == 0 else acc[co] + p
             for co in range(cout):
                 out[b, oy, ox, co] = k - 2 * acc[co]
@@ -170,14 +174,16 @@ def conv_weights_for_kernel(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0)))
 
 
-def bconv(x: np.ndarray, w: np.ndarray, cin: int, stride: int = 1, pad: int = 1, *, w_is_kernel_layout: bool = False) -> np.ndarray:
+def bconv(x: np.ndarray, w: np.ndarray, cin: int, stride: int = 1, pad: int = 1, *,
+          w_is_kernel_layout: bool = False) -> np.ndarray:
     """Binary conv of packed ``x`` (N, H, W, words) with packed ``w`` (Cout, kh, kw, words): int32 dot products.
 
     ``w_is_kernel_layout``: ``w`` is already :func:`conv_weights_for_kernel`'s (kh, kw, words, Cout).
     """
     wt = w if w_is_kernel_layout else conv_weights_for_kernel(w)
     if x.dtype != np.uint64 or wt.dtype != np.uint64 or x.shape[-1] != wt.shape[2]:
-        raise ValueError(f"bconv needs uint64 operands with the same word count, got {x.dtype}{x.shape} and {w.dtype}{w.shape}")
+        raise ValueError("bconv needs uint64 operands with the same word count, "
+                         f"got {x.dtype}{x.shape} and {w.dtype}{w.shape}")
     n, h, wd, _ = x.shape
     kh, kw, _, cout = wt.shape
     out = np.empty((n, _out_size(h, kh, stride, pad), _out_size(wd, kw, stride, pad), cout), np.int32)
@@ -198,16 +204,21 @@ def conv2d_reference(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stri
     """
     cout, kh, kw, cin = w.shape
     xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
-    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]  # (N, Ho, Wo, Cin, kh, kw)
+    # (N, Ho, Wo, Cin, kh, kw)
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
     w = np.asarray(w, np.float32)
     out = np.empty(win.shape[:3] + (cout,), np.float32)
     out[...] = 0 if bias is None else np.asarray(bias, np.float32)
+    partial, term = np.empty_like(out), np.empty_like(out)  # every step in place: no temporary per tap
     for ci in range(cin):
-        partial = None
         for dy in range(kh):
             for dx in range(kw):
-                term = win[:, :, :, ci, dy, dx, None].astype(np.float32) * w[:, dy, dx, ci]
-                partial = term if partial is None else partial + term
+                tap = win[:, :, :, ci, dy, dx, None]
+                if dy == 0 and dx == 0:
+                    np.multiply(tap, w[:, dy, dx, ci], out=partial, dtype=np.float32)
+                else:
+                    np.multiply(tap, w[:, dy, dx, ci], out=term, dtype=np.float32)
+                    partial += term
         out += partial
     return out
 
@@ -218,7 +229,8 @@ def sign_conv_float(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.n
     float32 holds exactly, so the result is exact whatever order BLAS sums in: it equals :func:`bconv`'s integers."""
     cout, kh, kw, cin = w.shape
     xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=1.0) if pad else x
-    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]  # (N, Ho, Wo, Cin, kh, kw)
+    # (N, Ho, Wo, Cin, kh, kw)
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
     n, ho, wo = win.shape[:3]
     cols = np.ascontiguousarray(np.transpose(win, (0, 1, 2, 4, 5, 3))).reshape(n * ho * wo, kh * kw * cin)
     return (cols @ w.reshape(cout, -1).T).reshape(n, ho, wo, cout).astype(np.float32, copy=False)
@@ -273,9 +285,11 @@ def _conv3x3(x, wt, bias, stride, pad, out):
                 a0, a1, a2, a3, a4, a5, a6, a7, a8 = _nine(x, b, y0, x0, ci, h, wd, np.float32(0))  # zero padding
                 for co in range(cout):
                     prev = bias[co] if ci == 0 else out[b, oy, ox, co]
-                    out[b, oy, ox, co] = prev + (a0 * wt[0, 0, ci, co] + a1 * wt[0, 1, ci, co] + a2 * wt[0, 2, ci, co]
-                                                 + a3 * wt[1, 0, ci, co] + a4 * wt[1, 1, ci, co] + a5 * wt[1, 2, ci, co]
-                                                 + a6 * wt[2, 0, ci, co] + a7 * wt[2, 1, ci, co] + a8 * wt[2, 2, ci, co])
+                    out[b, oy, ox, co] = prev + (a0 * wt[0, 0, ci, co] + a1 * wt[0, 1, ci, co]
+                                                 + a2 * wt[0, 2, ci, co] + a3 * wt[1, 0, ci, co]
+                                                 + a4 * wt[1, 1, ci, co] + a5 * wt[1, 2, ci, co]
+                                                 + a6 * wt[2, 0, ci, co] + a7 * wt[2, 1, ci, co]
+                                                 + a8 * wt[2, 2, ci, co])
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: int = 1, pad: int = 1) -> np.ndarray:

@@ -170,7 +170,8 @@ class Learner:
             raise DataError(f"labels must be integers, got {labels.dtype}")
         bad = labels[(labels < 0) | (labels >= self.num_classes)]
         if len(bad):
-            raise DataError(f"label {int(bad[0])} is outside the head's {self.num_classes} classes (0-{self.num_classes - 1}): "
+            raise DataError(f"label {int(bad[0])} is outside the head's {self.num_classes} classes "
+                            f"(0-{self.num_classes - 1}): "
                             "the head holds a row for every class it can learn, fixed at export")
         return images, labels.astype(np.int64)
 
@@ -312,8 +313,9 @@ class Learner:
                   "head.inference": np.asarray(self.head_op.weight, np.float32), **self.part.state()}
         meta = {"bnncl_version": __version__, "model_sha256": self.model.meta.get("sha256"),
                 "model_path": str(self.model.path), "options": self.options.to_dict(), "experiences": self.experiences,
-                "log": [dict(e) for e in self.log], "rng": {"shuffle": _rng_state(self.rng), "replay": _rng_state(self.replay_rng),
-                                         "quantizer": _rng_state(self.quant_rng)}}
+                "log": [dict(e) for e in self.log],
+                "rng": {"shuffle": _rng_state(self.rng), "replay": _rng_state(self.replay_rng),
+                        "quantizer": _rng_state(self.quant_rng)}}
         if self.memory is not None:
             mem_arrays, mem_meta = self.memory.state()
             arrays.update({f"replay.{k}": v for k, v in mem_arrays.items()})

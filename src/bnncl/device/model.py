@@ -46,7 +46,8 @@ class Model:
         """Put the latent-replay layer at ``lr_layer``: the frozen part ends before it."""
         names = [op.name for op in self.ops]
         if lr_layer not in names[1:]:
-            raise ConfigError(f"no layer {lr_layer!r} to put the latent-replay layer at (valid: {', '.join(names[1:])})")
+            raise ConfigError(f"no layer {lr_layer!r} to put the latent-replay layer at "
+                              f"(valid: {', '.join(names[1:])})")
         k = names.index(lr_layer)
         self.lr_layer = lr_layer
         self.frozen_ops, self.trainable_ops = self.ops[:k], self.ops[k:]

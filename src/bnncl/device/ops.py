@@ -145,9 +145,10 @@ class Block(Op):
         if self.shortcut["kind"] == "binary":
             vectors += [self.sc_threshold, self.sc_mult, self.sc_bias]
         total = sum(v.nbytes for v in vectors if v is not None)
+        binary_shortcut = self.shortcut["kind"] == "binary"
         if backend == "packed":
-            return total + self.weight_kernel.nbytes + (self.sc_weight_kernel.nbytes if self.shortcut["kind"] == "binary" else 0)
-        return total + 4 * self.cout * 9 * self.cin + (4 * self.cout * self.cin if self.shortcut["kind"] == "binary" else 0)
+            return total + self.weight_kernel.nbytes + (self.sc_weight_kernel.nbytes if binary_shortcut else 0)
+        return total + 4 * self.cout * 9 * self.cin + (4 * self.cout * self.cin if binary_shortcut else 0)
 
     def _conv(self, signs, backend, weight_kernel, weight_float, stride, pad):
         if backend == "packed":

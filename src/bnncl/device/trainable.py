@@ -172,8 +172,8 @@ class BlocksPart:
         def stored(arrays, bits):  # each tensor at its bit width with its scale and zero point, or float32
             return sum(4 * a.size if self.fp32 else quantized_bytes(a.size, bits) for a in arrays)
 
-        vectors = [getattr(p, k) for p in self.params for k in ("shift", "input_scale", "shift_in", "slope", "shift_out")
-                   if getattr(p, k) is not None]
+        vectors = [getattr(p, k) for p in self.params
+                   for k in ("shift", "input_scale", "shift_in", "slope", "shift_out") if getattr(p, k) is not None]
         return {"trainable_binary_latent_weights": stored([p.weight for p in self.params], o.qbin),
                 "trainable_batchnorm_fp32": sum(4 * 4 * p.bn_weight.size for p in self.params),
                 "trainable_other_vectors": stored(vectors, o.qb), "trainable_head": stored([self.head], o.qb)}

@@ -1,4 +1,4 @@
-"""CWR* (Copy Weights with Re-init, star), METHOD §3. NumPy only: the device learner runs the same code.
+"""CWR* (Copy Weights with Re-init, star), docs/method.md §3. NumPy only: the device learner runs the same code.
 
 The head is bias-free and has a row for every class. ``cw`` holds the consolidated rows, ``past`` how many patterns
 each class has been consolidated from. Per experience:

@@ -32,12 +32,12 @@ import time
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from ..data import DATASETS, LabelledArrays, load_dataset
-from ..data import scenarios
+from ..data import DATASETS, LabelledArrays, load_dataset, scenarios
 from ..errors import ConfigError
 from .options import STRATEGIES, LearnOptions
 
-TOP_KEYS = ("dataset", "data", "dataset_options", "strategies", "checkpoint", "out", "seed", "stream", "pretrain", "learn")
+TOP_KEYS = ("dataset", "data", "dataset_options", "strategies", "checkpoint", "out", "seed", "stream", "pretrain",
+            "learn")
 STREAM_TYPES = ("nc", "ni", "nic", "core50")
 # holdout: pretrain on this stratified fraction of the training instances, and build the stream from the rest
 # (a disjoint instance split); without it, pretraining uses experience 0 of the stream (the reference code's choice).
@@ -142,8 +142,8 @@ def backbone_for(cfg: dict, stream: scenarios.Stream, progress: bool, held=None)
                            seed=cfg["seed"], subset=subset, out=str(Path(cfg["out"]) / "pretrain" / "model.pt"),
                            resume=True, progress=progress, **pre)
     model, result = pretrain(opts, data=(base, test))
-    return model, {"pretrained_on": opts.subset, "checkpoint": opts.out, "pretrain_test_accuracy": result["test"]["accuracy"],
-                   "pretrain_test_set": test.name}
+    return model, {"pretrained_on": opts.subset, "checkpoint": opts.out,
+                   "pretrain_test_accuracy": result["test"]["accuracy"], "pretrain_test_set": test.name}
 
 
 def _preflight(cfg: dict, stream: scenarios.Stream, model) -> None:
@@ -193,7 +193,8 @@ def table_rows(result: dict) -> list[dict]:
                      "lr_layer": r["options"]["lr_layer"], "final": r["final_accuracy"],
                      "forgetting": r["forgetting"] if len(r["accuracy"]) > 1 else None,
                      "bwt": r["backward_transfer"] if len(r["accuracy"]) > 1 else None,
-                     "replay": b.get("replay_memory"), "storage": r["options"]["replay_storage"] if "replay_memory" in b else "",
+                     "replay": b.get("replay_memory"),
+                     "storage": r["options"]["replay_storage"] if "replay_memory" in b else "",
                      "patterns": r["options"]["replay_size"] if "replay_memory" in b else None,
                      "trainable": b["trainable_parameters_fp32"], "cwr": b.get("consolidated_rows"),
                      "seconds": r.get("seconds")})
@@ -201,7 +202,8 @@ def table_rows(result: dict) -> list[dict]:
 
 
 def report_markdown(results: list[dict]) -> str:
-    lines = ["| stream | strategy | LR layer | final accuracy | forgetting | BWT | replay memory | trainable params (fp32) | CWR* rows | time |",
+    lines = ["| stream | strategy | LR layer | final accuracy | forgetting | BWT | replay memory | "
+             "trainable params (fp32) | CWR* rows | time |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for res in results:
         for r in table_rows(res):

@@ -1,5 +1,5 @@
-"""The hybrid-quantized learning step in the torch simulation (METHOD §5): forward at ``q_f`` bits, gradients and
-stored parameters at ``q_b`` bits.
+"""The hybrid-quantized learning step in the torch simulation (docs/method.md §5): forward at ``q_f`` bits, gradients
+and stored parameters at ``q_b`` bits.
 
 Head-only variant (work A), one SGD step on the bias-free head ``W`` (classes x features) with a minibatch ``h``:
 
@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..layers import BinaryBlock, PoolDuplicate
 from ..quant import quantize
-from .qbackprop import BlockParams, Bits, QuantizedBackprop, nll, onehot, softmax
+from .qbackprop import Bits, BlockParams, QuantizedBackprop, nll, onehot, softmax
 
 WEIGHT_MARGIN = 0.02
 
@@ -103,14 +103,16 @@ def block_params(name: str, block) -> BlockParams:
     elif isinstance(block.shortcut, PoolDuplicate):
         shortcut = "duplicate"
     else:
-        raise ConfigError(f"{name}: quantized back-propagation does not handle a {type(block.shortcut).__name__} shortcut")
+        raise ConfigError(f"{name}: quantized back-propagation does not handle a "
+                          f"{type(block.shortcut).__name__} shortcut")
     return BlockParams(
         name=name, weight=arr(block.conv.weight), stride=block.conv.stride[0], binary_input=block.binary_input,
         shortcut=shortcut, shift=None if block.binary_input else arr(block.shift.bias),
         input_scale=arr(block.input_scale.scale) if block.binary_input else None,
         bn_weight=arr(block.bn.weight), bn_bias=arr(block.bn.bias), running_mean=arr(block.bn.running_mean),
         running_var=arr(block.bn.running_var), shift_in=arr(block.act.shift_in.bias), slope=arr(block.act.prelu.weight),
-        shift_out=arr(block.act.shift_out.bias), eps=block.bn.eps, momentum=block.bn.momentum, activation=block.conv.activation)
+        shift_out=arr(block.act.shift_out.bias), eps=block.bn.eps, momentum=block.bn.momentum,
+        activation=block.conv.activation)
 
 
 class TorchConv:
@@ -147,7 +149,8 @@ class BackpropHybridStep:
                                   "latent-replay layer at a block (or the head)")
         self.lr, self.bits = lr, Bits(qf, qb, qbin, rounding, np.random.default_rng(seed + 104729), grid)
         self.bp = QuantizedBackprop(blocks, head, self.bits, TorchConv())
-        self.float_bp = QuantizedBackprop(blocks, head, Bits(), TorchConv())  # same arrays, no quantizer: the reference gradients
+        # same arrays, no quantizer: the reference gradients
+        self.float_bp = QuantizedBackprop(blocks, head, Bits(), TorchConv())
         self.errors: dict[str, list[float]] = {}
         self.steps = 0
         # work B's update of binary latent weights, W <- clip(Q(sign(W) - lr g), -1, 1), or the plain one from W
@@ -185,7 +188,8 @@ class BackpropHybridStep:
         return {k: float(np.mean(v)) for k, v in self.errors.items()}
 
     def state_bytes(self) -> dict[str, int]:
-        """The trainable state at its stored precision: binary latent weights at q_bin, BN in float32, the rest at q_b."""
+        """The trainable state at its stored precision: binary latent weights at q_bin, BN in float32,
+        the rest at q_b."""
         q = self.bits
         latent = sum(b.weight.size for b in self.bp.blocks)
         bn = sum(b.bn_weight.size * 2 for b in self.bp.blocks)  # gamma, beta (running statistics are not trained)

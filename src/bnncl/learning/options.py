@@ -20,7 +20,8 @@ MIXES = ("proportional", "fixed")
 @dataclass
 class LearnOptions:
     strategy: str = "ar1"
-    lr_layer: str | None = None  # None: "head" for cwr, else the model's binary boundary or its last stage's first block
+    # None: "head" for cwr, else the model's binary boundary or its last stage's first block
+    lr_layer: str | None = None
     epochs: int = 4
     lr: float = 0.01
     batch_size: int = 50  # patterns per SGD step (new + replayed with mix "proportional"; new only with "fixed")
@@ -29,14 +30,14 @@ class LearnOptions:
     replay_update: str = "balanced"
     replay_mix: str = "fixed"  # B's code: 50 new + 128 replayed per step (BENCHMARKS.md compares the mixes)
     replay_batch: int = 128  # replayed patterns per step with mix "fixed"
-    # Hybrid quantization of the learning step (METHOD §5); 32 = float32, no quantization.
+    # Hybrid quantization of the learning step (docs/method.md §5); 32 = float32, no quantization.
     qf: int = 32  # forward bits: inputs, weights and outputs of trainable ops, softmax, logit gradient
     qb: int = 32  # backward bits: gradients and stored trainable parameters (at least qf)
     qbin: int = 32  # gradients and latent weights of trainable binary convs
     q_ranges: str = "dynamic"  # "dynamic" (min/max per call) or "fixed" (calibrated on experience 0, work A)
     q_rounding: str = "nearest"  # or "stochastic"
-    # Where the quantizers put their levels: "affine" (METHOD's float form, m + k (M - m) / (2^b - 1)) or "integer"
-    # (the integer form's (q - Z) S, what the device learner computes with).
+    # Where the quantizers put their levels: "affine" (docs/method.md's float form, m + k (M - m) / (2^b - 1)) or
+    # "integer" (the integer form's (q - Z) S, what the device learner computes with).
     q_grid: str = "affine"
     # Update of the binary convs' latent weights under quantized back-propagation: "rebinarize" (work B's code,
     # W <- clip(Q_qbin(sign(W) - lr g), -1, 1)) or "plain" (W <- clip(Q_qbin(W - lr g), -1, 1)).
@@ -45,8 +46,10 @@ class LearnOptions:
     seed: int = 0
 
     def __post_init__(self):
-        for name, value, valid in (("strategy", self.strategy, STRATEGIES), ("replay_storage", self.replay_storage, STORAGES),
-                                   ("replay_update", self.replay_update, UPDATE_RULES), ("replay_mix", self.replay_mix, MIXES)):
+        for name, value, valid in (("strategy", self.strategy, STRATEGIES),
+                                   ("replay_storage", self.replay_storage, STORAGES),
+                                   ("replay_update", self.replay_update, UPDATE_RULES),
+                                   ("replay_mix", self.replay_mix, MIXES)):
             if value not in valid:
                 raise ConfigError(f"unknown {name} {value!r} (valid: {', '.join(valid)})")
         for name in ("epochs", "batch_size"):
@@ -59,8 +62,8 @@ class LearnOptions:
         for name in ("qf", "qb", "qbin"):
             check_bits(name, getattr(self, name))
         if self.qb < self.qf:
-            raise ConfigError(f"qb (backward bits, {self.qb}) must be at least qf (forward bits, {self.qf}): the update "
-                              "step is where the method keeps more precision")
+            raise ConfigError(f"qb (backward bits, {self.qb}) must be at least qf (forward bits, {self.qf}): the "
+                              "update step is where the method keeps more precision")
         for name, value, valid in (("q_ranges", self.q_ranges, RANGES), ("q_rounding", self.q_rounding, ROUNDINGS),
                                    ("q_grid", self.q_grid, GRIDS),
                                    ("qbin_update", self.qbin_update, QBIN_UPDATES)):

@@ -33,8 +33,8 @@ from .augment import AUGMENTATION, random_crop_flip
 from .evaluate import evaluate
 
 # Options that define what is trained; a resumed run must use the same ones.
-_IDENTITY = ("dataset", "dataset_options", "classes", "fraction", "seed", "epochs", "batch_size", "lr", "augment", "preset",
-             "binary_boundary", "subset")
+_IDENTITY = ("dataset", "dataset_options", "classes", "fraction", "seed", "epochs", "batch_size", "lr", "augment",
+             "preset", "binary_boundary", "subset")
 
 
 @dataclass
@@ -113,7 +113,8 @@ def _average_buffers(model: torch.nn.Module, world: int) -> None:
             buf /= world
 
 
-def pretrain(opts: PretrainOptions, data: tuple[LabelledArrays, LabelledArrays] | None = None) -> tuple[BinaryResNet, dict]:
+def pretrain(opts: PretrainOptions,
+             data: tuple[LabelledArrays, LabelledArrays] | None = None) -> tuple[BinaryResNet, dict]:
     """Train, checkpoint every epoch, evaluate on the test split (rank 0).
 
     Returns the trained model and a JSON-able summary: history per epoch and, on rank 0, the test report.
@@ -131,7 +132,8 @@ def pretrain(opts: PretrainOptions, data: tuple[LabelledArrays, LabelledArrays] 
         steps_per_epoch = min(steps_per_epoch, opts.max_steps_per_epoch)
     total_steps = opts.epochs * steps_per_epoch
     # Cosine decay to zero over the whole run, stepped every batch.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
 
     out = Path(opts.out)
     start_epoch, history = 0, []
@@ -153,7 +155,8 @@ def pretrain(opts: PretrainOptions, data: tuple[LabelledArrays, LabelledArrays] 
         net.train()
         gen = _epoch_generator(opts.seed, epoch)
         order = torch.randperm(len(train), generator=gen).numpy()[rank::world][:per_rank]
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{opts.epochs}", disable=not opts.progress or rank != 0, unit="batch", leave=False)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{opts.epochs}",
+                   disable=not opts.progress or rank != 0, unit="batch", leave=False)
         t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
         for step in bar:
             idx = np.sort(order[step * opts.batch_size : (step + 1) * opts.batch_size])
@@ -182,11 +185,12 @@ def pretrain(opts: PretrainOptions, data: tuple[LabelledArrays, LabelledArrays] 
         if rank == 0:
             meta = {"options": opts.identity(), "history": history, "train_set": train.name,
                     "class_names": list(train.class_names), "trained_classes": sorted(set(train.y.tolist()))}
-            save_checkpoint(out, model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), epoch=epoch + 1, meta=meta)
+            save_checkpoint(out, model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                            epoch=epoch + 1, meta=meta)
             if opts.progress:
                 h = history[-1]
-                tqdm.write(f"epoch {h['epoch']}/{opts.epochs}: loss {h['loss']:.4f}, train accuracy {h['train_accuracy']:.4f}, "
-                           f"{h['seconds']:.0f} s, {h['images_per_second']:.0f} images/s")
+                tqdm.write(f"epoch {h['epoch']}/{opts.epochs}: loss {h['loss']:.4f}, train accuracy "
+                           f"{h['train_accuracy']:.4f}, {h['seconds']:.0f} s, {h['images_per_second']:.0f} images/s")
     result = {"checkpoint": str(out), "architecture": config.describe(), "epochs": opts.epochs, "history": history,
               "train_images": len(train), "world_size": world}
     if rank == 0:

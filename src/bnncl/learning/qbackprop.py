@@ -1,5 +1,5 @@
-"""Quantized back-propagation through the trainable part above the latent-replay layer (work B, METHOD §5), written
-out by hand in NumPy (no autograd): the blocks above the LR layer, the global pool and the bias-free head.
+"""Quantized back-propagation through the trainable part above the latent-replay layer (work B, docs/method.md §5),
+written out by hand in NumPy (no autograd): the blocks above the LR layer, the global pool and the bias-free head.
 
 Forward at ``q_f`` bits: the input, weights and output of every trainable non-BN op (shift, binary conv, shortcut,
 residual add, RPReLU's shifts and PReLU, pool, head), the softmax output on [0, 1] and the logit gradient.
@@ -44,7 +44,8 @@ def col2im(gcols: np.ndarray, shape: tuple, k: int, stride: int, pad: int) -> np
     gp = np.zeros((n, c, h + 2 * pad, w + 2 * pad), gcols.dtype)
     for dy in range(k):
         for dx in range(k):
-            gp[:, :, dy:dy + stride * (ho - 1) + 1:stride, dx:dx + stride * (wo - 1) + 1:stride] += g[..., dy, dx].transpose(0, 3, 1, 2)
+            gp[:, :, dy:dy + stride * (ho - 1) + 1:stride,
+               dx:dx + stride * (wo - 1) + 1:stride] += g[..., dy, dx].transpose(0, 3, 1, 2)
     return gp[:, :, pad:pad + h, pad:pad + w]
 
 
@@ -154,7 +155,8 @@ class QuantizedBackprop:
 
     # -- one block ---------------------------------------------------------------------------------------------------
 
-    def _block_forward(self, p: BlockParams, x: np.ndarray, cache: list, train: bool, update_stats: bool = True) -> np.ndarray:
+    def _block_forward(self, p: BlockParams, x: np.ndarray, cache: list, train: bool,
+                       update_stats: bool = True) -> np.ndarray:
         q = self.bits
         n = p.name
         if p.binary_input:
@@ -277,8 +279,9 @@ class QuantizedBackprop:
             p.weight[:] = np.clip(q.bin(base - lr * g["conv.weight"], f"{p.name}.conv latent weights"), -1, 1)
             p.bn_weight -= lr * g["bn.weight"]
             p.bn_bias -= lr * g["bn.bias"]
-            for key, arr in (("shift.bias", p.shift), ("input_scale.scale", p.input_scale), ("act.shift_in.bias", p.shift_in),
-                             ("act.prelu.weight", p.slope), ("act.shift_out.bias", p.shift_out)):
+            for key, arr in (("shift.bias", p.shift), ("input_scale.scale", p.input_scale),
+                             ("act.shift_in.bias", p.shift_in), ("act.prelu.weight", p.slope),
+                             ("act.shift_out.bias", p.shift_out)):
                 if key in g and arr is not None:
                     arr[:] = q.b(arr - lr * g[key], f"{p.name}.{key} (stored)")
 

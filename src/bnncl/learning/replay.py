@@ -1,4 +1,4 @@
-"""Latent replay memory (METHOD §4). NumPy only: the device learner uses the same memory.
+"""Latent replay memory (docs/method.md §4). NumPy only: the device learner uses the same memory.
 
 Patterns are latent-replay (LR) layer activations with their labels, stored either as float32 or as **1-bit packed
 signs** (8 per byte, 32x smaller). With a per-channel ``offset`` ``o`` (the learnable shift the next block applies
@@ -45,7 +45,8 @@ class LatentMemory:
         channels = self.latent_shape[0]
         self._abs_sum = np.zeros(channels, np.float64)  # for the per-channel decode scale
         self._abs_count = 0
-        self.offset = np.zeros(channels, np.float32) if offset is None else np.asarray(offset, np.float32).reshape(channels)
+        self.offset = (np.zeros(channels, np.float32) if offset is None
+                       else np.asarray(offset, np.float32).reshape(channels))
         self._offset_b = self.offset.reshape(-1, *([1] * (len(self.latent_shape) - 1)))  # broadcast over H, W
 
     def __len__(self) -> int:
@@ -153,8 +154,8 @@ class LatentMemory:
         data, labels = arrays["data"], arrays["labels"]
         if not 0 <= size <= self.capacity or data.shape != (size, *self.data.shape[1:]) or labels.shape != (size,) \
                 or data.dtype != self.data.dtype or arrays["abs_sum"].shape != self._abs_sum.shape:
-            raise ConfigError(f"replay memory state of {size} patterns {data.shape} {data.dtype} does not fit a memory of "
-                              f"{self.capacity} x {self.data.shape[1:]} {self.data.dtype}")
+            raise ConfigError(f"replay memory state of {size} patterns {data.shape} {data.dtype} does not fit a "
+                              f"memory of {self.capacity} x {self.data.shape[1:]} {self.data.dtype}")
         self.data[:size], self.labels[:size] = data, labels
         self.size, self.updates, self._abs_count = size, int(scalars["updates"]), int(scalars["abs_count"])
         self._abs_sum[...] = arrays["abs_sum"]
@@ -168,11 +169,13 @@ class LatentMemory:
     def nbytes(self) -> int:
         """Bytes of the stored patterns and int16 labels at full capacity, plus, for 1-bit storage, the per-channel
         offset (float32) and the sum of |x + offset| its decode scale comes from (float64)."""
-        return self.data.nbytes + self.labels.nbytes + (self._abs_sum.nbytes + self.offset.nbytes if self.storage == "bits" else 0)
+        return (self.data.nbytes + self.labels.nbytes
+                + (self._abs_sum.nbytes + self.offset.nbytes if self.storage == "bits" else 0))
 
 
 def _balanced_quota(counts: dict, capacity: int) -> dict:
-    """At most ``capacity`` slots shared equally among classes; a class with fewer patterns leaves its share to others."""
+    """At most ``capacity`` slots shared equally among classes; a class with fewer patterns leaves
+    its share to others."""
     quota = {c: 0 for c in counts}
     left, open_ = capacity, sorted(counts)
     while left > 0 and open_:

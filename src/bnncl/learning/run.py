@@ -22,7 +22,8 @@ def joint_experience(stream: Stream) -> Experience:
     """Every experience of the stream as one (the joint-training upper bound)."""
     xs = [e.data.x for e in stream.experiences]
     ys = [e.data.y for e in stream.experiences]
-    return Experience(0, LabelledArrays(np.concatenate(xs), np.concatenate(ys), stream.class_names, f"{stream.name} joint"))
+    return Experience(0, LabelledArrays(np.concatenate(xs), np.concatenate(ys), stream.class_names,
+                                        f"{stream.name} joint"))
 
 
 def check_run(model: BinaryResNet, stream: Stream, options: LearnOptions) -> None:
@@ -34,7 +35,8 @@ def check_run(model: BinaryResNet, stream: Stream, options: LearnOptions) -> Non
     resolve_lr_layer(model, options)
     total = sum(len(e) for e in stream.experiences)
     if options.strategy == "ar1" and options.replay_size > total:
-        raise ConfigError(f"replay size {options.replay_size} is larger than the {total} training patterns of {stream.name}")
+        raise ConfigError(f"replay size {options.replay_size} is larger than the {total} training patterns of "
+                          f"{stream.name}")
 
 
 def run_stream(model: BinaryResNet, stream: Stream, options: LearnOptions, progress: bool = True) -> dict:

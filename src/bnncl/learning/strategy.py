@@ -2,7 +2,8 @@
 
 The template (:class:`Learner`) cuts the model at the latent-replay (LR) layer, keeps the part below frozen (BN in
 inference mode; latents computed once per experience, the frozen part never changes), and trains the part above with
-plain SGD (no momentum, learning rate reset each experience, METHOD §6). Plugins change what happens at the hooks:
+plain SGD (no momentum, learning rate reset each experience, docs/method.md §6). Plugins change what
+happens at the hooks:
 
 * ``before_experience(learner, exp)`` / ``after_experience(learner, exp)``
 * ``before_step(learner, x, y) -> (x, y)`` / ``after_step(learner)``
@@ -32,6 +33,7 @@ from .hybrid import BackpropHybridStep, HeadHybridStep
 from .options import LearnOptions
 from .replay import LatentMemory
 
+
 def default_lr_layer(model: BinaryResNet, strategy: str) -> str:
     if strategy == "cwr":
         return "head"
@@ -44,7 +46,8 @@ def default_lr_layer(model: BinaryResNet, strategy: str) -> str:
 def check_lr_layer(model: BinaryResNet, lr_layer: str) -> str:
     """``lr_layer`` if the model can be cut there, else a ConfigError listing the layers it can be cut at."""
     if lr_layer not in model.split_points:
-        raise ConfigError(f"no layer {lr_layer!r} to put the latent-replay layer at (valid: {', '.join(model.split_points)})")
+        raise ConfigError(f"no layer {lr_layer!r} to put the latent-replay layer at "
+                          f"(valid: {', '.join(model.split_points)})")
     return lr_layer
 
 
@@ -63,7 +66,7 @@ class Plugin:
 
 
 class CWRPlugin(Plugin):
-    """CWR* on the bias-free head (METHOD §3): reset rows before an experience, consolidate after it."""
+    """CWR* on the bias-free head (docs/method.md §3): reset rows before an experience, consolidate after it."""
 
     def __init__(self, num_classes: int, feature_dim: int):
         self.cwr = CWRStar(num_classes, feature_dim)
@@ -86,7 +89,8 @@ class CWRPlugin(Plugin):
 
 
 class ReplayPlugin(Plugin):
-    """Latent replay (METHOD §4): mix stored LR activations into every step; update the memory after an experience."""
+    """Latent replay (docs/method.md §4): mix stored LR activations into every step; update the memory
+    after an experience."""
 
     def __init__(self, memory: LatentMemory, update: str, mix: str, replay_batch: int, seed: int):
         self.memory, self.update, self.mix, self.replay_batch = memory, update, mix, replay_batch
@@ -118,7 +122,8 @@ class ReplayPlugin(Plugin):
 class Learner:
     """The template. ``model`` is trained in place; pass a copy to keep the original."""
 
-    def __init__(self, model: BinaryResNet, options: LearnOptions, plugins: list[Plugin] = (), lr_layer: str | None = None):
+    def __init__(self, model: BinaryResNet, options: LearnOptions, plugins: list[Plugin] = (),
+                 lr_layer: str | None = None):
         self.model, self.options, self.plugins = model, options, list(plugins)
         self.lr_layer = lr_layer or resolve_lr_layer(model, options)
         self.frozen, self.trainable = model.split(self.lr_layer)
@@ -138,8 +143,8 @@ class Learner:
                                              options.q_rounding, options.seed, options.q_grid)
             else:  # work B: quantized back-propagation through the blocks above the LR layer
                 if options.q_ranges != "dynamic":
-                    raise ConfigError("fixed quantizer ranges are work A's head-only variant; training blocks above the "
-                                      "LR layer uses dynamic ranges")
+                    raise ConfigError("fixed quantizer ranges are work A's head-only variant; training blocks above "
+                                      "the LR layer uses dynamic ranges")
                 self.hybrid = BackpropHybridStep(self.trainable, options.qf, options.qb, options.qbin, options.lr,
                                                  options.q_rounding, options.seed, options.qbin_update, options.q_grid)
 
@@ -184,7 +189,8 @@ class Learner:
                 else:
                     loss = F.cross_entropy(self.trainable(x), y)
                     if not torch.isfinite(loss):
-                        raise FloatingPointError(f"loss became {loss.item()} in experience {exp.index}, epoch {epoch + 1}; lower the learning rate")
+                        raise FloatingPointError(f"loss became {loss.item()} in experience {exp.index}, "
+                                                 f"epoch {epoch + 1}; lower the learning rate")
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -242,7 +248,10 @@ def build_learner(model: BinaryResNet, options: LearnOptions) -> Learner:
             shape = learner.latent_shape
             if options.replay_size < 1:
                 raise ConfigError("ar1 needs a replay memory: replay_size must be at least 1")
-            memory = LatentMemory(options.replay_size, shape, options.replay_storage, offset=_sign_offset(model, lr_layer))
-            learner.plugins.append(ReplayPlugin(memory, options.replay_update, options.replay_mix, options.replay_batch, options.seed))
-        learner.plugins.append(CWRPlugin(model.config.num_classes, model.feature_dim))  # after replay: cur includes memory
+            memory = LatentMemory(options.replay_size, shape, options.replay_storage,
+                                  offset=_sign_offset(model, lr_layer))
+            learner.plugins.append(ReplayPlugin(memory, options.replay_update, options.replay_mix,
+                                                options.replay_batch, options.seed))
+        # after replay: cur includes memory
+        learner.plugins.append(CWRPlugin(model.config.num_classes, model.feature_dim))
     return learner

@@ -37,7 +37,8 @@ class BackboneConfig:
     # A block whose input is binarized in full (conv path and shortcut): a latent-replay layer placed before it
     # stores exactly 1 bit per activation. None: every block input is real-valued (the Bi-Real/ReActNet default).
     binary_boundary: str | None = None
-    shortcut: str = "duplicate"  # downsampling shortcut: "duplicate" (pool + repeat channels) or "binary" (pool + 1x1 binary conv + BN)
+    # downsampling shortcut: "duplicate" (pool + repeat channels) or "binary" (pool + 1x1 binary conv + BN)
+    shortcut: str = "duplicate"
     name: str = "custom"
 
     def __post_init__(self):

@@ -73,7 +73,8 @@ def summarize(model: nn.Module) -> dict:
     hooks = []
     for name, m in model.named_modules():
         if not any(True for _ in m.children()):  # leaves only
-            hooks.append(m.register_forward_hook(lambda mod, inp, out, name=name: rows.append(_row(name.removeprefix("layers."), mod, out))))
+            hooks.append(m.register_forward_hook(
+                lambda mod, inp, out, name=name: rows.append(_row(name.removeprefix("layers."), mod, out))))
     was_training = model.training
     model.eval()
     try:
@@ -97,19 +98,22 @@ def _fmt_bytes(n: int) -> str:
 
 
 def format_summary(s: dict) -> str:
-    head = f"{'layer':<28} {'kind':<13} {'output':<13} {'1-bit':>9} {'32-bit':>8} {'deployed':>11} {'fp32':>11} {'binary MACs':>12} {'float MACs':>11}"
+    head = (f"{'layer':<28} {'kind':<13} {'output':<13} {'1-bit':>9} {'32-bit':>8} {'deployed':>11} {'fp32':>11} "
+            f"{'binary MACs':>12} {'float MACs':>11}")
     lines = [s["architecture"], head, "-" * len(head)]
     for r in s["layers"]:
         shape = "x".join(map(str, r["output_shape"]))
         lines.append(
             f"{r['name']:<28} {r['kind']:<13} {shape:<13} {r['params_1bit']:>9,} {r['params_32bit']:>8,} "
-            f"{_fmt_bytes(r['bytes_deployed']):>11} {_fmt_bytes(r['bytes_fp32']):>11} {r['binary_macs']:>12,} {r['float_macs']:>11,}"
+            f"{_fmt_bytes(r['bytes_deployed']):>11} {_fmt_bytes(r['bytes_fp32']):>11} {r['binary_macs']:>12,} "
+            f"{r['float_macs']:>11,}"
         )
     t = s["totals"]
     lines.append("-" * len(head))
     lines.append(
         f"{'total':<28} {'':<13} {'':<13} {t['params_1bit']:>9,} {t['params_32bit']:>8,} "
-        f"{_fmt_bytes(t['bytes_deployed']):>11} {_fmt_bytes(t['bytes_fp32']):>11} {t['binary_macs']:>12,} {t['float_macs']:>11,}"
+        f"{_fmt_bytes(t['bytes_deployed']):>11} {_fmt_bytes(t['bytes_fp32']):>11} {t['binary_macs']:>12,} "
+        f"{t['float_macs']:>11,}"
     )
     share = t["binary_macs"] / max(1, t["binary_macs"] + t["float_macs"])
     lines.append(
