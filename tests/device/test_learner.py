@@ -473,6 +473,21 @@ def test_frozen_chunk_gives_the_same_latents_and_learning_with_a_smaller_peak(mo
     assert_same_state(snapshot(chunked), snapshot(whole), "frozen part in chunks of 3")
 
 
+def test_both_backends_give_every_image_the_same_latent_alone_or_in_a_batch(models):
+    """The frozen part computes its float values in one fixed order (no BLAS, no NumPy reduction below the head): the
+    packed and the float backend give the same latents bit for bit, and an image's latent does not depend on the
+    other images of the call. This holds on every CPU; make test checks it on two targets (tools/cpu_target.py)."""
+    x, _ = experiences(n=23)[0]
+    packed = Learner.open(models["a"], None, options("ar1", 8))
+    floats = Learner.open(models["a"], None, options("ar1", 32))
+    assert (packed.backend, floats.backend) == ("packed", "float")
+    ref = packed.latents(x)
+    assert np.abs(ref).max() > 0
+    np.testing.assert_array_equal(floats.latents(x), ref)
+    np.testing.assert_array_equal(np.concatenate([floats.latents(x[i:i + 1]) for i in range(len(x))]), ref)
+    np.testing.assert_array_equal(np.concatenate([packed.latents(x[i:i + 1]) for i in range(len(x))]), ref)
+
+
 @pytest.mark.parametrize("chunk", [0, -2, 2.5, True, "4"])
 def test_bad_frozen_chunk_is_refused(models, chunk):
     with pytest.raises(ConfigError, match="frozen_chunk"):
