@@ -20,7 +20,7 @@ LEVELS = {"generic": (), "x86-64": (), "x86-64-v2": ("sse4.2", "popcnt"),
           "x86-64-v4": ("sse4.2", "popcnt", "avx2", "fma", "avx512f", "avx512bw", "avx512vl")}
 NUMPY_SIMD = ("AVX2", "AVX512F", "AVX512_SKX", "AVX512_ICL", "ASIMD")
 ENV = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NPY_DISABLE_CPU_FEATURES", "NPY_ENABLE_CPU_FEATURES",
-       "OPENBLAS_CORETYPE", "ATEN_CPU_CAPABILITY")
+       "ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE", "ATEN_CPU_CAPABILITY")
 
 
 def _cpuinfo(key: str) -> str | None:
