@@ -194,9 +194,12 @@ def test_matmul_of_qarrays_runs_on_integers_and_equals_the_float_product(ta, tb)
     av, bv = np.asarray(a, np.float64), np.asarray(b, np.float64)
     av, bv = (av.T if ta else av), (bv.T if tb else bv)
     assert out.dtype == np.float32 and out.shape == (m, n)
-    # the float product of the values, up to float32 rounding of the values and of the result
+    # the float product of the values: the values are the integers times the scale rounded once to float32 (the
+    # product of two: 2u relative per term), the result the exact sum rescaled and rounded once (u)
     ref = av @ bv
-    assert (np.abs(out - ref) <= 1e-6 * (np.abs(av) @ np.abs(bv))).all(), np.abs(out - ref).max()
+    abs_terms = np.abs(av) @ np.abs(bv)
+    bound = 3 * F32_UNIT * abs_terms + float32_sum_bound(abs_terms, k, F64_UNIT)
+    assert_within_float32(out, ref, bound, "integer matmul vs the float64 product of the values")
     # computed on the integers: the exact int64 product rescaled once
     (ca, sa), (cb, sb) = integers(a), integers(b)
     ca, cb = (ca.T if ta else ca).astype(np.int64), (cb.T if tb else cb).astype(np.int64)
