@@ -5,7 +5,16 @@ import os
 import pytest
 
 import bnncl.atomic as atomic_mod
-from bnncl.atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from bnncl.atomic import (
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_output,
+    check_writable,
+    check_writable_dir,
+    is_json_file,
+)
+from bnncl.errors import OutputError
 
 
 def test_replaces_content_completely(tmp_path):
@@ -65,7 +74,7 @@ def test_failed_rename_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):
         raise OSError("disk gone")
 
     monkeypatch.setattr(atomic_mod.os, "replace", failing_replace)
-    with pytest.raises(OSError, match="disk gone"):
+    with pytest.raises(OutputError, match=f"{path}: cannot write \\(disk gone\\)"):
         atomic_write_bytes(path, b"new")
     monkeypatch.undo()
     assert path.read_bytes() == b"old"
@@ -81,3 +90,50 @@ def test_written_file_gets_the_mode_of_a_plain_open(tmp_path):
     plain.write_bytes(b"x")
     write(tmp_path / "atomic", b"y")
     assert stat.S_IMODE((tmp_path / "atomic").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+
+
+# -- destinations checked before the work ---------------------------------------------------------------------------
+
+def test_a_destination_that_cannot_be_written_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(OutputError, match=f"{tmp_path}: is a directory"):
+        check_writable(tmp_path)
+    with pytest.raises(OutputError, match="a_file is a file, not a directory"):
+        check_writable(tmp_path / "a_file" / "out.json")
+    with pytest.raises(OutputError, match="a_file is a file, not a directory"):
+        check_writable(tmp_path / "a_file" / "deeper" / "out.json")  # the nearest existing ancestor decides
+    with pytest.raises(OutputError, match="is a file, not a directory to write"):
+        check_writable_dir(tmp_path / "a_file")
+    assert check_writable(tmp_path / "new" / "out.json") == tmp_path / "new" / "out.json"
+    assert not (tmp_path / "new").exists()  # checking makes nothing
+    assert check_writable_dir(tmp_path / "run") == tmp_path / "run"
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(atomic_mod.tempfile, "mkstemp", read_only)  # root ignores permissions; a mount does not
+    with pytest.raises(OutputError, match="out.json: cannot write there .*Read-only file system"):
+        check_writable(tmp_path / "out.json")
+    with pytest.raises(OutputError, match="Read-only file system"):
+        check_writable_dir(tmp_path / "run")
+    assert sorted(os.listdir(tmp_path)) == ["a_file"]
+
+
+def test_an_input_is_never_an_output_and_another_kind_only_with_force(tmp_path):
+    data = tmp_path / "model.pt"
+    data.write_bytes(b"weights")
+    link = tmp_path / "same.pt"
+    os.link(data, link)
+    for out in (data, link):
+        for force in (False, True):
+            with pytest.raises(OutputError, match="is the input .*model.pt; refusing to overwrite it"):
+                check_output(out, [data], "JSON file", is_json_file, force)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not JSON")
+    with pytest.raises(OutputError, match="notes.txt: exists and is not a JSON file; refusing .*--force"):
+        check_output(notes, [data], "JSON file", is_json_file)
+    assert check_output(notes, [data], "JSON file", is_json_file, force=True) == notes
+    old = tmp_path / "old.json"
+    old.write_text("{}")
+    assert check_output(old, [data], "JSON file", is_json_file) == old  # its own kind: replaced as asked
+    assert data.read_bytes() == b"weights" and notes.read_text() == "not JSON"

@@ -164,3 +164,34 @@ def test_extra_that_cannot_be_loaded_back_is_refused_before_writing(tmp_path):
     with pytest.raises(CheckpointError, match="m.pt: cannot save, an extra entry is not plain data"):
         save_checkpoint(path, model, meta={"activation": torch.nn.ReLU})
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.pt"]
+
+
+@pytest.mark.parametrize("where", ["a weight", "a BN statistic", "the optimizer state"])
+def test_a_flipped_byte_inside_a_tensor_is_refused(tmp_path, where):
+    """torch's zip does not check the bytes of a tensor: the checkpoint's own SHA-256 does."""
+    model = _trained_like_model()
+    momentum = torch.arange(1000, dtype=torch.float32) * 0.5 + 7.25  # distinctive bytes, easy to find
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, optimizer={"state": {0: {"momentum": momentum}}})
+    read_checkpoint(path)  # intact: loads
+    tensor = {"a weight": model.stem.conv.weight if hasattr(model, "stem") else next(model.parameters()),
+              "a BN statistic": next(b for n, b in model.named_buffers() if n.endswith("running_var")),
+              "the optimizer state": momentum}[where]
+    data = bytearray(path.read_bytes())
+    at = data.find(tensor.detach().contiguous().numpy().tobytes()[:32])
+    assert at > 0, "the tensor's bytes are stored as they are"
+    data[at + 5] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"{path}: checksum mismatch"):
+        read_checkpoint(path)
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_model(path)
+
+
+def test_a_directory_or_a_foreign_file_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match=f"{tmp_path}: is a directory"):
+        read_checkpoint(tmp_path)
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    with pytest.raises(CheckpointError, match=f"{other}: not a readable checkpoint"):
+        read_checkpoint(other)

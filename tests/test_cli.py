@@ -139,7 +139,7 @@ def test_device_predict_bad_input(capsys, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((2, 28, 28), np.uint8))
     np.save(tmp_path / "y.npy", np.zeros(3, np.int64))
     _one_line_error(capsys, ["device", "predict", str(tmp_path / "m.bnn"), "--images", str(tmp_path / "x.npy"),
-                             "--image-labels", str(tmp_path / "y.npy")], "3 labels for 2 images")
+                             "--image-labels", str(tmp_path / "y.npy")], "labels of shape (3,) for 2 images")
     (tmp_path / "t.npy").write_bytes(b"\x93NUMPY truncated")
     _one_line_error(capsys, ["device", "predict", str(tmp_path / "m.bnn"), "--images", str(tmp_path / "t.npy")],
                     "t.npy")

@@ -50,10 +50,26 @@ def _write_json(path: str, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
+def _check_json_output(path: str | None, inputs=(), force: bool = False) -> None:
+    """Before the work: a JSON destination that can be written, is none of the inputs, and is JSON if it exists."""
+    if path:
+        from .atomic import check_output, is_json_file
+
+        check_output(path, inputs, "JSON file", is_json_file, force)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line like every other error (and the same exit status)."""
+
+    def error(self, message):
+        self.exit(2, f"bnncl: error: {self.prog.removeprefix('bnncl ')}: {message} (see {self.prog} --help)\n")
+
+
 def cmd_summary(args) -> int:
     from .models import build_model, preset_config
     from .models.summary import format_summary, summarize
 
+    _check_json_output(args.json, [args.checkpoint], args.force)
     if args.checkpoint:
         from .checkpoint import load_model
 
@@ -68,7 +84,13 @@ def cmd_summary(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
+    from .atomic import check_output
+    from .checkpoint import is_checkpoint_file
     from .learning.pretrain import PretrainOptions, pretrain
+
+    # before the first epoch: the checkpoint and the JSON can be written where they are asked for
+    check_output(args.out, [args.json], "bnncl checkpoint", is_checkpoint_file, args.force)
+    _check_json_output(args.json, [args.out], args.force)
 
     opts = PretrainOptions(
         dataset=args.dataset, data=args.data, dataset_options=_dataset_options(args), preset=args.preset,
@@ -95,6 +117,7 @@ def cmd_evaluate(args) -> int:
     from .errors import CheckpointError
     from .learning.evaluate import evaluate
 
+    _check_json_output(args.out, [args.checkpoint], args.force)
     model, payload = load_model(args.checkpoint)
     saved = payload.get("meta", {}).get("options", {})
     dataset = args.dataset or saved.get("dataset", "fashion-mnist")
@@ -163,9 +186,12 @@ def _learn_config(args) -> dict:
 
 
 def cmd_learn(args) -> int:
+    from .atomic import check_writable_dir
     from .learning.experiment import report_markdown, run_experiment
 
-    result = run_experiment(_learn_config(args), progress=not args.quiet)
+    cfg = _learn_config(args)
+    check_writable_dir(cfg.get("out") or "runs/learn")
+    result = run_experiment(cfg, progress=not args.quiet)
     print(result["backbone"]["architecture"])
     print(result["stream"])
     print(report_markdown([result]), end="")
@@ -176,22 +202,32 @@ def cmd_learn(args) -> int:
 def cmd_report(args) -> int:
     from pathlib import Path
 
-    from .atomic import atomic_write_text
-    from .errors import DataError
+    from .atomic import atomic_write_text, check_writable_dir, same_file
+    from .errors import DataError, OutputError
     from .learning.experiment import report_markdown
+    from .learning.results import check_result
     from .plots import accuracy_curves
 
+    if args.out:
+        check_writable_dir(args.out)
+        for run in args.runs:  # report.md there would replace that run's own report
+            run_dir = Path(run) if Path(run).is_dir() else Path(run).parent
+            if Path(args.out).is_dir() and same_file(args.out, run_dir):
+                raise OutputError(f"{args.out}: is the run directory {run}; writing the report there would replace "
+                                  "its own report.md (give another --out)")
     results = []
     for run in args.runs:
         path = Path(run) / "result.json" if Path(run).is_dir() else Path(run)
+        if path.is_dir():
+            raise DataError(f"{path}: is a directory, not a result file")
         try:
-            res = json.loads(path.read_text())
-            res["runs"]
+            res = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise DataError(f"{path}: no such result file (give a run directory of bnncl learn or its "
                             "result.json)") from None
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise DataError(f"{path}: not a bnncl learn result ({e})") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"{path}: not a bnncl learn result ({type(e).__name__}: {e})") from None
+        check_result(res, path)
         for r in res["runs"]:
             r["label"] = f"{r['strategy']} ({path.parent.name})" if len(args.runs) > 1 else r["strategy"]
         results.append(res)
@@ -213,8 +249,11 @@ def cmd_report(args) -> int:
 def cmd_export(args) -> int:
     import os
 
+    from .atomic import check_output
+    from .device.modelfile import is_model_file
     from .export import export_checkpoint
 
+    check_output(args.out, [args.checkpoint], "bnncl model file", is_model_file, args.force)
     meta = export_checkpoint(args.checkpoint, args.out, args.lr_layer, args.latent_weights)
     size, source = os.path.getsize(args.out), os.path.getsize(args.checkpoint)
     print(f"{args.out}: {meta['description']}")
@@ -228,6 +267,8 @@ def _device_images(args):
     """(images, labels or None, name) for ``device predict``: a dataset split, or .npy files. NumPy only."""
     import numpy as np
 
+    if args.image_labels and not args.images:
+        raise ConfigError("--image-labels gives the labels of --images: give --images too")
     if args.images:
         from .data.arrays import load_npy
 
@@ -242,6 +283,23 @@ def _device_images(args):
     return data.x, np.asarray(data.y), data.name
 
 
+def _check_labels(labels, n: int, classes: int, name: str):
+    """Integer labels, one per image, each a class of the model's head."""
+    import numpy as np
+
+    from .errors import DataError
+
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise DataError(f"{name}: labels of shape {labels.shape} for {n} images (expected ({n},))")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{name}: labels must be integers, got {labels.dtype}")
+    bad = labels[(labels < 0) | (labels >= classes)]
+    if len(bad):
+        raise DataError(f"{name}: label {int(bad[0])} is outside the model's {classes} classes (0-{classes - 1})")
+    return labels
+
+
 def cmd_device_predict(args) -> int:
     import time
 
@@ -249,11 +307,17 @@ def cmd_device_predict(args) -> int:
 
     from .device import Model
 
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    _check_json_output(args.out, [args.model, args.images, args.image_labels], args.force)
     model = Model.load(args.model)
     images, labels, name = _device_images(args)
-    images = model.check_images(images)
-    if labels is not None and len(labels) != len(images):
-        raise ConfigError(f"{args.image_labels or name}: {len(labels)} labels for {len(images)} images")
+    try:
+        images = model.check_images(images)
+    except BnnclError as e:
+        raise type(e)(f"{name}: {e}") from None
+    if labels is not None:
+        labels = _check_labels(labels, len(images), model.num_classes, args.image_labels or name)
     t0 = time.perf_counter()
     pred = model.predict(images, backend=args.backend, batch_size=args.batch_size)
     seconds = time.perf_counter() - t0
@@ -305,6 +369,11 @@ def cmd_device_learn(args) -> int:
                           f"({', '.join(strategies)}): give --strategy, or leave --state out "
                           "(OUT/state_<strategy>.bnst)")
     out = Path(cfg["out"])
+    from .atomic import check_output, check_writable_dir
+
+    check_writable_dir(out)
+    for strategy in strategies:  # the states: writable, and never the model file itself
+        check_output(Path(args.state) if args.state else out / f"state_{strategy}.bnst", [args.model])
     stream, _ = build_stream(cfg)
     runs = []
     for strategy in strategies:
@@ -435,8 +504,7 @@ def _add_strategy_args(p: argparse.ArgumentParser, device: bool = False) -> None
 def build_parser() -> argparse.ArgumentParser:
     from .presets import PRESETS
 
-    parser = argparse.ArgumentParser(prog="bnncl",
-                                     description="On-device continual learning with binary neural networks.")
+    parser = _Parser(prog="bnncl", description="On-device continual learning with binary neural networks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("summary", help="per-layer parameters, memory at deployed precision and MACs of a backbone",
@@ -448,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--checkpoint", metavar="PATH", help="summarize the architecture stored in a checkpoint")
     p.add_argument("--num-classes", type=int, default=10, help="head size for --preset (default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing output file of another kind (an input is never replaced)")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("pretrain", help="train a backbone (float latent weights, STE) on a dataset or a subset of it",
@@ -471,6 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", metavar="FILE", help="write the result (history, test accuracy) as JSON")
     p.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)  # smoke tests only
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing output file of another kind (an input is never replaced)")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("evaluate", help="accuracy (overall and per class) of a checkpoint, as JSON",
@@ -480,6 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, default_dataset=None)
     p.add_argument("--split", choices=("train", "test"), default="test", help="default: %(default)s")
     p.add_argument("--out", metavar="FILE", help="also write the JSON report to FILE")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing output file of another kind (an input is never replaced)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("learn",
@@ -518,6 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also keep the float32 latent weights of the trainable blocks' binary convs, which on-device "
                         "learning with --qbin-update plain continues from (the default re-binarized update needs only "
                         "their signs and scale)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing output file of another kind (an input is never replaced)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("device", help="the device runtime (no torch): predict with, or inspect, an exported model",
@@ -537,6 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "NumPy (a baseline) (default: %(default)s)")
     d.add_argument("--batch-size", type=int, default=256, help="default: %(default)s")
     d.add_argument("--out", metavar="FILE", help="also write the report and every prediction as JSON")
+    d.add_argument("--force", action="store_true",
+                   help="replace an existing output file of another kind (an input is never replaced)")
     d.set_defaults(func=cmd_device_predict)
     d = dsub.add_parser("learn", help="keep learning on the device: a stream fed to the device learner (no torch)",
                         description="Simulate a device fed by a continual-learning stream, with the device runtime "

@@ -28,3 +28,8 @@ class ModelFileError(BnnclError):
 
 class LearnerStateError(BnnclError):
     """A device learner's state file is missing, truncated, corrupt, or belongs to another model or settings."""
+
+
+class OutputError(BnnclError):
+    """An output cannot be written there (a directory, a parent that is a file, a read-only file system), or writing
+    it would overwrite an input or a file of another kind."""

@@ -133,6 +133,10 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, lr_
     """Export ``checkpoint`` to the model file ``out``; returns the file's metadata."""
     model, payload = load_model(checkpoint)
     lr_layer = lr_layer or default_lr_layer(model, "ar1")
+    try:
+        check_lr_layer(model, lr_layer)
+    except ConfigError as e:
+        raise ConfigError(f"{checkpoint}: {e}") from None
     layers, arrays = export_arrays(model, lr_layer, latent_weights)
     meta_in = payload.get("meta", {})
     config = model.config

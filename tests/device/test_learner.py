@@ -857,6 +857,39 @@ def test_annotating_keeps_prev_at_the_experience_before(models, tmp_path):
     assert again.experiences == 2 and again.log[-1]["accuracy"] == 0.5
 
 
+def test_a_save_after_a_kill_between_the_two_renames_leaves_no_temporary_file(models, tmp_path):
+    """Killed after .prev became a second name of the state but before the new state was written: the next save's
+    rename of the temporary link onto .prev is a no-op (the same file), and the link must not stay behind."""
+    state = tmp_path / "s.bnst"
+    learner = Learner.open(models["a"], state, options())
+    learner.learn(*experiences()[0])
+    prev = Path(str(state) + ".prev")
+    os.link(state, prev)  # what the kill left: .prev and the state are one file
+    learner.learn(*experiences()[1])
+    assert sorted(os.listdir(tmp_path)) == ["s.bnst", "s.bnst.prev"]
+    assert Learner.open(models["a"], prev).experiences == 1 and Learner.open(models["a"], state).experiences == 2
+
+
+def test_api_errors_are_the_librarys_own_one_line_errors(models):
+    """The Python API refuses what the CLI refuses, with the same error types (BnnclError) and messages."""
+    from bnncl.device import Model
+    from bnncl.errors import BnnclError
+
+    model = Model.load(models["a"])
+    x, _ = experiences()[0]
+    cases = [(lambda: model.predict(x, batch_size=0), ConfigError, "batch_size must be a whole number"),
+             (lambda: model.predict(x, batch_size=2.5), ConfigError, "batch_size"),
+             (lambda: model.predict(x, backend="gpu"), ConfigError, "unknown backend 'gpu' \\(valid: packed, float"),
+             (lambda: Model.load(None), ConfigError, "Model.load takes the path of a model file"),
+             (lambda: LearnOptions(epochs="2"), ConfigError, "epochs must be a whole number \\(not '2'\\)"),
+             (lambda: LearnOptions(replay_size=2.5), ConfigError, "replay_size must be a whole number"),
+             (lambda: Learner.open(models["a"], None, options(), frozen_chunk=0), ConfigError, "frozen_chunk")]
+    for call, kind, match in cases:
+        with pytest.raises(kind, match=match) as info:
+            call()
+        assert isinstance(info.value, BnnclError) and len(str(info.value).splitlines()) == 1
+
+
 def test_a_failure_midway_puts_the_learner_back(models, tmp_path, monkeypatch):
     """An error in the middle of an experience (here: NaN reaching a quantizer on the 2nd step) leaves the learner,
     in memory and on disk, as it was before the experience; learning again gives the uninterrupted result."""

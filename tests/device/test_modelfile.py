@@ -11,7 +11,7 @@ import pytest
 
 from bnncl.device import modelfile
 from bnncl.device.modelfile import read_model_file, write_model_file
-from bnncl.errors import BnnclError, ModelFileError
+from bnncl.errors import BnnclError, ModelFileError, OutputError
 
 META = {"arch": "toy-bnn", "input_shape": [32, 32, 3], "classes": ["cat", "dog", "émeu"], "split": "stage3",
         "precision": {"stem": "float32", "blocks": "binary"}, "source": "ckpt/best.pt", "nested": {"k": [1, 2.5, None]}}
@@ -118,7 +118,7 @@ def test_missing_file(tmp_path):
 
 
 def test_directory_is_not_a_model_file(tmp_path):
-    expect_error(tmp_path, "no such model file")
+    expect_error(tmp_path, "is a directory, not a model file")
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.001, 0.1, 0.5, 0.9, 0.99])
@@ -420,7 +420,7 @@ def test_failure_midway_through_the_write_leaves_old_file_and_no_temporary(model
             raise OSError(18, "Invalid cross-device link")
 
         monkeypatch.setattr(atomic.os, "replace", fail)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match=f"{path}: cannot write"):  # one line naming the file, for the CLI
         write_model_file(path, {"arch": "new"}, {"w": np.ones(3, np.float32)})
     monkeypatch.undo()
     _assert_old_file_intact(path, arrays)

@@ -3,20 +3,13 @@
 import json
 
 import pytest
-import torch
 
 from bnncl.cli import main
 from bnncl.errors import ConfigError
 from bnncl.learning.experiment import run_experiment, validate
 from fixtures import write_idx_dataset
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("cfg,message", [

@@ -99,8 +99,17 @@ class LabelledArrays:
 def load_npy(path: str | os.PathLike) -> np.ndarray:
     """One array from a ``.npy`` file (never a pickle); a missing, truncated or non-.npy file is a DataError."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a .npy file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    if magic != b"\x93NUMPY":
+        raise DataError(f"{path}: not a .npy file (no NumPy header; give an array saved with numpy.save)")
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:

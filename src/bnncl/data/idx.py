@@ -7,6 +7,7 @@ Only unsigned bytes (type 0x08) occur in these datasets, so only they are accept
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -30,6 +31,8 @@ def _read_bytes(path: Path) -> bytes:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not an idx file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
     if raw[:2] != b"\x1f\x8b":
@@ -56,7 +59,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(data) < header:
         raise DataError(f"{path}: truncated idx header")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape, dtype=np.int64))
+    expected = header + math.prod(shape)  # Python integers: a header's dimensions cannot overflow
     if len(data) < expected:
         raise DataError(f"{path}: truncated: header says {'x'.join(map(str, shape))} "
                         f"({expected - header} bytes of data) but only {len(data) - header} are there")
@@ -71,6 +74,8 @@ def find_idx_file(root: Path, stem: str, kind: str) -> Path:
     for n in names:
         if (root / n).is_file():
             return root / n
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{root}: is a file, not a directory of dataset files")
     if not root.is_dir():
         raise DataError(f"{root}: no such data directory")
     raise DataError(f"{root / names[0]}: no such file (also looked for {', '.join(names[1:])})")

@@ -335,6 +335,9 @@ class Learner:
                 tmp.unlink()
             os.link(path, tmp)  # a second name for the current state, then renamed over the old .prev atomically
             os.replace(tmp, prev)
+            # where .prev already was a name of the same file (a save killed right after this step), the rename
+            # does nothing and leaves tmp: remove it
+            tmp.unlink(missing_ok=True)
         write_container(path, STATE_FORMAT, STATE_VERSION, meta, arrays)
 
     @staticmethod
@@ -372,7 +375,12 @@ class Learner:
             _set_rng_state(self.rng, meta["rng"]["shuffle"])
             _set_rng_state(self.replay_rng, meta["rng"]["replay"])
             _set_rng_state(self.quant_rng, meta["rng"]["quantizer"])
-            self.experiences, self.log = int(meta["experiences"]), list(meta["log"])
+            experiences, log = meta["experiences"], meta["log"]
+            if type(experiences) is not int or experiences < 0 or not isinstance(log, list) \
+                    or len(log) != experiences:
+                raise ValueError(f"{experiences!r} experiences consumed with a log of "
+                                 f"{len(log) if isinstance(log, list) else 'no'} entries")
+            self.experiences, self.log = experiences, list(log)
         except (KeyError, TypeError, ValueError, ConfigError, LearnerStateError) as e:
             raise LearnerStateError(f"{path}: corrupt learner state ({type(e).__name__}: {reason(e)})") from None
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from .modelfile import ModelFileError, read_model_file
-from .ops import BACKENDS, Activation, Binarize, Block, Op, _below, build_op, link
+from .ops import BACKENDS, Activation, Binarize, Block, Head, Op, Stem, _below, build_op, link
 
 
 def normalize(images: np.ndarray) -> np.ndarray:
@@ -24,8 +24,30 @@ def normalize(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
+def _check_meta(meta: dict, path) -> None:
+    """The metadata fields the runtime reads, with their types: a correctly checksummed file can still have been
+    written wrong (by another tool, or a bug), and must be refused, not half-used."""
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise ModelFileError(f"{path}: inconsistent model file metadata ({what})")
+
+    shape = meta.get("input_shape")
+    need(isinstance(shape, list) and len(shape) == 3 and all(type(v) is int and v > 0 for v in shape),
+         f"input_shape {shape!r} is not three positive whole numbers")
+    names = meta.get("class_names")
+    need(isinstance(names, list) and len(names) > 0 and all(isinstance(n, str) for n in names),
+         "class_names is not a list of names")
+    need(isinstance(meta.get("lr_layer"), str), "lr_layer is not a layer name")
+    layers = meta.get("layers")
+    need(isinstance(layers, list) and len(layers) > 0 and all(isinstance(ly, dict) and isinstance(ly.get("kind"), str)
+                                                              and isinstance(ly.get("name"), str) for ly in layers),
+         "layers is not a list of layers with a kind and a name")
+    need(isinstance(meta.get("architecture", {}), dict), "architecture is not a table")
+
+
 class Model:
     def __init__(self, meta: dict, arrays: dict[str, np.ndarray], path: str = "<memory>"):
+        _check_meta(meta, path)
         self.meta, self.path = meta, path
         self.input_shape = tuple(meta["input_shape"])  # (H, W, C)
         self.class_names = list(meta["class_names"])
@@ -39,6 +61,15 @@ class Model:
         names = [op.name for op in ops]
         if self.lr_layer not in names:
             raise ModelFileError(f"{path}: latent-replay layer {self.lr_layer!r} is not one of its layers")
+        first = ops[0]
+        if isinstance(first, Stem) and first.weight.shape[-1] != self.input_shape[2]:
+            raise ModelFileError(f"{path}: inconsistent model file metadata (input_shape has {self.input_shape[2]} "
+                                 f"channels, the stem takes {first.weight.shape[-1]})")
+        head = ops[-1]
+        if not isinstance(head, Head) or head.weight.shape[0] != len(self.class_names):
+            rows = head.weight.shape[0] if isinstance(head, Head) else "no"
+            raise ModelFileError(f"{path}: inconsistent model file metadata ({len(self.class_names)} class names for "
+                                 f"a head of {rows} rows)")
         self.ops = link(ops)
         self.cut(self.lr_layer)
 
@@ -46,7 +77,7 @@ class Model:
         """Put the latent-replay layer at ``lr_layer``: the frozen part ends before it."""
         names = [op.name for op in self.ops]
         if lr_layer not in names[1:]:
-            raise ConfigError(f"no layer {lr_layer!r} to put the latent-replay layer at "
+            raise ConfigError(f"{self.path}: no layer {lr_layer!r} to put the latent-replay layer at "
                               f"(valid: {', '.join(names[1:])})")
         k = names.index(lr_layer)
         self.lr_layer = lr_layer
@@ -54,6 +85,8 @@ class Model:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Model":
+        if not isinstance(path, (str, os.PathLike)):
+            raise ConfigError(f"Model.load takes the path of a model file, not {path!r}")
         meta, arrays = read_model_file(path)
         return cls(meta, arrays, str(path))
 
@@ -79,7 +112,7 @@ class Model:
         """``timings``: seconds per op name, added to; ``peak``: a one-item list raised to the most bytes one op's
         input and output held together."""
         if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r} (valid: {', '.join(BACKENDS)})")
+            raise ConfigError(f"unknown backend {backend!r} (valid: {', '.join(BACKENDS)})")
         for op in ops:
             if op.in_threshold is not None and act.bits is None and not isinstance(op, Binarize):
                 # The first op of a part, whose producer lives in the other part: binarize its input here.
@@ -103,6 +136,10 @@ class Model:
         return self._run(self.trainable_ops, latent, backend, timings).real
 
     def logits(self, images, backend: str = "packed", batch_size: int = 256, timings=None) -> np.ndarray:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a whole number of images, at least 1 (not {batch_size!r})")
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {backend!r} (valid: {', '.join(BACKENDS)})")
         images = self.check_images(images)
         out = []
         for i in range(0, len(images), batch_size):

@@ -58,6 +58,8 @@ def read_container(path: str | os.PathLike, fmt: str, version_max: int, error: t
     """Read and verify a file written by :func:`write_container`: ``(meta, arrays)``. Every failure is an ``error``
     naming the file and what is wrong."""
     path = Path(path)
+    if path.is_dir():
+        raise error(f"{path}: is a directory, not a {what}")
     if not path.is_file():
         raise error(f"{path}: no such {what}")
     if not zipfile.is_zipfile(path):
@@ -97,6 +99,21 @@ def read_container(path: str | os.PathLike, fmt: str, version_max: int, error: t
     if meta.get("sha256") != checksum(arrays):
         raise error(f"{path}: checksum mismatch: the arrays were altered or damaged after they were written")
     return meta, arrays
+
+
+def container_format(path: str | os.PathLike) -> str | None:
+    """The ``format`` a container file says it has (``bnncl-model``, ``bnncl-learner-state``), or None for any other
+    file; reads the metadata entry only, verifies nothing (to tell whether a file may be overwritten)."""
+    try:
+        with zipfile.ZipFile(path) as z, z.open(META + ".npy") as f:
+            meta = json.loads(np.lib.format.read_array(f, allow_pickle=False).tobytes().decode("utf-8"))
+        return meta.get("format") if isinstance(meta, dict) else None
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError):
+        return None
+
+
+def is_model_file(path: str | os.PathLike) -> bool:
+    return container_format(path) == FORMAT
 
 
 def write_model_file(path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray]) -> None:

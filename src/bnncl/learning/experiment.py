@@ -34,6 +34,7 @@ from pathlib import Path
 from ..atomic import atomic_write_text
 from ..data import DATASETS, LabelledArrays, load_dataset, scenarios
 from ..errors import ConfigError
+from ..typecheck import check_arguments, check_value
 from .options import STRATEGIES, LearnOptions
 
 TOP_KEYS = ("dataset", "data", "dataset_options", "strategies", "checkpoint", "out", "seed", "stream", "pretrain",
@@ -50,21 +51,78 @@ def _check_keys(d: dict, valid, where: str) -> None:
         raise ConfigError(f"{where}: unknown key {', '.join(bad)} (valid: {', '.join(valid)})")
 
 
+TOP_TYPES = {"dataset": "str", "data": "str", "dataset_options": "dict", "strategies": "str | list[str]",
+             "checkpoint": "str", "out": "str", "seed": "int", "stream": "dict", "pretrain": "dict", "learn": "dict"}
+PRETRAIN_TYPES = {"epochs": "int", "batch_size": "int", "lr": "float", "augment": "bool", "binary_boundary": "str",
+                  "preset": "str", "holdout": "float"}
+
+
 def load_config(path) -> dict:
+    """A TOML config file, its values type-checked (errors name the file)."""
     import tomllib
 
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            cfg = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a TOML config is UTF-8 text)") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    check_config(cfg, f"{path}: ")
+    return cfg
+
+
+def check_config(cfg: dict, where: str = "") -> None:
+    """What a config file can be refused for on its own: unknown keys, values of the wrong type, unknown strategies
+    (``where``: the file, for the message)."""
+    _check_keys(cfg, TOP_KEYS, f"{where}config")
+    check_types(cfg, where)
+    strategies = cfg.get("strategies", [])
+    for s in [strategies] if isinstance(strategies, str) else strategies:
+        if s not in STRATEGIES:
+            raise ConfigError(f"{where}unknown strategy {s!r} (valid: {', '.join(STRATEGIES)})")
+    stream = cfg.get("stream") or {}
+    if "type" in stream:  # without it, a --stream flag may still choose the type the keys belong to
+        kind = stream["type"]
+        if kind not in STREAM_TYPES:
+            raise ConfigError(f"{where}unknown scenario {kind!r} (valid: {', '.join(STREAM_TYPES)})")
+        factory = scenarios.core50 if kind == "core50" else scenarios.SCENARIO_FACTORIES[kind]
+        _check_keys(stream, ["type"] + scenarios.scenario_options(factory), f"{where}[stream] of type {kind}")
+    _check_keys(cfg.get("pretrain") or {}, PRETRAIN_KEYS, f"{where}[pretrain]")
+    _check_keys(cfg.get("learn") or {}, [f.name for f in dataclasses.fields(LearnOptions) if f.name != "strategy"],
+                f"{where}[learn]")
+
+
+def check_types(cfg: dict, where: str = "") -> None:
+    """The type of every known key's value (unknown keys are :func:`validate`'s to refuse)."""
+    for key, value in cfg.items():
+        if key in TOP_TYPES:
+            check_value(where, key, value, TOP_TYPES[key])
+    stream = cfg.get("stream") or {}
+    kind = stream.get("type", "nc")
+    check_value(f"{where}[stream] ", "type", kind, "str")
+    if kind in STREAM_TYPES:
+        factory = scenarios.core50 if kind == "core50" else scenarios.SCENARIO_FACTORIES[kind]
+        check_arguments(factory, {k: v for k, v in stream.items() if k != "type"}, f"{where}[stream] ")
+    for key, value in (cfg.get("pretrain") or {}).items():
+        if key in PRETRAIN_TYPES:
+            check_value(f"{where}[pretrain] ", key, value, PRETRAIN_TYPES[key])
+    learn_types = {f.name: f.type for f in dataclasses.fields(LearnOptions)}
+    for key, value in (cfg.get("learn") or {}).items():
+        if key in learn_types:
+            check_value(f"{where}[learn] ", key, value, learn_types[key])
 
 
 def validate(cfg: dict) -> dict:
     """Fill defaults and check every key and value before anything runs."""
     _check_keys(cfg, TOP_KEYS, "config")
+    check_types(cfg)
     cfg = {"dataset": "fashion-mnist", "strategies": ["ar1"], "out": "runs/learn", "seed": 0, "dataset_options": {},
            **cfg}
     cfg["stream"] = dict(cfg.get("stream") or {"type": "nc"})

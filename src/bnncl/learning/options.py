@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ..errors import ConfigError
 from ..quant import FLOAT_BITS, GRIDS, ROUNDINGS, check_bits
+from ..typecheck import check_fields, check_size
 from .replay import STORAGES, UPDATE_RULES
 
 RANGES = ("dynamic", "fixed")  # quantizer ranges: min/max per call, or calibrated on experience 0 (work A)
@@ -46,6 +47,7 @@ class LearnOptions:
     seed: int = 0
 
     def __post_init__(self):
+        check_fields(self)  # types first: "epochs = 1.5" is refused, not compared
         for name, value, valid in (("strategy", self.strategy, STRATEGIES),
                                    ("replay_storage", self.replay_storage, STORAGES),
                                    ("replay_update", self.replay_update, UPDATE_RULES),
@@ -55,8 +57,11 @@ class LearnOptions:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+            check_size("", name, getattr(self, name))
         if self.replay_size < 0 or self.replay_batch < 0:
             raise ConfigError("replay_size and replay_batch must be >= 0")
+        check_size("", "replay_size", self.replay_size, 0)
+        check_size("", "replay_batch", self.replay_batch, 0)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
         for name in ("qf", "qb", "qbin"):

@@ -29,6 +29,7 @@ from ..data import LabelledArrays, load_dataset
 from ..errors import CheckpointError, ConfigError
 from ..models import BackboneConfig, BinaryResNet, build_model, normalize, preset_config, preset_for_shape
 from ..quantizers import clip_latent_weights
+from ..typecheck import check_fields, check_size
 from .augment import AUGMENTATION, random_crop_flip
 from .evaluate import evaluate
 
@@ -58,10 +59,13 @@ class PretrainOptions:
     max_steps_per_epoch: int | None = None  # for smoke tests: cut every epoch short
 
     def __post_init__(self):
+        check_fields(self)  # types first: "epochs = 1.5" is refused, not compared
         if self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        check_size("", "epochs", self.epochs)
+        check_size("", "batch_size", self.batch_size)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
 
@@ -136,6 +140,9 @@ def pretrain(opts: PretrainOptions,
         optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
 
     out = Path(opts.out)
+    if rank == 0 and out.parent.is_dir():  # temporary files of a checkpoint write a kill interrupted: never the file
+        for stale in out.parent.glob(f".{out.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     start_epoch, history = 0, []
     if opts.resume and out.exists():
         payload = read_checkpoint(out)
