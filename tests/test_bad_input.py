@@ -529,3 +529,44 @@ def test_bad_input_is_one_line_error(world, tmp_path, capsys, argv, needles, unc
     if left:
         problems.append(f"temporary files left: {left}")
     assert not problems, "\n".join(problems)
+
+
+# -- no command overwrites its input, even when told to replace files of another kind ------------------------------
+
+# (command with one of its inputs as its output, the input). --force lets an output replace a file of another kind;
+# never one of the command's inputs.
+OWN_INPUT_CASES = [
+    ("summary", ["summary", "--checkpoint", "{ckpt}", "--json", "{ckpt}", "--force"], "{ckpt}"),
+    ("pretrain-dataset-file", [*PRETRAIN, "--out", "{data}/train-images-idx3-ubyte.gz", "--force"],
+     "{data}/train-images-idx3-ubyte.gz"),
+    ("pretrain-json-dataset-file", [*PRETRAIN, "--out", "{out}/m.pt", "--json", "{data}/t10k-labels-idx1-ubyte.gz",
+                                    "--force"], "{data}/t10k-labels-idx1-ubyte.gz"),
+    ("evaluate-checkpoint", ["evaluate", "{ckpt}", "--data", "{data}", "--out", "{ckpt}", "--force"], "{ckpt}"),
+    ("evaluate-dataset-file", ["evaluate", "{ckpt}", "--data", "{data}", "--out", "{data}/t10k-images-idx3-ubyte.gz",
+                               "--force"], "{data}/t10k-images-idx3-ubyte.gz"),
+    ("export-checkpoint", ["export", "{ckpt}", "--out", "{ckpt}", "--force"], "{ckpt}"),
+    ("predict-model", ["device", "predict", "{model}", "--data", "{data}", "--out", "{model}", "--force"], "{model}"),
+    ("predict-dataset-file", ["device", "predict", "{model}", "--data", "{data}", "--out",
+                              "{data}/t10k-labels-idx1-ubyte.gz", "--force"], "{data}/t10k-labels-idx1-ubyte.gz"),
+    ("predict-images", ["device", "predict", "{model}", "--images", "{x}", "--out", "{x}", "--force"], "{x}"),
+    ("predict-labels", ["device", "predict", "{model}", "--images", "{x}", "--image-labels", "{y}", "--out", "{y}",
+                        "--force"], "{y}"),
+    ("device-learn-state", [*DEVICE_LEARN, "--strategy", "ar1", "--out", "{out}", "--state", "{model}"], "{model}"),
+    ("report-run", ["report", "{run}", "--out", "{run}"], "{run}/report.md"),
+]
+
+
+@pytest.mark.parametrize("argv, victim", [c[1:] for c in OWN_INPUT_CASES], ids=[c[0] for c in OWN_INPUT_CASES])
+def test_no_command_overwrites_its_input(world, tmp_path, capsys, argv, victim):
+    paths = world(tmp_path / "w", {f for s in argv + [victim] for _, f, _, _ in Formatter().parse(s) if f})
+    argv, victim = [s.format(**paths) for s in argv], victim.format(**paths)
+    before = _state(victim)
+    assert before[0] == "file", f"{victim} should exist for this case"
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("bnncl: error: ") and err.count("\n") == 1, (code, err)
+    assert "refusing to overwrite" in err or "would replace" in err, err
+    assert _state(victim) == before, f"{victim} changed"

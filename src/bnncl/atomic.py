@@ -126,14 +126,14 @@ def check_output(path: str | os.PathLike, inputs=(), kind: str | None = None,
     """A file destination: writable (:func:`check_writable`), none of ``inputs`` (never, even with ``force``), and,
     when it exists, a file of its own ``kind`` (``is_kind(path)``) unless ``force``: no command replaces a file it
     did not write without being told to."""
-    path = check_writable(path)
+    path = Path(path)
     for given in inputs:
         if given is not None and same_file(path, given):
             raise OutputError(f"{path}: is the input {given}; refusing to overwrite it (give another output path)")
-    if path.exists() and is_kind is not None and not force and not is_kind(path):
+    if path.is_file() and is_kind is not None and not force and not is_kind(path):
         raise OutputError(f"{path}: exists and is not a {kind}; refusing to overwrite it (give --force to replace "
                           "it, or another output path)")
-    return path
+    return check_writable(path)  # last: it probes the directory with a file of its own
 
 
 def is_json_file(path: Path) -> bool:

@@ -50,6 +50,19 @@ def _write_json(path: str, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
+def _data_files(args) -> list:
+    """The files of the dataset directory a command reads (``--data``, or the dataset's default one): inputs, which
+    no output may replace."""
+    from pathlib import Path
+
+    from .data.datasets import DEFAULT_ROOTS
+
+    root = getattr(args, "data", None) or DEFAULT_ROOTS.get(getattr(args, "dataset", None) or "fashion-mnist")
+    if root is None or not Path(root).is_dir():
+        return []
+    return [f for f in Path(root).iterdir() if f.is_file()]
+
+
 def _check_json_output(path: str | None, inputs=(), force: bool = False) -> None:
     """Before the work: a JSON destination that can be written, is none of the inputs, and is JSON if it exists."""
     if path:
@@ -89,8 +102,9 @@ def cmd_pretrain(args) -> int:
     from .learning.pretrain import PretrainOptions, pretrain
 
     # before the first epoch: the checkpoint and the JSON can be written where they are asked for
-    check_output(args.out, [args.json], "bnncl checkpoint", is_checkpoint_file, args.force)
-    _check_json_output(args.json, [args.out], args.force)
+    data = _data_files(args)
+    check_output(args.out, [args.json, *data], "bnncl checkpoint", is_checkpoint_file, args.force)
+    _check_json_output(args.json, [args.out, *data], args.force)
 
     opts = PretrainOptions(
         dataset=args.dataset, data=args.data, dataset_options=_dataset_options(args), preset=args.preset,
@@ -117,7 +131,7 @@ def cmd_evaluate(args) -> int:
     from .errors import CheckpointError
     from .learning.evaluate import evaluate
 
-    _check_json_output(args.out, [args.checkpoint], args.force)
+    _check_json_output(args.out, [args.checkpoint, *_data_files(args)], args.force)
     model, payload = load_model(args.checkpoint)
     saved = payload.get("meta", {}).get("options", {})
     dataset = args.dataset or saved.get("dataset", "fashion-mnist")
@@ -309,7 +323,8 @@ def cmd_device_predict(args) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
-    _check_json_output(args.out, [args.model, args.images, args.image_labels], args.force)
+    _check_json_output(args.out, [args.model, args.images, args.image_labels,
+                                  *([] if args.images else _data_files(args))], args.force)
     model = Model.load(args.model)
     images, labels, name = _device_images(args)
     try:
