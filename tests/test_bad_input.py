@@ -69,6 +69,7 @@ CONFIG_CASES = [
     ("cfg_batch_size_huge", ["batch_size", "must be"]),
     ("cfg_unknown_key", ["unknown key", "epoch"]),
     ("cfg_unknown_strategy", ["unknown strategy", "ar2"]),
+    ("cfg_no_strategy", ["strategies is empty"]),
 ]
 
 CASES = [
@@ -302,6 +303,7 @@ CONFIGS = {
     "cfg_batch_size_huge": _config(batch_size="100000000000000000000"),
     "cfg_unknown_key": _config(epoch="2"),
     "cfg_unknown_strategy": _config(top='strategies = ["ar2"]\n'),
+    "cfg_no_strategy": _config(top="strategies = []\n"),
 }
 DATA_VARIANTS = ("idx_truncated", "idx_past", "idx_u32", "idx_wrap0", "idx_wrap", "idx_magic", "idx_count", "idx_label")
 

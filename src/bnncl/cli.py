@@ -75,7 +75,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error on one line like every other error (and the same exit status)."""
 
     def error(self, message):
-        self.exit(2, f"bnncl: error: {self.prog.removeprefix('bnncl ')}: {message} (see {self.prog} --help)\n")
+        command = self.prog.removeprefix("bnncl").strip()
+        self.exit(2, f"bnncl: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)\n")
 
 
 def cmd_summary(args) -> int:

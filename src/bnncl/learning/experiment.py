@@ -83,7 +83,9 @@ def check_config(cfg: dict, where: str = "") -> None:
     (``where``: the file, for the message)."""
     _check_keys(cfg, TOP_KEYS, f"{where}config")
     check_types(cfg, where)
-    strategies = cfg.get("strategies", [])
+    strategies = cfg.get("strategies", ["ar1"])
+    if strategies == []:
+        raise ConfigError(f"{where}strategies is empty: give at least one of {', '.join(STRATEGIES)}")
     for s in [strategies] if isinstance(strategies, str) else strategies:
         if s not in STRATEGIES:
             raise ConfigError(f"{where}unknown strategy {s!r} (valid: {', '.join(STRATEGIES)})")
@@ -133,6 +135,8 @@ def validate(cfg: dict) -> dict:
     strategies = cfg["strategies"]
     if isinstance(strategies, str):
         strategies = cfg["strategies"] = [strategies]
+    if not strategies:
+        raise ConfigError(f"strategies is empty: give at least one of {', '.join(STRATEGIES)}")
     for s in strategies:
         if s not in STRATEGIES:
             raise ConfigError(f"unknown strategy {s!r} (valid: {', '.join(STRATEGIES)})")
