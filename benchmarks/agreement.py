@@ -82,8 +82,8 @@ def main():
     model, _ = load_model(CHECKPOINT)
     machine = machine_info()
     print(f"machine: {describe_machine(machine)}\nstream: {stream.describe()}\n")
-    print("| setting | LR layer | epochs | simulation (METHOD's grid) | simulation (integer grid) | device | "
-          "device - sim (integer grid) | device - sim (METHOD's grid) | device step (median) |")
+    print("| setting | LR layer | epochs | simulation (float grid) | simulation (integer grid) | device | "
+          "device - sim (integer grid) | device - sim (float grid) | device step (median) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     for name in args.settings:
