@@ -158,3 +158,37 @@ def assert_within_float32(ours, theirs, bound, what: str) -> None:
     assert ours.size == 0 or excess[worst] <= 0, (
         f"{what}: |{ours[worst]!r} - {theirs[worst]!r}| exceeds the float32 bound "
         f"{np.broadcast_to(bound, ours.shape)[worst]:.3g} at {worst}")
+
+
+EXP_ULPS = 4  # float32 exp and log in NumPy and torch are within a few ulps (not correctly rounded): 4 allowed
+
+
+def float32_head_step_bounds(w, h, y, lr):
+    """The exact (float64) SGD step of the head and how far any float32 computation of it may be, in any summation
+    order: (new w, gradient, loss) and a bound for each. Each float32 operation errs by at most u relatively (exp and
+    log by EXP_ULPS u); sums of K terms by gamma_K * sum|term| (``float32_sum_bound``); second-order terms are covered
+    by a factor 1.1."""
+    u = F32_UNIT
+    w64, h64 = w.astype(np.float64), h.astype(np.float64)
+    (batch, features), classes = h.shape, w.shape[0]
+    z = h64 @ w64.T
+    ez = float32_sum_bound(np.abs(h64) @ np.abs(w64).T, features).max(axis=1, keepdims=True)
+    shifted = z - z.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    prob = e / e.sum(axis=1, keepdims=True)
+    # exp(z_j - max): the two logits' errors, the subtraction's rounding, exp's own; then the sum of the classes'
+    # exps (gamma_C) and the division (u): a relative error of p
+    rel_exp = 2 * ez + u * np.abs(shifted).max(axis=1, keepdims=True) + EXP_ULPS * u
+    rel_p = 1.1 * (2 * rel_exp + float32_sum_bound(1.0, classes) + u)
+    one = np.zeros_like(prob)
+    one[np.arange(batch), y] = 1
+    d = (prob - one) / batch
+    ed = (prob * rel_p + 2 * u * np.abs(prob - one)) / batch  # p's error, then the subtraction and the division
+    g = d.T @ h64
+    eg = ed.T @ np.abs(h64) + float32_sum_bound(np.abs(d).T @ np.abs(h64), batch)
+    new_w = w64 - lr * g
+    ew = 1.1 * (lr * eg + 3 * u * (np.abs(w64) + lr * np.abs(g)))  # lr in float32, the product, the subtraction
+    logp = np.log(prob[np.arange(batch), y])
+    loss = -logp.mean()
+    eloss = 1.1 * (np.mean(rel_p[:, 0] + EXP_ULPS * u * np.abs(logp)) + float32_sum_bound(np.abs(logp).mean(), batch))
+    return (new_w, ew), (g, eg), (loss, eloss)

@@ -8,6 +8,7 @@ F = torch.nn.functional
 
 from bnncl.device.bitpack import words_for  # noqa: E402
 from bnncl.device.fold import binary_conv_weights, fold_batchnorm, fold_binary_conv_bn, fold_conv_bn  # noqa: E402
+from fixtures import F32_UNIT, assert_within_float32, float32_sum_bound  # noqa: E402
 
 CHANNELS = [1, 3, 33, 63, 64, 65, 70, 130]
 
@@ -28,13 +29,19 @@ def bn_params(bn):
             bn.eps)
 
 
-def assert_close_rel(actual, expected, rtol):
-    """Relative error, measured against the magnitude of the expected output (so values near zero from
-    cancellation do not demand impossible relative precision)."""
-    expected = np.asarray(expected, np.float64)
-    assert np.shape(actual) == expected.shape
-    np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=rtol,
-                               atol=rtol * max(np.abs(expected).max(), 1e-30))
+# fold_batchnorm in float32: var + eps, sqrt, 1/x, * gamma (a: at most 5 roundings relative), then
+# beta - mean * a; x * a + b applied: at most 8 roundings of |x a| + |mean a| + |beta| (derived in the test below). A
+# float32 BN of torch is allowed as many (10): it computes the same few operations in an order of its own.
+FOLD_ROUNDINGS, TORCH_BN_ROUNDINGS = 8, 10
+
+
+def bn_magnitude(x_scaled, bn, channel_axis=1):
+    """|x a| + |mean a| + |beta| per element (float64): what every rounding of a folded BN is relative to."""
+    g, beta, mean, var, eps = (np.asarray(v, np.float64) if not isinstance(v, float) else v for v in bn_params(bn))
+    a = np.abs(g / np.sqrt(var + eps))
+    shape = [1] * np.ndim(x_scaled)
+    shape[channel_axis] = -1
+    return np.abs(x_scaled) * a.reshape(shape) + (np.abs(mean) * a + np.abs(beta)).reshape(shape)
 
 
 @pytest.mark.parametrize("c", CHANNELS)
@@ -48,12 +55,13 @@ def test_fold_batchnorm_equals_torch_eval(c, eps):
     a, b = fold_batchnorm(*bn_params(bn))
     assert a.dtype == np.float32 and b.dtype == np.float32 and a.shape == b.shape == (c,)
     got = x * a[None, :, None, None] + b[None, :, None, None]
-    assert_close_rel(got, expected, 1e-6)
-    # And elementwise against the textbook float64 formula.
+    # Against the textbook float64 formula, within the float32 roundings of each side (not a fixed tolerance):
     g, beta, mean, var, _ = (np.asarray(v, np.float64) for v in bn_params(bn))
     textbook = (x - mean[None, :, None, None]) / np.sqrt(var[None, :, None, None] + eps) * g[None, :, None, None] \
         + beta[None, :, None, None]
-    assert_close_rel(got, textbook, 1e-5)
+    magnitude = bn_magnitude(x, bn)
+    assert_within_float32(got, textbook, FOLD_ROUNDINGS * F32_UNIT * magnitude, "folded BN")
+    assert_within_float32(expected, textbook, TORCH_BN_ROUNDINGS * F32_UNIT * magnitude, "torch's BN")
 
 
 @pytest.mark.parametrize("cin,cout,k,stride,pad", [
@@ -75,10 +83,22 @@ def test_fold_conv_bn_equals_torch_conv_then_bn(cin, cout, k, stride, pad):
     w_oihw = torch.from_numpy(np.transpose(w, (0, 3, 1, 2)).astype(np.float64))
     folded = F.conv2d(torch.from_numpy(x.astype(np.float64)), w_oihw, torch.from_numpy(b.astype(np.float64)),
                       stride=stride, padding=pad).numpy()
-    assert_close_rel(folded, expected, 1e-5)
-    # The folded weights are W * a per output channel, channels last.
+    # The exact result: torch's conv in float64, then BN in float64. torch's float32 conv sums K = k*k*Cin products
+    # (gamma_K of sum |x w|, times |a| through BN), then its BN; the folded weights W*a and bias err by the fold's
+    # roundings (8, as above) relative to |x W a| summed, |mean a|, |beta|.
+    w64 = torch.from_numpy(conv.weight.detach().numpy().astype(np.float64))
+    x64 = torch.from_numpy(x.astype(np.float64))
+    conv64 = F.conv2d(x64, w64, stride=stride, padding=pad).numpy()
+    exact = bn_textbook(conv64, bn)
+    sum_abs = F.conv2d(x64.abs(), w64.abs(), stride=stride, padding=pad).numpy()
+    magnitude = bn_magnitude(sum_abs, bn)
+    conv_error = float32_sum_bound(magnitude - bn_magnitude(0 * sum_abs, bn), k * k * cin)
+    assert_within_float32(expected, exact, conv_error + TORCH_BN_ROUNDINGS * F32_UNIT * magnitude, "torch conv + BN")
+    assert_within_float32(folded, exact, FOLD_ROUNDINGS * F32_UNIT * magnitude, "the folded conv")
+    # The folded weights are W * a per output channel, channels last: a within 5 roundings, the product one more.
     a = bn.weight.detach().numpy().astype(np.float64) / np.sqrt(bn.running_var.numpy().astype(np.float64) + 1e-5)
-    assert_close_rel(w, np.transpose(conv.weight.detach().numpy(), (0, 2, 3, 1)) * a[:, None, None, None], 1e-6)
+    w_exact = np.transpose(conv.weight.detach().numpy(), (0, 2, 3, 1)) * a[:, None, None, None]
+    assert_within_float32(w, w_exact, 6 * F32_UNIT * np.abs(w_exact), "folded weights")
 
 
 @pytest.mark.parametrize("cin", CHANNELS)
@@ -104,7 +124,8 @@ def test_binary_conv_weights_packs_signs_and_alpha(cin):
     assert int(packed[0, 0, 0, 0]) & 1 == 0  # the -0.0 at channel 0
     expected_alpha = torch.from_numpy(latent).double().abs().mean(dim=(1, 2, 3)).numpy()
     assert alpha.dtype == np.float32 and alpha.shape == (cout,)
-    np.testing.assert_allclose(alpha, expected_alpha, rtol=1e-6)
+    # a float32 mean of kh*kw*Cin magnitudes: gamma_K relative (the sum), one more rounding (the division)
+    assert_within_float32(alpha, expected_alpha, float32_sum_bound(expected_alpha, kh * kw * cin + 1), "alpha")
 
 
 @pytest.mark.parametrize("cin,cout", [(1, 1), (3, 4), (33, 7), (64, 5), (65, 3), (130, 6)])
@@ -121,7 +142,19 @@ def test_fold_binary_conv_bn_equals_bn_of_alpha_dot(cin, cout):
     mult, bias = fold_binary_conv_bn(alpha, *bn_params(bn))
     assert mult.dtype == np.float32 and bias.dtype == np.float32 and mult.shape == bias.shape == (cout,)
     got = mult[None, :, None, None] * dot + bias[None, :, None, None]
-    assert_close_rel(got, expected, 1e-6)
+    # alpha (a mean of 9 Cin terms) times an exact integer dot, then BN: the mean's rounding on top of the fold's
+    exact = bn_textbook(alpha_t.double().numpy()[None, :, None, None] * dot, bn)
+    magnitude = bn_magnitude(alpha_t.double().numpy()[None, :, None, None] * dot, bn)
+    mean_error = float32_sum_bound(1.0, k + 1) * np.abs(exact - bn_textbook(0 * dot, bn))
+    assert_within_float32(got, exact, FOLD_ROUNDINGS * F32_UNIT * magnitude + mean_error, "folded binary conv BN")
+    assert_within_float32(expected, exact, TORCH_BN_ROUNDINGS * F32_UNIT * magnitude + mean_error, "torch")
+
+
+def bn_textbook(x, bn):
+    """BN in eval mode in float64, NCHW."""
+    g, beta, mean, var, eps = (np.asarray(v, np.float64) if not isinstance(v, float) else v for v in bn_params(bn))
+    c = (slice(None),) + (None,) * 2
+    return (np.asarray(x, np.float64) - mean[c]) / np.sqrt(var[c] + eps) * g[c] + beta[c]
 
 
 def test_fold_binary_conv_bn_through_a_real_binary_conv():
@@ -140,4 +173,10 @@ def test_fold_binary_conv_bn_through_a_real_binary_conv():
     _, alpha = binary_conv_weights(latent)
     mult, bias = fold_binary_conv_bn(alpha, *bn_params(bn))
     got = mult[None, :, None, None] * dot.numpy() + bias[None, :, None, None]
-    assert_close_rel(got, expected, 1e-6)
+    # the ±1 conv's sums are exact integers in float32; then as in the test above
+    scaled = np.abs(latent).astype(np.float64).mean(axis=(1, 2, 3))[None, :, None, None] * dot.double().numpy()
+    exact = bn_textbook(scaled, bn)
+    mean_error = float32_sum_bound(1.0, 9 * cin + 1) * np.abs(exact - bn_textbook(0 * scaled, bn))
+    magnitude = bn_magnitude(scaled, bn)
+    assert_within_float32(got, exact, FOLD_ROUNDINGS * F32_UNIT * magnitude + mean_error, "folded binary conv BN")
+    assert_within_float32(expected, exact, TORCH_BN_ROUNDINGS * F32_UNIT * magnitude + mean_error, "torch")
