@@ -8,6 +8,7 @@ import pytest
 
 from bnncl.errors import ConfigError
 from bnncl.learning.replay import LatentMemory
+from fixtures import F32_UNIT, F64_UNIT, assert_within_float32
 
 # Fingerprinted ±1 latents: pattern id encoded in binary over 16 activations of shape (4, 2, 2).
 FP_SHAPE = (4, 2, 2)
@@ -77,7 +78,8 @@ def test_real_latents_decode_to_sign_times_channel_mean_abs():
     got = mem.decode(np.arange(n))
     ids = mem.labels[:n]
     expected = np.sign(x[ids]) * scale[None, :, None, None]
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0)
+  # the scale: a float64 sum over n values, rounded once to float32; decode multiplies it by ±1 exactly
+    assert_within_float32(got, expected, (F32_UNIT + 8 * n * F64_UNIT) * np.abs(expected), "decoded patterns")
 
 
 def test_decode_scale_counts_every_pattern_that_entered():
@@ -92,8 +94,9 @@ def test_decode_scale_counts_every_pattern_that_entered():
     entered_second = sorted(set(mem.labels[:10].tolist()) - set(range(10)))
     assert len(entered_second) == 5
     entered = np.concatenate([first, second[np.array(entered_second) - 10]])
-    scale = np.abs(entered).mean(axis=(0, 2))
-    np.testing.assert_allclose(mem.channel_scale, scale, rtol=1e-6)
+    scale = np.abs(entered.astype(np.float64)).mean(axis=(0, 2))
+  # the scale: a float64 sum over n values, rounded once to float32; decode multiplies it by ±1 exactly
+    assert_within_float32(mem.channel_scale, scale, (F32_UNIT + 60 * F64_UNIT) * scale, "decode scale")
 
 
 def test_float32_round_trip_exact():
@@ -306,5 +309,9 @@ def test_offset_makes_the_consumers_signs_exact():
     src = x[mem.labels[:10].astype(int)]
     np.testing.assert_array_equal(dec + ob >= 0, src + ob >= 0)
     # Decoded magnitudes: |decoded + o| is the per-channel mean |x + o| of what was stored.
-    scale = np.abs(x + ob).mean(axis=(0, 2, 3))
-    np.testing.assert_allclose(np.abs(dec + ob), np.broadcast_to(scale.reshape(3, 1, 1), dec.shape), rtol=1e-6)
+    scale = np.abs((x + ob).astype(np.float64)).mean(axis=(0, 2, 3))
+    # the scale rounded once to float32 (u, plus x + o's own rounding per term: u), then decode's subtraction of o
+    # and the test's addition of it back (u each, relative to |scale| + |o|)
+    target = np.broadcast_to(scale.reshape(3, 1, 1), dec.shape)
+    bound = F32_UNIT * (2 * target + 2 * (target + np.abs(ob)))
+    assert_within_float32(np.abs(dec + ob), target, bound, "decoded magnitudes with an offset")
