@@ -14,6 +14,7 @@ from bnncl.layers import (
     PoolDuplicate,
     RPReLU,
 )
+from fixtures import assert_within_float32, float32_sum_bound
 
 
 def _np_sign(a):
@@ -62,7 +63,11 @@ def test_binary_conv2d_matches_numpy_loop(stride, pad, size, activation):
     out = conv(x)
     expected = _np_binary_conv(x.numpy(), conv.weight.detach().numpy(), stride, pad)
     assert out.shape == expected.shape
-    np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-5, atol=1e-5)
+    # float32: the scale mean|W| (a mean of K terms) and a sum of K terms ±scale, in any order
+    k = 3 * 3 * 3
+    scale = np.abs(conv.weight.detach().numpy().astype(np.float64)).mean(axis=(1, 2, 3))[None, :, None, None]
+    bound = float32_sum_bound(k * scale, k) + float32_sum_bound(np.abs(expected), k + 1)
+    assert_within_float32(out.detach().numpy(), expected, bound, "binary conv")
 
 
 def test_binary_conv2d_border_differs_from_zero_padding():
@@ -89,7 +94,10 @@ def test_binary_linear_matches_numpy():
     wb = _np_binary_weight(lin.weight.detach().numpy())
     expected = np.array([[sum(xb[n, k] * wb[o, k] for k in range(7)) for o in range(5)] for n in range(3)])
     assert lin.bias is None
-    np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-5, atol=1e-5)
+    # as for the conv: the scale (a mean of 7) and a sum of 7 terms ±scale
+    scale = np.abs(lin.weight.detach().numpy().astype(np.float64)).mean(axis=1)[None, :]
+    bound = float32_sum_bound(7 * scale, 7) + float32_sum_bound(np.abs(expected), 8)
+    assert_within_float32(out.detach().numpy(), expected, bound, "binary linear")
 
 
 def test_learnable_bias_shapes_and_value():
@@ -148,8 +156,9 @@ def test_binary_block_output_shapes(shortcut, cin, cout, stride, size, out_size)
 def test_pool_duplicate_values():
     x = torch.arange(2 * 2 * 4 * 4, dtype=torch.float32).reshape(2, 2, 4, 4)
     out = PoolDuplicate(2, 6, 2)(x).numpy()
-    pooled = x.numpy().reshape(2, 2, 2, 2, 2, 2).mean(axis=(3, 5))
-    np.testing.assert_allclose(out, np.concatenate([pooled] * 3, axis=1), rtol=1e-6)
+    pooled = x.numpy().astype(np.float64).reshape(2, 2, 2, 2, 2, 2).mean(axis=(3, 5))
+    # small integers: every sum and the division by 4 are exact in float32
+    np.testing.assert_array_equal(out, np.concatenate([pooled] * 3, axis=1))
 
 
 def test_pool_duplicate_rejects_non_multiple_widths():

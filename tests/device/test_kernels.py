@@ -248,8 +248,8 @@ def test_avgpool_ceil_mode_averages_only_inside_pixels():
     x = np.arange(9, dtype=np.float32).reshape(1, 3, 3, 1) + 1.0
     got = avgpool(x, 2)[0, :, :, 0]
     expected = np.array([[(1 + 2 + 4 + 5) / 4, (3 + 6) / 2], [(7 + 8) / 2, 9.0]])
-    np.testing.assert_allclose(got, expected, rtol=1e-7)
-    np.testing.assert_allclose(avgpool_reference(x, 2)[0, :, :, 0], expected, rtol=1e-7)
+    np.testing.assert_array_equal(got, expected)  # small integers and halves: exact in float32
+    np.testing.assert_array_equal(avgpool_reference(x, 2)[0, :, :, 0], expected)
 
 
 # -- fused threshold + pack -----------------------------------------------------------------------------------------
