@@ -253,7 +253,10 @@ print(json.dumps({"import_seconds": t1 - t0, "load_predict_seconds": t2 - t1, "l
 
 
 def run_json(code: str, args: list, env_extra: dict) -> tuple[dict, float]:
-    env = {**os.environ, **env_extra}
+    # numba's target comes from env_extra alone: the "native" build is the host's even when this benchmark runs
+    # under tools/cpu_target.py
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
+    env.update(env_extra)
     t0 = perf()
     proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env)
     wall = perf() - t0
