@@ -298,23 +298,6 @@ def _device_images(args):
     return data.x, np.asarray(data.y), data.name
 
 
-def _check_labels(labels, n: int, classes: int, name: str):
-    """Integer labels, one per image, each a class of the model's head."""
-    import numpy as np
-
-    from .errors import DataError
-
-    labels = np.asarray(labels)
-    if labels.shape != (n,):
-        raise DataError(f"{name}: labels of shape {labels.shape} for {n} images (expected ({n},))")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{name}: labels must be integers, got {labels.dtype}")
-    bad = labels[(labels < 0) | (labels >= classes)]
-    if len(bad):
-        raise DataError(f"{name}: label {int(bad[0])} is outside the model's {classes} classes (0-{classes - 1})")
-    return labels
-
-
 def cmd_device_predict(args) -> int:
     import time
 
@@ -333,7 +316,10 @@ def cmd_device_predict(args) -> int:
     except BnnclError as e:
         raise type(e)(f"{name}: {e}") from None
     if labels is not None:
-        labels = _check_labels(labels, len(images), model.num_classes, args.image_labels or name)
+        try:
+            labels = model.check_labels(labels, len(images))
+        except BnnclError as e:
+            raise type(e)(f"{args.image_labels or name}: {e}") from None
     t0 = time.perf_counter()
     pred = model.predict(images, backend=args.backend, batch_size=args.batch_size)
     seconds = time.perf_counter() - t0

@@ -163,17 +163,7 @@ class Learner:
         images = self.model.check_images(images)
         if len(images) == 0:
             raise DataError("an empty experience (0 images): nothing to learn")
-        labels = np.asarray(labels)
-        if labels.ndim != 1 or len(labels) != len(images):
-            raise DataError(f"labels of shape {labels.shape} for {len(images)} images (expected ({len(images)},))")
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise DataError(f"labels must be integers, got {labels.dtype}")
-        bad = labels[(labels < 0) | (labels >= self.num_classes)]
-        if len(bad):
-            raise DataError(f"label {int(bad[0])} is outside the head's {self.num_classes} classes "
-                            f"(0-{self.num_classes - 1}): "
-                            "the head holds a row for every class it can learn, fixed at export")
-        return images, labels.astype(np.int64)
+        return images, self.model.check_labels(labels, len(images))
 
     # -- running ----------------------------------------------------------------------------------------------------
 

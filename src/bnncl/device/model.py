@@ -106,6 +106,20 @@ class Model:
             raise DataError(f"images must be uint8 pixels (0-255), got {images.dtype}")
         return images
 
+    def check_labels(self, labels, n: int) -> np.ndarray:
+        """Integer labels, one per image, each a class of the head: as int64 (N,), or a clear error."""
+        labels = np.asarray(labels)
+        if labels.shape != (n,):
+            raise DataError(f"labels of shape {labels.shape} for {n} images (expected ({n},))")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"labels must be integers, got {labels.dtype}")
+        bad = labels[(labels < 0) | (labels >= self.num_classes)]
+        if len(bad):
+            raise DataError(f"label {int(bad[0])} is outside the head's {self.num_classes} classes "
+                            f"(0-{self.num_classes - 1}): the head holds a row for every class it can learn, fixed "
+                            "at export")
+        return labels.astype(np.int64)
+
     # -- running the network ---------------------------------------------------------------------------------------
 
     def _run(self, ops: list[Op], act: Activation, backend: str, timings=None, peak: list | None = None) -> Activation:
