@@ -73,6 +73,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 # -- destinations, checked before the work starts ------------------------------------------------------------------
 
 def _existing_ancestor(path: Path) -> Path:
+    """The nearest parent of ``path`` that exists (what a write would make the missing folders in)."""
     for parent in path.parents:
         if parent.exists():
             return parent
@@ -95,7 +96,7 @@ def check_writable(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a directory, not a file to write")
-    ancestor = path.parent if path.parent.exists() else _existing_ancestor(path)
+    ancestor = _existing_ancestor(path)
     if not ancestor.is_dir():
         raise OutputError(f"{path}: cannot write there, {ancestor} is a file, not a directory")
     _probe(ancestor, path)
