@@ -37,24 +37,20 @@ from ..errors import ConfigError
 from ..typecheck import check_arguments, check_value
 from .options import STRATEGIES, LearnOptions
 
-TOP_KEYS = ("dataset", "data", "dataset_options", "strategies", "checkpoint", "out", "seed", "stream", "pretrain",
-            "learn")
 STREAM_TYPES = ("nc", "ni", "nic", "core50")
+TOP_TYPES = {"dataset": "str", "data": "str", "dataset_options": "dict", "strategies": "str | list[str]",
+             "checkpoint": "str", "out": "str", "seed": "int", "stream": "dict", "pretrain": "dict", "learn": "dict"}
 # holdout: pretrain on this stratified fraction of the training instances, and build the stream from the rest
 # (a disjoint instance split); without it, pretraining uses experience 0 of the stream (the reference code's choice).
-PRETRAIN_KEYS = ("epochs", "batch_size", "lr", "augment", "binary_boundary", "preset", "holdout")
+PRETRAIN_TYPES = {"epochs": "int", "batch_size": "int", "lr": "float", "augment": "bool", "binary_boundary": "str",
+                  "preset": "str", "holdout": "float"}
+TOP_KEYS, PRETRAIN_KEYS = tuple(TOP_TYPES), tuple(PRETRAIN_TYPES)  # the keys each section takes
 
 
 def _check_keys(d: dict, valid, where: str) -> None:
     bad = sorted(set(d) - set(valid))
     if bad:
         raise ConfigError(f"{where}: unknown key {', '.join(bad)} (valid: {', '.join(valid)})")
-
-
-TOP_TYPES = {"dataset": "str", "data": "str", "dataset_options": "dict", "strategies": "str | list[str]",
-             "checkpoint": "str", "out": "str", "seed": "int", "stream": "dict", "pretrain": "dict", "learn": "dict"}
-PRETRAIN_TYPES = {"epochs": "int", "batch_size": "int", "lr": "float", "augment": "bool", "binary_boundary": "str",
-                  "preset": "str", "holdout": "float"}
 
 
 def load_config(path) -> dict:
