@@ -4,6 +4,7 @@ with random per-channel vectors; the float32 rounding bounds that tests hold res
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 from pathlib import Path
 
@@ -192,3 +193,61 @@ def float32_head_step_bounds(w, h, y, lr):
     loss = -logp.mean()
     eloss = 1.1 * (np.mean(rel_p[:, 0] + EXP_ULPS * u * np.abs(logp)) + float32_sum_bound(np.abs(logp).mean(), batch))
     return (new_w, ew), (g, eg), (loss, eloss)
+
+
+# -- float32 rounding through a whole network: the order of the error, not a worst case ------------------------------
+
+def reduction_terms(module, x, backward: bool = False) -> int:
+    """How many terms, in total, the sums a value of ``module(x)`` went through have (torch module, torch input):
+    per convolution ``k*k*Cin``, per batch norm in training ``2*N*H*W`` (mean and variance), per average pool its
+    window (global: ``H*W``), per linear layer its inputs. ``backward``: also the sums of the backward pass (a
+    convolution's input
+    gradient ``k*k*Cout`` and weight gradient ``N*Hout*Wout``, batch norm's two reductions of the gradient, a linear
+    layer's input gradient and weight gradient). Counted with forward hooks on one forward pass of a copy (batch
+    norm's running statistics stay as they are)."""
+    import copy
+
+    import torch
+
+    module = copy.deepcopy(module)
+    counts, hooks = [], []
+
+    def hook(m, inputs, out):
+        i = inputs[0]
+        if isinstance(m, torch.nn.Conv2d):
+            kk = m.kernel_size[0] * m.kernel_size[1]
+            counts.append(kk * m.in_channels // m.groups)
+            if backward:
+                counts.extend([kk * m.out_channels // m.groups, out.shape[0] * out.shape[2] * out.shape[3]])
+        elif isinstance(m, torch.nn.BatchNorm2d) and m.training:
+            counts.append((4 if backward else 2) * i.shape[0] * i.shape[2] * i.shape[3])
+        elif isinstance(m, torch.nn.Linear):
+            counts.append(m.in_features)
+            if backward:
+                counts.extend([m.out_features, i.shape[0]])
+        elif isinstance(m, torch.nn.AvgPool2d):
+            counts.append(m.kernel_size ** 2 if isinstance(m.kernel_size, int) else math.prod(m.kernel_size))
+        elif type(m).__name__ == "GlobalAvgPool":
+            counts.append(i.shape[2] * i.shape[3])
+
+    for m in module.modules():
+        hooks.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            module(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(counts)
+
+
+def float32_chain_bound(terms: int, magnitude, unit: float = F32_UNIT) -> float:
+    """Of the order of how far a float32 computation through a network may be from its exact (float64) value:
+    ``terms * u * magnitude``, with ``terms`` the total number of terms of the sums it went through
+    (:func:`reduction_terms`) and ``magnitude`` the largest value of the result. Each sum of K terms errs by at most
+    ``gamma_K`` of its terms' magnitudes (:func:`float32_sum_bound`), and a well-scaled layer (batch norm after each
+    convolution, softmax) passes on the error of its input at about its size, so the errors of the sums add up. It is
+    an estimate of the order, not a worst case: cancellation in a sum or a layer
+    with a gain above one could exceed it, and a float32 result here far below it in every test is the usual case.
+    Two float32 computations in different orders differ by up to twice this."""
+    return terms * unit * float(magnitude)
