@@ -32,10 +32,10 @@ import numpy as np
 from tqdm import tqdm
 
 from bnncl.checkpoint import load_model
+from bnncl.core.options import LearnOptions
 from bnncl.device import Learner, Model
-from bnncl.learning import experiment
-from bnncl.learning.options import LearnOptions
-from bnncl.learning.run import run_stream
+from bnncl.simulation import experiment
+from bnncl.simulation.run import run_stream
 from machine import describe_machine, machine_info, write_json
 
 SETTINGS = {

@@ -25,11 +25,11 @@ import json
 import time
 from pathlib import Path
 
-from bnncl.learning import experiment
-from bnncl.learning.run import run_stream
-from bnncl.learning.strategy import Learner
-from bnncl.plots import bit_width_heatmap
-from bnncl.quant import NonFiniteError
+from bnncl.core.affine import NonFiniteError
+from bnncl.core.plots import bit_width_heatmap
+from bnncl.simulation import experiment
+from bnncl.simulation.run import run_stream
+from bnncl.simulation.strategy import Learner
 from machine import describe_machine, machine_info, write_json
 
 STREAMS = {

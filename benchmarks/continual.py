@@ -14,7 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
-from bnncl.learning.experiment import report_markdown, run_experiment
+from bnncl.simulation.experiment import report_markdown, run_experiment
 from machine import describe_machine, machine_info, write_json
 
 STREAMS = {

@@ -20,7 +20,7 @@ Everything is measured in one run on one machine, and every ratio compares figur
    * fp32 step on the packed frozen part: the fp32 learner with backend "packed" (the like-for-like comparison: the
      same frozen kernels as the device learner, so only the training step's arithmetic and the replay's storage
      differ);
-   * torch fp32: the simulation (``bnncl.learning.strategy.build_learner``, ar1, the same LR layer) on the checkpoint:
+   * torch fp32: the simulation (``bnncl.simulation.strategy.build_learner``, ar1, the same LR layer) on the checkpoint:
      frozen forward of the 50 images, replay sample, the autograd SGD step and ``clip_latent_weights`` of
      ``Learner.train_experience``;
    * (extra) the device learner with numba on 1 thread: the same learner, ``numba.set_num_threads(1)`` during its
@@ -61,14 +61,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bnncl.binarizers import clip_latent_weights
 from bnncl.checkpoint import load_model
+from bnncl.core.errors import BnnclError
+from bnncl.core.options import LearnOptions
 from bnncl.data.scenarios import Experience
 from bnncl.device import Learner
-from bnncl.errors import BnnclError
-from bnncl.learning import experiment
-from bnncl.learning.options import LearnOptions
-from bnncl.learning.strategy import build_learner
-from bnncl.quantizers import clip_latent_weights
+from bnncl.simulation import experiment
+from bnncl.simulation.strategy import build_learner
 from machine import demo_options as options
 from machine import describe_machine, kib, machine_info, table, write_json
 
@@ -401,13 +401,13 @@ try:
         from bnncl.checkpoint import load_model
         from bnncl.data.arrays import LabelledArrays
         from bnncl.data.scenarios import Experience
-        from bnncl.learning.options import LearnOptions
-        from bnncl.learning.strategy import build_learner
+        from bnncl.core.options import LearnOptions
+        from bnncl.simulation.strategy import build_learner
     else:
         import numba
         import bnncl.device
         from bnncl.device import Learner
-        from bnncl.learning.options import LearnOptions
+        from bnncl.core.options import LearnOptions
     out = {"after_import": maxrss(), "torch_imported": "torch" in sys.modules}
     if cfg["kind"] != "baseline":
         exps = [(np.load(x), np.load(y)) for x, y in cfg["experiences"]]

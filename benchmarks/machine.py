@@ -131,7 +131,7 @@ def kib(n: float) -> str:
 def write_json(path: str | os.PathLike, result: dict) -> Path:
     """Write ``result`` as indented JSON to ``path`` (its folder made if missing; atomically, so an interrupted
     benchmark never leaves half a file); returns the path."""
-    from bnncl.atomic import atomic_write_text
+    from bnncl.core.atomic import atomic_write_text
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,7 @@ def demo_options(config: str, bits: int, strategy: str = "ar1"):
     """The demo's learning options of ``config``: the device's (``bits`` 8: 8/16 at the head, 8/16/8 for multi, 1-bit
     replay) or the fp32 learner's (``bits`` 32: every bit width at 32, float32 replay). One epoch (only the fills and
     the learn() checks go through whole experiences)."""
-    from bnncl.learning.options import LearnOptions
+    from bnncl.core.options import LearnOptions
 
     lr_layer = "head" if config == "head" else None  # None: the model file's LR layer
     if bits == 8:

@@ -8,8 +8,8 @@ import argparse
 import time
 from pathlib import Path
 
-from bnncl.learning.pretrain import PretrainOptions, pretrain
 from bnncl.models.summary import summarize
+from bnncl.training.pretrain import PretrainOptions, pretrain
 from machine import describe_machine, machine_info, write_json
 
 

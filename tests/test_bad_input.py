@@ -29,13 +29,13 @@ import torch
 
 from bnncl.checkpoint import save_checkpoint
 from bnncl.cli import main
+from bnncl.core.options import LearnOptions
 from bnncl.device import Learner
 from bnncl.device.learner import STATE_FORMAT, STATE_VERSION
 from bnncl.device.modelfile import FORMAT as MODEL_FORMAT
 from bnncl.device.modelfile import VERSION as MODEL_VERSION
 from bnncl.device.modelfile import read_container, write_container
 from bnncl.export import export_checkpoint
-from bnncl.learning.options import LearnOptions
 from bnncl.models import BackboneConfig
 from fixtures import idx_bytes, randomized, write_idx_dataset
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bnncl.checkpoint import load_model, read_checkpoint, save_checkpoint
-from bnncl.errors import CheckpointError
+from bnncl.core.errors import CheckpointError
 from bnncl.models import BackboneConfig, build_model
 
 

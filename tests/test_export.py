@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from bnncl.checkpoint import save_checkpoint
+from bnncl.core.errors import CheckpointError, ConfigError, DataError
 from bnncl.device import Model
 from bnncl.device.bitpack import pack_signs
 from bnncl.device.ops import Activation, Block
-from bnncl.errors import CheckpointError, ConfigError, DataError
 from bnncl.export import export_checkpoint
 from bnncl.layers import BinarizeInput, BinaryBlock
 from bnncl.models import BackboneConfig, normalize
@@ -198,7 +198,7 @@ def test_whole_fashion_mnist_test_set_same_predictions(tmp_path):
     is at a value within float32 rounding of its threshold (``layer_bounds``: the network's rounding up to there);
     from there on the flip travels, and the image is no longer checked."""
     from bnncl.data import load_dataset
-    from bnncl.learning.pretrain import PretrainOptions, pretrain
+    from bnncl.training.pretrain import PretrainOptions, pretrain
 
     opts = PretrainOptions(epochs=1, batch_size=64, max_steps_per_epoch=60, progress=False, binary_boundary="block5",
                            out=str(tmp_path / "model.pt"))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bnncl.errors import ConfigError
+from bnncl.core.errors import ConfigError
 from bnncl.layers import (
     BinaryBlock,
     BinaryConv2d,

@@ -2,7 +2,7 @@
 
 The package has two sides that never mix:
 
-* the torch side (``bnncl.quantizers``, ``bnncl.layers``, ``bnncl.models``, ``bnncl.learning``) pretrains and
+* the torch side (``bnncl.binarizers``, ``bnncl.layers``, ``bnncl.models``, ``bnncl.learning``) pretrains and
   simulates, and needs the ``[train]`` extra;
 * the device side (``bnncl.device``) and the data formats (``bnncl.data``) use NumPy and numba only.
 

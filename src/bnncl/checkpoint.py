@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_write_bytes
-from .errors import CheckpointError, ConfigError
-from .models import BackboneConfig, BinaryResNet, build_model
+from bnncl.core.atomic import atomic_write_bytes
+from bnncl.core.errors import CheckpointError, ConfigError
+from bnncl.models import BackboneConfig, BinaryResNet, build_model
 
 FORMAT = "bnncl-checkpoint"
 VERSION = 1

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .errors import BnnclError, ConfigError
+from bnncl.core.errors import BnnclError, ConfigError
 
 DEFAULT_CHECKPOINT = "runs/pretrain/model.pt"
 
@@ -19,7 +19,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def _add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "fashion-mnist") -> None:
-    from .data import DATASETS
+    from bnncl.data import DATASETS
 
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=default_dataset, choices=DATASETS,
@@ -45,7 +45,7 @@ def _dataset_options(args) -> dict:
 
 
 def _write_json(path: str, obj) -> None:
-    from .atomic import atomic_write_text
+    from bnncl.core.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
@@ -55,7 +55,7 @@ def _data_files(args) -> list:
     no output may replace."""
     from pathlib import Path
 
-    from .data.datasets import DEFAULT_ROOTS
+    from bnncl.data.datasets import DEFAULT_ROOTS
 
     root = getattr(args, "data", None) or DEFAULT_ROOTS.get(getattr(args, "dataset", None) or "fashion-mnist")
     if root is None or not Path(root).is_dir():
@@ -66,7 +66,7 @@ def _data_files(args) -> list:
 def _check_json_output(path: str | None, inputs=(), force: bool = False) -> None:
     """Before the work: a JSON destination that can be written, is none of the inputs, and is JSON if it exists."""
     if path:
-        from .atomic import check_output, is_json_file
+        from bnncl.core.atomic import check_output, is_json_file
 
         check_output(path, inputs, "JSON file", is_json_file, force)
 
@@ -80,12 +80,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_summary(args) -> int:
-    from .models import build_model, preset_config
-    from .models.summary import format_summary, summarize
+    from bnncl.models import build_model, preset_config
+    from bnncl.models.summary import format_summary, summarize
 
     _check_json_output(args.json, [args.checkpoint], args.force)
     if args.checkpoint:
-        from .checkpoint import load_model
+        from bnncl.checkpoint import load_model
 
         model, _ = load_model(args.checkpoint)
     else:
@@ -98,9 +98,9 @@ def cmd_summary(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from .atomic import check_output
-    from .checkpoint import is_checkpoint_file
-    from .learning.pretrain import PretrainOptions, pretrain
+    from bnncl.checkpoint import is_checkpoint_file
+    from bnncl.core.atomic import check_output
+    from bnncl.training.pretrain import PretrainOptions, pretrain
 
     # before the first epoch: the checkpoint and the JSON can be written where they are asked for
     data = _data_files(args)
@@ -127,10 +127,10 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .checkpoint import load_model
-    from .data import load_dataset
-    from .errors import CheckpointError
-    from .learning.evaluate import evaluate
+    from bnncl.checkpoint import load_model
+    from bnncl.core.errors import CheckpointError
+    from bnncl.data import load_dataset
+    from bnncl.training.evaluate import evaluate
 
     _check_json_output(args.out, [args.checkpoint, *_data_files(args)], args.force)
     model, payload = load_model(args.checkpoint)
@@ -158,7 +158,7 @@ def cmd_evaluate(args) -> int:
 
 def _learn_config(args) -> dict:
     """The config file (if any) with the flags given on the command line laid over it."""
-    from .learning.experiment import load_config
+    from bnncl.simulation.experiment import load_config
 
     cfg = load_config(args.config) if args.config else {}
     for key in ("dataset", "data", "checkpoint", "out", "seed"):
@@ -201,8 +201,8 @@ def _learn_config(args) -> dict:
 
 
 def cmd_learn(args) -> int:
-    from .atomic import check_writable_dir
-    from .learning.experiment import report_markdown, run_experiment
+    from bnncl.core.atomic import check_writable_dir
+    from bnncl.simulation.experiment import report_markdown, run_experiment
 
     cfg = _learn_config(args)
     check_writable_dir(cfg.get("out") or "runs/learn")
@@ -217,11 +217,11 @@ def cmd_learn(args) -> int:
 def cmd_report(args) -> int:
     from pathlib import Path
 
-    from .atomic import atomic_write_text, check_writable_dir, same_file
-    from .errors import DataError, OutputError
-    from .learning.experiment import report_markdown
-    from .learning.results import check_result
-    from .plots import accuracy_curves
+    from bnncl.core.atomic import atomic_write_text, check_writable_dir, same_file
+    from bnncl.core.errors import DataError, OutputError
+    from bnncl.core.plots import accuracy_curves
+    from bnncl.core.results import check_result
+    from bnncl.simulation.experiment import report_markdown
 
     if args.out:
         check_writable_dir(args.out)
@@ -264,9 +264,9 @@ def cmd_report(args) -> int:
 def cmd_export(args) -> int:
     import os
 
-    from .atomic import check_output
-    from .device.modelfile import is_model_file
-    from .export import export_checkpoint
+    from bnncl.core.atomic import check_output
+    from bnncl.device.modelfile import is_model_file
+    from bnncl.export import export_checkpoint
 
     check_output(args.out, [args.checkpoint], "bnncl model file", is_model_file, args.force)
     meta = export_checkpoint(args.checkpoint, args.out, args.lr_layer, args.latent_weights)
@@ -285,12 +285,12 @@ def _device_images(args):
     if args.image_labels and not args.images:
         raise ConfigError("--image-labels gives the labels of --images: give --images too")
     if args.images:
-        from .data.arrays import load_npy
+        from bnncl.data.arrays import load_npy
 
         images = load_npy(args.images)
         labels = load_npy(args.image_labels) if args.image_labels else None
         return images, labels, args.images
-    from .data import load_dataset
+    from bnncl.data import load_dataset
 
     data = load_dataset(args.dataset, args.data, args.split, **_dataset_options(args))
     if args.classes is not None:
@@ -303,7 +303,7 @@ def cmd_device_predict(args) -> int:
 
     import numpy as np
 
-    from .device import Model
+    from bnncl.device import Model
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -346,13 +346,13 @@ def cmd_device_learn(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from .atomic import atomic_write_text
-    from .device import Learner
-    from .device.learner import STRATEGIES
-    from .learning.experiment import build_stream, learn_options, report_markdown, validate
-    from .learning.results import stream_result
-    from .metrics import per_class_accuracy
-    from .plots import accuracy_curves, accuracy_matrix
+    from bnncl.core.atomic import atomic_write_text
+    from bnncl.core.metrics import per_class_accuracy
+    from bnncl.core.plots import accuracy_curves, accuracy_matrix
+    from bnncl.core.results import stream_result
+    from bnncl.device import Learner
+    from bnncl.device.learner import STRATEGIES
+    from bnncl.simulation.experiment import build_stream, learn_options, report_markdown, validate
 
     cfg = _learn_config(args)
     cfg.pop("checkpoint", None)  # the model file is the backbone
@@ -371,7 +371,7 @@ def cmd_device_learn(args) -> int:
                           f"({', '.join(strategies)}): give --strategy, or leave --state out "
                           "(OUT/state_<strategy>.bnst)")
     out = Path(cfg["out"])
-    from .atomic import check_output, check_writable_dir
+    from bnncl.core.atomic import check_output, check_writable_dir
 
     check_writable_dir(out)
     for strategy in strategies:  # the states: writable, and never the model file itself
@@ -437,7 +437,7 @@ def cmd_device_learn(args) -> int:
 
 
 def cmd_device_info(args) -> int:
-    from .device import Model
+    from bnncl.device import Model
 
     model = Model.load(args.model)
     print(model.describe())
@@ -504,7 +504,7 @@ def _add_strategy_args(p: argparse.ArgumentParser, device: bool = False) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .presets import PRESETS
+    from bnncl.presets import PRESETS
 
     parser = _Parser(prog="bnncl", description="On-device continual learning with binary neural networks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -24,16 +24,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
-from .checkpoint import load_model
-from .device.fold import fold_binary_conv_bn, fold_conv_bn, pack_conv_weights
-from .device.modelfile import write_model_file
-from .errors import ConfigError
-from .layers import BinarizeInput, BinaryBlock, BinaryConv2d, Downsample, PoolDuplicate
-from .learning.strategy import check_lr_layer, default_lr_layer
-from .models import BinaryResNet
-from .models.backbone import GlobalAvgPool, Stem
-from .quantizers import weight_scale
+from bnncl import __version__
+from bnncl.binarizers import weight_scale
+from bnncl.checkpoint import load_model
+from bnncl.core.errors import ConfigError
+from bnncl.device.fold import fold_binary_conv_bn, fold_conv_bn, pack_conv_weights
+from bnncl.device.modelfile import write_model_file
+from bnncl.layers import BinarizeInput, BinaryBlock, BinaryConv2d, Downsample, PoolDuplicate
+from bnncl.models import BinaryResNet
+from bnncl.models.backbone import GlobalAvgPool, Stem
+from bnncl.simulation.strategy import check_lr_layer, default_lr_layer
 
 PRECISION = {
     "stem": "float32 weights with BN folded, zero padding",

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
-from .quantizers import activation_binarizer, magnitude_aware_sign
+from bnncl.binarizers import activation_binarizer, magnitude_aware_sign
+from bnncl.core.errors import ConfigError
 
 PAD_VALUE = 1.0
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from bnncl.core.errors import DataError
 from bnncl.data import LabelledArrays
-from bnncl.errors import DataError
 
 
 def make(n=100, classes=5):

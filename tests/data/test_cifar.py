@@ -3,8 +3,8 @@ import pickle
 import numpy as np
 import pytest
 
+from bnncl.core.errors import DataError
 from bnncl.data import load_cifar10, load_dataset
-from bnncl.errors import DataError
 from fixtures import write_cifar10
 
 

@@ -3,8 +3,8 @@ import gzip
 import numpy as np
 import pytest
 
+from bnncl.core.errors import DataError
 from bnncl.data import load_dataset, load_idx_dataset, read_idx
-from bnncl.errors import DataError
 from fixtures import idx_bytes, write_idx_dataset
 
 

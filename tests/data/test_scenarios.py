@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from bnncl.core.errors import ConfigError
 from bnncl.data.arrays import LabelledArrays
 from bnncl.data.scenarios import core50, make_stream, nc, ni, nic, shift_images
-from bnncl.errors import ConfigError
 from fixtures import write_core50
 
 K = 6

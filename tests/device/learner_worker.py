@@ -16,8 +16,8 @@ import sys
 
 import numpy as np
 
+from bnncl.core.options import LearnOptions
 from bnncl.device import Learner
-from bnncl.learning.options import LearnOptions
 
 
 def main(model_path: str, state_path: str, data_path: str, options_json: str) -> int:

@@ -1,10 +1,10 @@
-"""The on-device learner (:mod:`bnncl.device.learner`) and its integer step (:mod:`bnncl.device.hybrid`).
+"""The on-device learner (:mod:`bnncl.device.learner`) and its integer step (:mod:`bnncl.device.integer_step`).
 
 Oracles:
 
 * ``imatmul``: ``imatmul_reference`` and a plain int64 NumPy matmul.
 * ``IntTensor``: the definition of the integer quantizer (levels in range, error at most half a step, 0 exact) and
-  ``bnncl.quant.quantize(..., grid="integer")``, the simulation's float form of the same grid.
+  ``bnncl.core.affine.quantize(..., grid="integer")``, the simulation's float form of the same grid.
 * One integer head step: the torch simulation ``HeadHybridStep(grid="integer")``; the float step: torch autograd.
 * CWR*: docs/method.md §3's formulas re-stated here in float64 NumPy, on head rows trained by a re-statement of the
   SGD step with the learner's own shuffle.
@@ -38,15 +38,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnncl.checkpoint import save_checkpoint
+from bnncl.core.affine import NonFiniteError, quantize
+from bnncl.core.errors import ConfigError, DataError, LearnerStateError
+from bnncl.core.options import LearnOptions
 from bnncl.device import Learner
-from bnncl.device.hybrid import IntegerHeadStep, IntTensor, float_head_step
+from bnncl.device.integer_step import IntegerHeadStep, IntTensor, float_head_step
 from bnncl.device.kernels import imatmul, imatmul_reference
-from bnncl.errors import ConfigError, DataError, LearnerStateError
 from bnncl.export import export_checkpoint
-from bnncl.learning.hybrid import HeadHybridStep
-from bnncl.learning.options import LearnOptions
 from bnncl.models import BackboneConfig
-from bnncl.quant import NonFiniteError, quantize
+from bnncl.simulation.steps import HeadHybridStep
 from fixtures import F32_UNIT, assert_within_float32, float32_chain_bound, float32_head_step_bounds, randomized
 
 WORKER = Path(__file__).with_name("learner_worker.py")
@@ -204,7 +204,7 @@ def test_int_tensor_quantize(bits, kind):
 
 def test_int_tensor_value_is_levels_minus_zero_times_scale_across_chunks():
     """value() works a chunk at a time: ((q - Z) * scale) in float64, rounded once to float32, over the whole array."""
-    from bnncl import quant
+    from bnncl.core import affine as quant
 
     x = np.random.default_rng(4).standard_normal((5, quant.CHUNK // 2 + 9)).astype(np.float32)
     for bits in (8, 16):
@@ -845,8 +845,8 @@ def test_a_save_after_a_kill_between_the_two_renames_leaves_no_temporary_file(mo
 
 def test_api_errors_are_the_librarys_own_one_line_errors(models):
     """The Python API refuses what the CLI refuses, with the same error types (BnnclError) and messages."""
+    from bnncl.core.errors import BnnclError
     from bnncl.device import Model
-    from bnncl.errors import BnnclError
 
     model = Model.load(models["a"])
     x, _ = experiences()[0]
@@ -866,7 +866,7 @@ def test_api_errors_are_the_librarys_own_one_line_errors(models):
 def test_a_failure_midway_puts_the_learner_back(models, tmp_path, monkeypatch):
     """An error in the middle of an experience (here: NaN reaching a quantizer on the 2nd step) leaves the learner,
     in memory and on disk, as it was before the experience; learning again gives the uninterrupted result."""
-    from bnncl.quant import NonFiniteError as NFE
+    from bnncl.core.affine import NonFiniteError as NFE
 
     exps = experiences()
     state = tmp_path / "s.bnst"

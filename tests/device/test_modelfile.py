@@ -9,9 +9,9 @@ import zipfile
 import numpy as np
 import pytest
 
+from bnncl.core.errors import BnnclError, ModelFileError, OutputError
 from bnncl.device import modelfile
 from bnncl.device.modelfile import read_model_file, write_model_file
-from bnncl.errors import BnnclError, ModelFileError, OutputError
 
 META = {"arch": "toy-bnn", "input_shape": [32, 32, 3], "classes": ["cat", "dog", "émeu"], "split": "stage3",
         "precision": {"stem": "float32", "blocks": "binary"}, "source": "ckpt/best.pt", "nested": {"k": [1, 2.5, None]}}
@@ -396,7 +396,7 @@ def test_array_that_fails_to_serialise_leaves_old_file(model):
 def test_failure_midway_through_the_write_leaves_old_file_and_no_temporary(model, monkeypatch, stage):
     """The bytes are being written to the temporary file when the disk fills up (or the fsync / rename fails)."""
     path, arrays = model
-    import bnncl.atomic as atomic
+    import bnncl.core.atomic as atomic
 
     if stage == "write":
         real = atomic.atomic_write

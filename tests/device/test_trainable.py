@@ -1,5 +1,5 @@
 """The device learner's trainable part above a block (work B): :mod:`bnncl.device.trainable` (``BlocksPart``), its
-integer pieces (:mod:`bnncl.device.hybrid`: ``IntegerBits``/``QArray``, ``IntegerConv``) and kernels (``col2im``).
+integer pieces (:mod:`bnncl.device.integer_step`: ``IntegerBits``/``QArray``, ``IntegerConv``) and kernels (``col2im``).
 
 Oracles:
 
@@ -28,22 +28,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import bnncl.device.hybrid as hybrid
+import bnncl.device.integer_step as hybrid
+from bnncl.binarizers import clip_latent_weights
 from bnncl.checkpoint import load_model, save_checkpoint
+from bnncl.core.affine import QParams
+from bnncl.core.backprop import Bits, NumpyConv, matmul
+from bnncl.core.backprop import col2im as reference_col2im
+from bnncl.core.errors import ConfigError
+from bnncl.core.options import LearnOptions
 from bnncl.device import Learner, Model
-from bnncl.device.hybrid import IntegerBits, IntegerConv, QArray, integers
+from bnncl.device.integer_step import IntegerBits, IntegerConv, QArray, integers
 from bnncl.device.kernels import bconv as kernel_bconv
 from bnncl.device.kernels import col2im as kernel_col2im
-from bnncl.errors import ConfigError
 from bnncl.export import export_checkpoint
 from bnncl.layers import BinaryBlock
-from bnncl.learning.hybrid import BackpropHybridStep
-from bnncl.learning.options import LearnOptions
-from bnncl.learning.qbackprop import Bits, NumpyConv, matmul
-from bnncl.learning.qbackprop import col2im as reference_col2im
 from bnncl.models import BackboneConfig, normalize
-from bnncl.quant import QParams
-from bnncl.quantizers import clip_latent_weights
+from bnncl.simulation.steps import BackpropHybridStep
 from fixtures import (
     F32_UNIT,
     F64_UNIT,

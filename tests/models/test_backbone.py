@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from bnncl.errors import ConfigError
+from bnncl.core.errors import ConfigError
 from bnncl.layers import BinaryBlock, BinaryConv2d, BinaryLinear
 from bnncl.models import PRESETS, BackboneConfig, build_model, normalize, preset_config, preset_for_shape
 from fixtures import F32_UNIT

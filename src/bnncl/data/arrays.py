@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, reason
+from bnncl.core.errors import DataError, reason
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from .arrays import LabelledArrays
-from .safe_pickle import load_pickle
+from bnncl.core.errors import DataError
+from bnncl.data.arrays import LabelledArrays
+from bnncl.data.safe_pickle import load_pickle
 
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILES = ("test_batch",)

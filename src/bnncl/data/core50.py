@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from .arrays import LabelledArrays
-from .safe_pickle import load_pickle
+from bnncl.core.errors import DataError
+from bnncl.data.arrays import LabelledArrays
+from bnncl.data.safe_pickle import load_pickle
 
 SCENARIOS = {"ni": 8, "nc": 9, "nic": 79, "nicv2_79": 79, "nicv2_196": 196, "nicv2_391": 391}  # training batches
 RUNS = 10

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import DataError
-from .arrays import LabelledArrays
-from .cifar import load_cifar10
-from .core50 import load_core50
-from .idx import DIGIT_CLASSES, FASHION_CLASSES, load_idx_dataset
+from bnncl.core.errors import DataError
+from bnncl.data.arrays import LabelledArrays
+from bnncl.data.cifar import load_cifar10
+from bnncl.data.core50 import load_core50
+from bnncl.data.idx import DIGIT_CLASSES, FASHION_CLASSES, load_idx_dataset
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "core50")
 # Only Fashion-MNIST has a default location (Debian's dataset-fashion-mnist); the others need --data.

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from .arrays import LabelledArrays
+from bnncl.core.errors import DataError
+from bnncl.data.arrays import LabelledArrays
 
 UBYTE = 0x08
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
-from .arrays import LabelledArrays
+from bnncl.core.errors import ConfigError, DataError
+from bnncl.data.arrays import LabelledArrays
 
 SHIFTS = ("none", "rotation", "contrast", "noise")
 
@@ -217,7 +217,7 @@ def nic(train: LabelledArrays, test: LabelledArrays, first: int = 2, n_batches: 
 
 def core50(root, scenario: str = "nicv2_391", run: int = 0, labels: str = "category") -> Stream:
     """The official CORe50 scenario and run: the training batches of ``LUP.pkl`` and its test batch."""
-    from .core50 import Core50
+    from bnncl.data.core50 import Core50
 
     c = Core50(root, scenario, run, labels)
     exps = tuple(Experience(i, b) for i, b in enumerate(c.train_batches()))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bitpack import pack_signs
+from bnncl.device.bitpack import pack_signs
 
 
 def fold_batchnorm(gamma, beta, mean, var, eps: float) -> tuple[np.ndarray, np.ndarray]:

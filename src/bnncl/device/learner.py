@@ -1,19 +1,19 @@
 """The on-device learner: an exported model that keeps learning, with the device runtime only (NumPy + numba).
 
     from bnncl.device import Learner
-    from bnncl.learning.options import LearnOptions
+    from bnncl.core.options import LearnOptions
     learner = Learner.open("model.bnn", "state.bnst", LearnOptions(strategy="ar1", lr_layer="head", qf=8, qb=16))
     learner.learn(images, labels)        # one experience; the state is saved when it ends
     labels = learner.predict(images)
 
-Inside, per experience (the simulation's template, :mod:`bnncl.learning.strategy`, step for step):
+Inside, per experience (the simulation's template, :mod:`bnncl.simulation.strategy`, step for step):
 
 1. ``cur`` = patterns per class in the experience, replayed ones included (AR1*); CWR* loads the consolidated rows of
    the present classes into the head (the rest zero).
 2. For every epoch, a fresh shuffle; each step takes ``batch_size`` new images through the frozen part (bit-packed
    XNOR-popcount kernels), adds ``replay_batch`` patterns decoded from the 1-bit replay memory, and runs one SGD step
-   of the trainable part: in integer arithmetic at ``q_f``/``q_b`` bits (:mod:`bnncl.device.hybrid`), or in float32
-   when both are 32 (the fp32 learner, the baseline of ``benchmarks/learning.py``).
+   of the trainable part: in integer arithmetic at ``q_f``/``q_b`` bits (:mod:`bnncl.device.integer_step`), or in
+   float32 when both are 32 (the fp32 learner, the baseline of ``benchmarks/learning.py``).
 3. CWR* consolidates the trained rows; the replay memory takes its share of the experience (stored as packed signs);
    the head used for prediction becomes the consolidated rows; the state is written atomically.
 
@@ -42,15 +42,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..errors import ConfigError, DataError, LearnerStateError, reason
-from ..learning.cwr import CWRStar
-from ..learning.options import LearnOptions
-from ..learning.replay import LatentMemory
-from ..quant import FLOAT_BITS
-from .model import Model
-from .ops import Block, Head, Stem
-from .trainable import BlocksPart, HeadPart
+from bnncl import __version__
+from bnncl.core.affine import FLOAT_BITS
+from bnncl.core.cwr import CWRStar
+from bnncl.core.errors import ConfigError, DataError, LearnerStateError, reason
+from bnncl.core.memory import LatentMemory
+from bnncl.core.options import LearnOptions
+from bnncl.device.model import Model
+from bnncl.device.ops import Block, Head, Stem
+from bnncl.device.trainable import BlocksPart, HeadPart
 
 STATE_FORMAT = "bnncl-learner-state"
 STATE_VERSION = 1
@@ -315,7 +315,7 @@ class Learner:
     def save(self, path: str | os.PathLike | None = None, keep_previous: bool = True) -> None:
         """Write the state atomically; the file it replaces stays as ``<path>.prev`` (the generation before), unless
         ``keep_previous`` is False."""
-        from .modelfile import write_container
+        from bnncl.device.modelfile import write_container
 
         path = Path(path or self.state_path)
         meta, arrays = self.state()
@@ -332,7 +332,7 @@ class Learner:
 
     @staticmethod
     def _read_state(path) -> tuple[dict, dict]:
-        from .modelfile import read_container
+        from bnncl.device.modelfile import read_container
 
         try:
             return read_container(path, STATE_FORMAT, STATE_VERSION, LearnerStateError, "learner state file")

@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
-from .modelfile import ModelFileError, read_model_file
-from .ops import BACKENDS, Activation, Binarize, Block, Head, Op, Stem, _below, build_op, link
+from bnncl.core.errors import ConfigError, DataError
+from bnncl.device.modelfile import ModelFileError, read_model_file
+from bnncl.device.ops import BACKENDS, Activation, Binarize, Block, Head, Op, Stem, _below, build_op, link
 
 
 def normalize(images: np.ndarray) -> np.ndarray:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
-from ..errors import ModelFileError, reason
+from bnncl.core.atomic import atomic_write_bytes
+from bnncl.core.errors import ModelFileError, reason
 
 FORMAT = "bnncl-model"
 VERSION = 1

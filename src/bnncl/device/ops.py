@@ -26,8 +26,8 @@ from functools import cached_property
 
 import numpy as np
 
-from . import kernels as K
-from .bitpack import unpack_signs
+from bnncl.device import kernels as K
+from bnncl.device.bitpack import unpack_signs
 
 BACKENDS = ("packed", "float")
 

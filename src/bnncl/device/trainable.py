@@ -1,10 +1,10 @@
 """The trainable part of the on-device learner, above the latent-replay (LR) layer. NumPy + numba.
 
 * :class:`HeadPart` (LR layer ``head``, work A): the bias-free head alone, stored at ``q_b`` as an
-  :class:`~bnncl.device.hybrid.IntTensor` and trained by :class:`~bnncl.device.hybrid.IntegerHeadStep`.
+  :class:`~bnncl.device.integer_step.IntTensor` and trained by :class:`~bnncl.device.integer_step.IntegerHeadStep`.
 * :class:`BlocksPart` (LR layer at a block, work B): the blocks above it, the global pool and the head, trained by
-  the simulation's hand-written quantized back-propagation (:class:`~bnncl.learning.qbackprop.QuantizedBackprop`)
-  with the device's integer quantizers and integer conv/matmul products (:mod:`bnncl.device.hybrid`). After each
+  the simulation's hand-written quantized back-propagation (:class:`~bnncl.core.backprop.QuantizedBackprop`)
+  with the device's integer quantizers and integer conv/matmul products (:mod:`bnncl.device.integer_step`). After each
   experience the blocks' inference form (packed signs, folded BN, thresholds) is rebuilt from the trained parameters,
   so prediction runs on the bit-packed kernels.
 
@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError, LearnerStateError
-from ..learning.qbackprop import Bits, BlockParams, NumpyConv, QuantizedBackprop
-from ..quant import FLOAT_BITS
-from .bitpack import unpack_signs
-from .fold import fold_binary_conv_bn, pack_conv_weights
-from .hybrid import IntegerBits, IntegerConv, IntegerHeadStep, float_head_step, quantized_bytes
-from .kernels import conv_weights_for_kernel
-from .model import Model
-from .ops import Block, GlobalPool, Head
+from bnncl.core.affine import FLOAT_BITS
+from bnncl.core.backprop import Bits, BlockParams, NumpyConv, QuantizedBackprop
+from bnncl.core.errors import ConfigError, LearnerStateError
+from bnncl.device.bitpack import unpack_signs
+from bnncl.device.fold import fold_binary_conv_bn, pack_conv_weights
+from bnncl.device.integer_step import IntegerBits, IntegerConv, IntegerHeadStep, float_head_step, quantized_bytes
+from bnncl.device.kernels import conv_weights_for_kernel
+from bnncl.device.model import Model
+from bnncl.device.ops import Block, GlobalPool, Head
 
 TRAINABLE_VECTORS = ("shift", "input_scale", "bn_weight", "bn_bias", "running_mean", "running_var", "shift_in", "slope",
                      "shift_out")

@@ -1,6 +1,6 @@
 """Backbones (torch side) and their summary."""
 
-from .backbone import (
+from bnncl.models.backbone import (
     PRESETS,
     BackboneConfig,
     BinaryResNet,

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..layers import SHORTCUTS, BinarizeInput, BinaryBlock
-from ..presets import PRESETS
-from ..quantizers import ACTIVATION_BINARIZERS
+from bnncl.binarizers import ACTIVATION_BINARIZERS
+from bnncl.core.errors import ConfigError
+from bnncl.layers import SHORTCUTS, BinarizeInput, BinaryBlock
+from bnncl.presets import PRESETS
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ..layers import BinaryConv2d, BinaryLinear
+from bnncl.layers import BinaryConv2d, BinaryLinear
 
 
 @dataclass

@@ -1,0 +1,257 @@
+"""Continual-learning strategies in the torch simulation: a template with named hooks, and plugins (Avalanche style).
+
+The template (:class:`Learner`) cuts the model at the latent-replay (LR) layer, keeps the part below frozen (BN in
+inference mode; latents computed once per experience, the frozen part never changes), and trains the part above with
+plain SGD (no momentum, learning rate reset each experience, docs/method.md §6). Plugins change what
+happens at the hooks:
+
+* ``before_experience(learner, exp)`` / ``after_experience(learner, exp)``
+* ``before_step(learner, x, y) -> (x, y)`` / ``after_step(learner)``
+* ``before_eval(learner)``
+
+Strategies are plugin sets: ``naive`` (none: the lower bound), ``cwr`` (CWR*, head only: work A), ``ar1`` (latent
+replay + CWR*, training above the LR layer: work B / AR1*), ``joint`` (every experience at once: the upper bound).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import cached_property
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bnncl.binarizers import clip_latent_weights
+from bnncl.core.cwr import CWRStar
+from bnncl.core.errors import ConfigError
+from bnncl.core.memory import LatentMemory
+from bnncl.core.options import LearnOptions
+from bnncl.data.scenarios import Experience
+from bnncl.layers import LearnableBias
+from bnncl.models import BinaryResNet, normalize
+from bnncl.simulation.steps import BackpropHybridStep, HeadHybridStep
+
+
+def default_lr_layer(model: BinaryResNet, strategy: str) -> str:
+    if strategy == "cwr":
+        return "head"
+    if model.config.binary_boundary:
+        return model.config.binary_boundary
+    first_of_last_stage = sum(s[1] for s in model.config.stages[:-1]) + 1
+    return f"block{first_of_last_stage}"
+
+
+def check_lr_layer(model: BinaryResNet, lr_layer: str) -> str:
+    """``lr_layer`` if the model can be cut there, else a ConfigError listing the layers it can be cut at."""
+    if lr_layer not in model.split_points:
+        raise ConfigError(f"no layer {lr_layer!r} to put the latent-replay layer at "
+                          f"(valid: {', '.join(model.split_points)})")
+    return lr_layer
+
+
+def resolve_lr_layer(model: BinaryResNet, options: LearnOptions) -> str:
+    """The LR layer ``options`` ask for (or the strategy's default), checked against the model's split points."""
+    return check_lr_layer(model, options.lr_layer or default_lr_layer(model, options.strategy))
+
+
+class Plugin:
+    def before_experience(self, learner: "Learner", exp: Experience) -> None: ...
+    def before_step(self, learner: "Learner", x: torch.Tensor, y: torch.Tensor): return x, y
+    def after_step(self, learner: "Learner") -> None: ...
+    def after_experience(self, learner: "Learner", exp: Experience) -> None: ...
+    def before_eval(self, learner: "Learner") -> None: ...
+    def nbytes(self) -> dict: return {}
+
+
+class CWRPlugin(Plugin):
+    """CWR* on the bias-free head (docs/method.md §3): reset rows before an experience, consolidate after it."""
+
+    def __init__(self, num_classes: int, feature_dim: int):
+        self.cwr = CWRStar(num_classes, feature_dim)
+
+    def _head(self, learner):
+        return learner.model.layers["head"].weight
+
+    def before_experience(self, learner, exp):
+        with torch.no_grad():
+            self._head(learner).copy_(torch.from_numpy(self.cwr.begin(learner.cur)))
+
+    def after_experience(self, learner, exp):
+        with torch.no_grad():
+            head = self._head(learner)
+            self.cwr.consolidate(head.numpy().astype(np.float64), learner.cur)
+            head.copy_(torch.from_numpy(self.cwr.inference_rows()))
+
+    def nbytes(self):
+        return {"consolidated_rows": self.cwr.nbytes()}
+
+
+class ReplayPlugin(Plugin):
+    """Latent replay (docs/method.md §4): mix stored LR activations into every step; update the memory
+    after an experience."""
+
+    def __init__(self, memory: LatentMemory, update: str, mix: str, replay_batch: int, seed: int):
+        self.memory, self.update, self.mix, self.replay_batch = memory, update, mix, replay_batch
+        self.rng = np.random.default_rng(seed + 7919)
+
+    def before_experience(self, learner, exp):
+        m = len(self.memory)
+        learner.cur = learner.cur + self.memory.class_counts(len(learner.cur))  # replayed patterns count in cur
+        if self.mix == "proportional" and m:
+            n = len(learner.new_labels)
+            self.n_replay = min(learner.options.batch_size - 1, round(learner.options.batch_size * m / (n + m)))
+            learner.new_per_step = learner.options.batch_size - self.n_replay
+        else:
+            self.n_replay = self.replay_batch if m else 0
+
+    def before_step(self, learner, x, y):
+        if not self.n_replay:
+            return x, y
+        rx, ry = self.memory.sample(self.n_replay, self.rng)
+        return torch.cat([x, torch.from_numpy(rx)]), torch.cat([y, torch.from_numpy(ry)])
+
+    def after_experience(self, learner, exp):
+        self.memory.update(learner.new_latents.numpy(), learner.new_labels.numpy(), self.update, self.rng)
+
+    def nbytes(self):
+        return {"replay_memory": self.memory.nbytes()}
+
+
+class Learner:
+    """The template. ``model`` is trained in place; pass a copy to keep the original."""
+
+    def __init__(self, model: BinaryResNet, options: LearnOptions, plugins: list[Plugin] = (),
+                 lr_layer: str | None = None):
+        self.model, self.options, self.plugins = model, options, list(plugins)
+        self.lr_layer = lr_layer or resolve_lr_layer(model, options)
+        self.frozen, self.trainable = model.split(self.lr_layer)
+        for p in self.frozen.parameters():
+            p.requires_grad_(False)
+        self.frozen.eval()
+        self.num_classes = model.config.num_classes
+        # NumPy's generator, seeded as the device learner's: both draw the same shuffles (and the replay plugin the
+        # same replayed patterns), so the two differ only by their arithmetic
+        self.generator = np.random.default_rng(options.seed)
+        self._test_cache: tuple[np.ndarray, torch.Tensor] | None = None
+        self.step_seconds: list[float] = []
+        self.hybrid = None
+        if options.quantized or options.handwritten:
+            if list(dict(self.trainable.named_children())) == ["head"]:  # work A: the head alone
+                self.hybrid = HeadHybridStep(model.layers["head"], options.qf, options.qb, options.lr, options.q_ranges,
+                                             options.q_rounding, options.seed, options.q_grid)
+            else:  # work B: quantized back-propagation through the blocks above the LR layer
+                if options.q_ranges != "dynamic":
+                    raise ConfigError("fixed quantizer ranges are work A's head-only variant; training blocks above "
+                                      "the LR layer uses dynamic ranges")
+                self.hybrid = BackpropHybridStep(self.trainable, options.qf, options.qb, options.qbin, options.lr,
+                                                 options.q_rounding, options.seed, options.qbin_update, options.q_grid)
+
+    @torch.no_grad()
+    def latents(self, x_uint8: np.ndarray, batch_size: int = 500) -> torch.Tensor:
+        self.frozen.eval()
+        out = [self.frozen(normalize(torch.from_numpy(np.ascontiguousarray(x_uint8[i:i + batch_size]))))
+               for i in range(0, len(x_uint8), batch_size)]
+        return torch.cat(out)
+
+    @cached_property  # the frozen part never changes
+    def latent_shape(self) -> tuple[int, ...]:
+        h, w, c = self.model.config.input_shape
+        with torch.no_grad():
+            return tuple(self.latents(np.zeros((1, h, w, c), np.uint8)).shape[1:])
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.trainable.parameters() if p.requires_grad]
+
+    def train_experience(self, exp: Experience) -> None:
+        self.exp = exp
+        self.new_latents = self.latents(exp.data.x)
+        self.new_labels = torch.from_numpy(exp.data.y)
+        self.cur = np.bincount(exp.data.y, minlength=self.num_classes)
+        self.new_per_step = self.options.batch_size
+        for p in self.plugins:
+            p.before_experience(self, exp)
+        optimizer = torch.optim.SGD(self.trainable_parameters(), lr=self.options.lr)
+        self.trainable.train()
+        n = len(self.new_labels)
+        steps = math.ceil(n / self.new_per_step)
+        for epoch in range(self.options.epochs):
+            order = torch.from_numpy(self.generator.permutation(n))
+            for s in range(steps):
+                t0 = time.perf_counter()
+                idx = order[s * self.new_per_step:(s + 1) * self.new_per_step]
+                x, y = self.new_latents[idx], self.new_labels[idx]
+                for p in self.plugins:
+                    x, y = p.before_step(self, x, y)
+                if self.hybrid is not None:
+                    self.hybrid(x, y)
+                else:
+                    loss = F.cross_entropy(self.trainable(x), y)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"loss became {loss.item()} in experience {exp.index}, "
+                                                 f"epoch {epoch + 1}; lower the learning rate")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    clip_latent_weights(self.trainable)
+                for p in self.plugins:
+                    p.after_step(self)
+                self.step_seconds.append(time.perf_counter() - t0)
+        if self.hybrid is not None:
+            self.hybrid.end_experience()
+        for p in self.plugins:
+            p.after_experience(self, exp)
+
+    @torch.no_grad()
+    def predict(self, x_uint8: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        for p in self.plugins:
+            p.before_eval(self)
+        # The frozen part never changes, so the test set's latents are computed once.
+        # The cache holds the array itself (not its id, which a later array could reuse).
+        if self._test_cache is None or self._test_cache[0] is not x_uint8:
+            self._test_cache = (x_uint8, self.latents(x_uint8))
+        z = self._test_cache[1]
+        self.trainable.eval()
+        return torch.cat([self.trainable(z[i:i + batch_size]).argmax(1) for i in range(0, len(z), batch_size)]).numpy()
+
+    def nbytes(self) -> dict:
+        n = sum(p.numel() for p in self.trainable_parameters())
+        out = {"trainable_parameters_fp32": 4 * n}
+        if isinstance(self.hybrid, BackpropHybridStep):
+            parts = self.hybrid.state_bytes()
+            out.update({f"trainable_{k}": v for k, v in parts.items()})
+            out["trainable_state"] = sum(parts.values())
+        elif self.hybrid is not None:  # the head alone, stored at q_b bits
+            out["trainable_state"] = math.ceil(n * self.options.qb / 8)
+        for p in self.plugins:
+            out.update(p.nbytes())
+        return out
+
+
+def _sign_offset(model: BinaryResNet, lr_layer: str) -> np.ndarray | None:
+    """The shift the LR layer's consumer applies before its sign (taken once, from the pretrained model), so 1-bit
+    replay stores exactly the signs that block's binary conv uses. None where the LR tensor is already ±1."""
+    block = model.layers[lr_layer]
+    shift = getattr(block, "shift", None)
+    if isinstance(shift, LearnableBias):
+        return shift.bias.detach().numpy().copy()
+    return None
+
+
+def build_learner(model: BinaryResNet, options: LearnOptions) -> Learner:
+    """The template with the plugins of ``options.strategy``."""
+    lr_layer = resolve_lr_layer(model, options)
+    learner = Learner(model, options, lr_layer=lr_layer)
+    if options.strategy in ("cwr", "ar1"):
+        if options.strategy == "ar1":
+            shape = learner.latent_shape
+            if options.replay_size < 1:
+                raise ConfigError("ar1 needs a replay memory: replay_size must be at least 1")
+            memory = LatentMemory(options.replay_size, shape, options.replay_storage,
+                                  offset=_sign_offset(model, lr_layer))
+            learner.plugins.append(ReplayPlugin(memory, options.replay_update, options.replay_mix,
+                                                options.replay_batch, options.seed))
+        # after replay: cur includes memory
+        learner.plugins.append(CWRPlugin(model.config.num_classes, model.feature_dim))
+    return learner
