@@ -37,9 +37,9 @@ demo: setup data
 	$(PY) -m bnncl.cli export $(DEMO_DIR)/pretrain/model.pt --out $(DEMO_DIR)/model.bnn
 	$(PY) -m bnncl.cli device predict $(DEMO_DIR)/model.bnn --out $(DEMO_DIR)/device_predict.json
 	$(PY) -m bnncl.cli learn --config configs/demo.toml --checkpoint $(DEMO_DIR)/pretrain/model.pt --strategy ar1 \
-	    --lr-layer head --qf 8 --qb 16 --out $(DEMO_DIR)/simulation-8-16
+	    --lr-layer head --q-f 8 --q-b 16 --out $(DEMO_DIR)/simulation-8-16
 	$(PY) -m bnncl.cli device learn $(DEMO_DIR)/model.bnn --config configs/demo.toml --strategy ar1 --lr-layer head \
-	    --qf 8 --qb 16 --out $(DEMO_DIR)/device
+	    --q-f 8 --q-b 16 --out $(DEMO_DIR)/device
 	$(PY) -m bnncl.cli report $(DEMO_DIR)/simulation-8-16 $(DEMO_DIR)/device --out $(DEMO_DIR)/side-by-side
 	@echo "report: $(DEMO_DIR)/report.md, figures: $(DEMO_DIR)/accuracy.png, $(DEMO_DIR)/matrix_*.png;" \
 	    "simulation and device side by side: $(DEMO_DIR)/side-by-side/report.md"

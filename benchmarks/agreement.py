@@ -39,12 +39,12 @@ from bnncl.simulation.run import run_stream
 from machine import describe_machine, machine_info, write_json
 
 SETTINGS = {
-    "head-8-16": dict(strategy="ar1", lr_layer="head", qf=8, qb=16),
-    "cwr-8-16": dict(strategy="cwr", lr_layer="head", qf=8, qb=16),
+    "head-8-16": dict(strategy="ar1", lr_layer="head", q_f=8, q_b=16),
+    "cwr-8-16": dict(strategy="cwr", lr_layer="head", q_f=8, q_b=16),
     "head-32": dict(strategy="ar1", lr_layer="head", replay_storage="bits"),
     "cwr-32": dict(strategy="cwr", lr_layer="head"),
-    "multi-8-16-8": dict(strategy="ar1", qf=8, qb=16, qbin=8),
-    "multi-8-16-8-plain": dict(strategy="ar1", qf=8, qb=16, qbin=8, qbin_update="plain", q_rounding="stochastic"),
+    "multi-8-16-8": dict(strategy="ar1", q_f=8, q_b=16, q_bin=8),
+    "multi-8-16-8-plain": dict(strategy="ar1", q_f=8, q_b=16, q_bin=8, q_bin_update="plain", q_rounding="stochastic"),
 }
 CHECKPOINT = "runs/demo/pretrain/model.pt"
 
@@ -91,13 +91,13 @@ def main():
         opts = LearnOptions(**{"seed": args.seed, **learn})
         sims = {}
         for grid in ("affine", "integer"):
-            if opts.qf == 32 and grid == "integer":
+            if opts.q_f == 32 and grid == "integer":
                 sims[grid] = sims["affine"]  # no quantizer: one run
                 continue
             r = run_stream(copy.deepcopy(model), stream, LearnOptions(**{**opts.to_dict(), "q_grid": grid}),
                            progress=not args.quiet)
             sims[grid] = r["final_accuracy"]
-        latent = opts.qbin_update == "plain" and opts.lr_layer != "head"
+        latent = opts.q_bin_update == "plain" and opts.lr_layer != "head"
         dev, dev_accs, step = device_run(model_file(latent), stream, opts, not args.quiet)
         row = {"setting": name, "options": opts.to_dict(), "simulation_affine": sims["affine"],
                "simulation_integer": sims["integer"], "device": dev, "device_accuracy": dev_accs,

@@ -147,7 +147,7 @@ def demo_options(config: str, bits: int, strategy: str = "ar1"):
 
     lr_layer = "head" if config == "head" else None  # None: the model file's LR layer
     if bits == 8:
-        return LearnOptions(strategy=strategy, lr_layer=lr_layer, qf=8, qb=16, qbin=8 if config == "multi" else 32,
+        return LearnOptions(strategy=strategy, lr_layer=lr_layer, q_f=8, q_b=16, q_bin=8 if config == "multi" else 32,
                             replay_storage="bits", epochs=1)
-    return LearnOptions(strategy=strategy, lr_layer=lr_layer, qf=32, qb=32, qbin=32, replay_storage="float32",
+    return LearnOptions(strategy=strategy, lr_layer=lr_layer, q_f=32, q_b=32, q_bin=32, replay_storage="float32",
                         epochs=1)

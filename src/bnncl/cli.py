@@ -192,7 +192,8 @@ def _learn_config(args) -> dict:
         cfg["pretrain"] = pre
     learn = dict(cfg.get("learn") or {})
     for key in ("lr_layer", "epochs", "lr", "batch_size", "replay_size", "replay_storage", "replay_update",
-                "replay_mix", "replay_batch", "qf", "qb", "qbin", "q_ranges", "q_rounding", "q_grid", "qbin_update"):
+                "replay_mix", "replay_batch", "q_f", "q_b", "q_bin", "q_ranges", "q_rounding", "q_grid",
+                "q_bin_update"):
         if getattr(args, key, None) is not None:
             learn[key] = getattr(args, key)
     if learn:
@@ -484,14 +485,14 @@ def _add_strategy_args(p: argparse.ArgumentParser, device: bool = False) -> None
                         "(default fixed)")
     g.add_argument("--replay-batch", type=int, help="replayed patterns per step with --replay-mix fixed (default 128)")
     g = p.add_argument_group("hybrid quantization of the learning step (docs/method.md §5; 32 = float32)")
-    g.add_argument("--qf", type=int, metavar="BITS",
+    g.add_argument("--q-f", "--qf", type=int, metavar="BITS",
                    help="forward bits: head input, weights, softmax, logit gradient (default 32)")
-    g.add_argument("--qb", type=int, metavar="BITS",
-                   help="backward bits: gradients and stored trainable parameters, at least --qf (default 32)")
+    g.add_argument("--q-b", "--qb", type=int, metavar="BITS",
+                   help="backward bits: gradients and stored trainable parameters, at least --q-f (default 32)")
     g.add_argument("--q-rounding", choices=("nearest", "stochastic"), help="default nearest")
-    g.add_argument("--qbin", type=int, metavar="BITS",
+    g.add_argument("--q-bin", "--qbin", type=int, metavar="BITS",
                    help="gradients and latent weights of trainable binary convs (default 32)")
-    g.add_argument("--qbin-update", choices=("rebinarize", "plain"),
+    g.add_argument("--q-bin-update", "--qbin-update", choices=("rebinarize", "plain"),
                    help="update of trainable binary convs' latent weights: work B's W <- clip(Q(sign(W) - lr g)) or "
                         "the plain W <- clip(Q(W - lr g)) (default rebinarize)")
     if device:
@@ -592,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "boundary, else the last stage's first block)")
     p.add_argument("--latent-weights", action="store_true",
                    help="also keep the float32 latent weights of the trainable blocks' binary convs, which on-device "
-                        "learning with --qbin-update plain continues from (the default re-binarized update needs only "
+                        "learning with --q-bin-update plain continues from (the default re-binarized update needs only "
                         "their signs and scale)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing output file of another kind (an input is never replaced)")
@@ -622,8 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Simulate a device fed by a continual-learning stream, with the device runtime "
                                     "only: the frozen part on bit-packed kernels; the head (work A) or the blocks "
                                     "above the LR layer and the head (work B) trained in integer arithmetic at "
-                                    "--qf/--qb/--qbin bits (float32 when all are 32); CWR*; latent replay stored at 1 "
-                                    "bit. The learner's state is written atomically after every experience (--state) "
+                                    "--q-f/--q-b/--q-bin bits (float32 when all are 32); CWR*; latent replay stored at "
+                                    "1 bit. The learner's state is written atomically after every experience (--state) "
                                     "and a second run resumes from it. Writes result.json, report.md and the figures "
                                     "of bnncl learn to --out. Flags override the --config TOML file (its [learn] "
                                     "section).")

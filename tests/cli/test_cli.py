@@ -152,8 +152,8 @@ def test_device_learn_writes_results_figures_and_resumes(capsys, data_dir, tmp_p
     assert main(["export", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m.bnn")]) == 0
     out = tmp_path / "run"
     argv = ["device", "learn", str(tmp_path / "m.bnn"), "--data", str(data_dir), "--stream", "nc", "--experiences", "2",
-            "--epochs", "1", "--batch-size", "8", "--replay-size", "12", "--replay-batch", "4", "--qf", "8",
-            "--qb", "16", "--qbin", "8", "--out", str(out), "--quiet"]
+            "--epochs", "1", "--batch-size", "8", "--replay-size", "12", "--replay-batch", "4", "--q-f", "8",
+            "--q-b", "16", "--q-bin", "8", "--out", str(out), "--quiet"]
     assert main(argv) == 0
     result = json.loads((out / "result.json").read_text())
     run = result["runs"][0]
@@ -166,7 +166,8 @@ def test_device_learn_writes_results_figures_and_resumes(capsys, data_dir, tmp_p
     assert main(argv) == 0
     assert "resuming from" in capsys.readouterr().out
     assert (out / "state_ar1.bnst").read_bytes() == state
-    _one_line_error(capsys, argv[:-3] + ["--qb", "12", "--out", str(out)], "state_ar1.bnst", "other settings", "qb 16")
+    _one_line_error(capsys, argv[:-3] + ["--qb", "12", "--out", str(out)], "state_ar1.bnst", "other settings",
+                    "q_b 16")  # the old spelling of --q-b, still accepted
     assert (out / "state_ar1.bnst").read_bytes() == state
     _one_line_error(capsys, ["device", "learn", str(tmp_path / "m.bnn"), "--data", str(data_dir), "--config",
                              str(tmp_path / "none.toml")], "none.toml")

@@ -84,7 +84,8 @@ def test_low_bits_quantize_every_op_with_its_width(monkeypatch):
     monkeypatch.setattr(qb_mod, "quantize", spy)
     model, trainable = trainable_part(True, seed=3)
     blocks = [block_params(n, trainable.get_submodule(n)) for n in ("block2", "block3")]
-    bp = QuantizedBackprop(blocks, trainable.get_submodule("head").weight.detach().numpy(), Bits(qf=6, qb=12, qbin=8))
+    head = trainable.get_submodule("head").weight.detach().numpy()
+    bp = QuantizedBackprop(blocks, head, Bits(q_f=6, q_b=12, q_bin=8))
     bp.loss_and_backward(latents(True).numpy().copy(), np.array([0, 1, 2, 3, 4, 0]))
     by_where = {w: (b, x, out) for w, b, x, out in calls}
     for where, bits, _, _ in calls:

@@ -82,7 +82,7 @@ def models(tmp_path_factory):
 def options(strategy="ar1", bits=8, **kw) -> LearnOptions:
     """Small settings; ``bits`` 8 is q_f 8 / q_b 16 (packed backend), 32 the fp32 learner (float32 replay)."""
     base = dict(strategy=strategy, lr_layer="head", epochs=1, batch_size=8, replay_size=20, replay_batch=8, lr=0.05,
-                qf=bits, qb=16 if bits < 32 else 32, replay_storage="bits" if bits < 32 else "float32")
+                q_f=bits, q_b=16 if bits < 32 else 32, replay_storage="bits" if bits < 32 else "float32")
     return LearnOptions(**{**base, **kw})
 
 
@@ -558,8 +558,8 @@ def test_bad_experience_is_refused_and_nothing_changes(models, saved_state, tmp_
 @pytest.mark.parametrize("change,message", [
     (dict(strategy="naive"), "naive"), (dict(strategy="joint"), "joint"),
     # blocks above the LR layer: the model file (exported with its LR layer at the head) has nothing to train them from
-    (dict(lr_layer="block2", qbin=8), "block2"), (dict(lr_layer="block1", qbin=8), "block1"),
-    (dict(q_ranges="fixed"), "dynamic"), (dict(qf=8, qb=32), "32"),
+    (dict(lr_layer="block2", q_bin=8), "block2"), (dict(lr_layer="block1", q_bin=8), "block1"),
+    (dict(q_ranges="fixed"), "dynamic"), (dict(q_f=8, q_b=32), "32"),
     (dict(replay_size=0), "replay_size"),
 ])
 def test_options_the_device_does_not_run_are_refused(models, tmp_path, change, message):
@@ -675,7 +675,7 @@ def test_another_models_state_is_refused(models, tmp_path):
 def test_other_settings_are_refused_naming_the_file(models, saved_state, tmp_path):
     state, opts = copy_state(saved_state, tmp_path)
     files = file_id(state)
-    for change in (dict(lr=0.1), dict(strategy="cwr"), dict(qf=32, qb=32, replay_storage="float32"), dict(seed=1)):
+    for change in (dict(lr=0.1), dict(strategy="cwr"), dict(q_f=32, q_b=32, replay_storage="float32"), dict(seed=1)):
         with pytest.raises(ConfigError, match="other settings") as e:
             Learner.open(models["a"], state, LearnOptions(**{**opts.to_dict(), **change}))
         assert str(state) in str(e.value)

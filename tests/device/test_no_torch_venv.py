@@ -89,14 +89,14 @@ def test_device_learn_runs_without_torch(python, tmp_path):
     export_checkpoint(tmp_path / "model.pt", tmp_path / "model.bnn")
     cli = [python, "-m", "bnncl.cli", "device", "learn", str(tmp_path / "model.bnn"), "--dataset", "fashion-mnist",
            "--data", str(data), "--stream", "nc", "--experiences", "2", "--epochs", "1", "--batch-size", "10",
-           "--replay-size", "20", "--replay-batch", "8", "--lr-layer", "head", "--qf", "8", "--qb", "16",
+           "--replay-size", "20", "--replay-batch", "8", "--lr-layer", "head", "--q-f", "8", "--q-b", "16",
            "--out", str(tmp_path / "run"), "--quiet"]
     proc = subprocess.run(cli, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "no figures (matplotlib is not installed)" in proc.stdout
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     run = result["runs"][0]
-    assert len(run["accuracy"]) == 2 and run["options"]["qf"] == 8 and run["options"]["lr_layer"] == "head"
+    assert len(run["accuracy"]) == 2 and run["options"]["q_f"] == 8 and run["options"]["lr_layer"] == "head"
     state = tmp_path / "run" / "state_ar1.bnst"
     before = state.read_bytes()
     proc = subprocess.run(cli, capture_output=True, text=True)  # everything consumed: resumes, learns nothing

@@ -97,7 +97,7 @@ def exported(tmp_path_factory):
 
 
 def device_options(bits=8, **kw) -> LearnOptions:
-    base = dict(strategy="ar1", lr_layer=LR_LAYER, qf=bits, qb=16 if bits < 32 else 32, qbin=bits, lr=0.1, epochs=1,
+    base = dict(strategy="ar1", lr_layer=LR_LAYER, q_f=bits, q_b=16 if bits < 32 else 32, q_bin=bits, lr=0.1, epochs=1,
                 batch_size=4, replay_size=8, replay_batch=4)
     return LearnOptions(**{**base, **kw})
 
@@ -356,9 +356,9 @@ def _grid(values: np.ndarray, step: float, what: str) -> tuple[np.ndarray, float
     return q, fitted
 
 
-@pytest.mark.parametrize("qbin_update", ["plain", "rebinarize"])
+@pytest.mark.parametrize("q_bin_update", ["plain", "rebinarize"])
 @pytest.mark.parametrize("kind", ["binary", "real"])
-def test_one_integer_step_equals_the_simulation_on_the_integer_grid(exported, kind, qbin_update):
+def test_one_integer_step_equals_the_simulation_on_the_integer_grid(exported, kind, q_bin_update):
     """One SGD step of the device's ``BlocksPart`` at 8/16/8 equals ``BackpropHybridStep(grid="integer")`` on the
     same parameters, head rows and batch.
 
@@ -384,7 +384,7 @@ def test_one_integer_step_equals_the_simulation_on_the_integer_grid(exported, ki
     moves a logit by a step of its 8-bit grid, orders of magnitude above that bound).
     """
     seed, lr = 4, 0.1
-    options = device_options(8, qbin_update=qbin_update, lr=lr, seed=seed)
+    options = device_options(8, q_bin_update=q_bin_update, lr=lr, seed=seed)
     _, trainable, learner, x, y = _step_setup(exported, kind, seed, options)
     assert learner.part.params[0].binary_input == (kind == "binary")
     before = {k: v.clone() for k, v in trainable.state_dict().items()}
@@ -392,7 +392,7 @@ def test_one_integer_step_equals_the_simulation_on_the_integer_grid(exported, ki
         logits = trainable(torch.from_numpy(x))
     logit_bound = 2 * float32_chain_bound(reduction_terms(trainable, torch.from_numpy(x)), logits.abs().max().item())
     terms = reduction_terms(trainable, torch.from_numpy(x), backward=True)
-    step = BackpropHybridStep(trainable, 8, 16, 8, lr, "nearest", seed, qbin_update, grid="integer")
+    step = BackpropHybridStep(trainable, 8, 16, 8, lr, "nearest", seed, q_bin_update, grid="integer")
     loss_sim = step(torch.from_numpy(x.copy()), torch.from_numpy(y))
     loss_dev = learner.part.train_step(x.copy(), y)
     # |d loss / d logit| sums to at most 2 per image: the loss moves by at most twice the logits' largest error
@@ -409,7 +409,7 @@ def test_one_integer_step_equals_the_simulation_on_the_integer_grid(exported, ki
             continue
         if key == "weight":  # quantized before the clip to [-1, 1]: the grid is that of the pre-clip range
             w0 = before[tkey].numpy()
-            pre = (np.where(w0 >= 0, 1.0, -1.0) if qbin_update == "rebinarize" else w0) \
+            pre = (np.where(w0 >= 0, 1.0, -1.0) if q_bin_update == "rebinarize" else w0) \
                 - np.float32(lr) * sim_blocks[name.split(".")[0]].grads["conv.weight"]
             step_sim = QParams.for_range(float(pre.min()), float(pre.max()), 8).scale
         else:  # the quantized tensor spans its grid: its own range gives the step
@@ -430,7 +430,7 @@ def test_fp32_step_equals_torch_autograd_sgd(exported, kind):
     every parameter and running statistic within float32 rounding through the forward and backward passes
     (``float32_chain_bound``)."""
     seed, lr = 4, 0.1
-    _, trainable, learner, x, y = _step_setup(exported, kind, seed, device_options(32, qbin_update="plain", lr=lr))
+    _, trainable, learner, x, y = _step_setup(exported, kind, seed, device_options(32, q_bin_update="plain", lr=lr))
     assert type(learner.part.bits) is Bits and type(learner.part.conv) is NumpyConv  # the float32 learner's pieces
     before = {k: v.clone() for k, v in trainable.state_dict().items()}
     terms = reduction_terms(trainable, torch.from_numpy(x), backward=True)
@@ -467,16 +467,16 @@ def _copy_into_torch(learner, trainable, rows):
         trainable.get_submodule("head").weight.copy_(torch.from_numpy(rows))
 
 
-@pytest.mark.parametrize("qbin_update", ["plain", "rebinarize"])
+@pytest.mark.parametrize("q_bin_update", ["plain", "rebinarize"])
 @pytest.mark.parametrize("kind", ["binary", "real"])
-def test_inference_after_end_equals_torch_with_the_trained_parameters(exported, kind, qbin_update):
+def test_inference_after_end_equals_torch_with_the_trained_parameters(exported, kind, q_bin_update):
     """After three 8/16/8 steps and ``end(rows)``, the device's packed (and float) inference equals the torch model
     in eval mode holding the device's trained parameters and ``rows``: logits within float32 rounding through the
     network of the exact (float64) ones (``float32_chain_bound``), the same predictions. (lr 0.5, so that every
     parameter moves enough to show in the logits.) The logits before the steps differ from both (the rebuild is not
     a no-op); the float backend's weights were cached before the steps (the rebuild must drop them)."""
     seed = 4
-    options = device_options(8, qbin_update=qbin_update, lr=0.5)  # large steps: every parameter moves visibly
+    options = device_options(8, q_bin_update=q_bin_update, lr=0.5)  # large steps: every parameter moves visibly
     model, trainable, learner, x, y = _step_setup(exported, kind, seed, options)
     images = np.random.default_rng(9).integers(0, 256, (16, *CONFIGS[kind].input_shape), dtype=np.uint8)
     before = {b: learner.model.logits(images, b) for b in ("packed", "float")}  # the float backend caches its weights
@@ -503,9 +503,9 @@ def test_inference_after_end_equals_torch_with_the_trained_parameters(exported, 
 def test_plain_update_without_latent_weights_is_refused_naming_the_file(exported):
     _, path = exported("signs-only", CONFIGS["real"], 0, latent_weights=False)
     with pytest.raises(ConfigError, match="plain update needs the latent weights") as e:
-        Learner(Model.load(path), device_options(8, qbin_update="plain"))
+        Learner(Model.load(path), device_options(8, q_bin_update="plain"))
     assert str(path) in str(e.value)
-    Learner(Model.load(path), device_options(8, qbin_update="rebinarize"))  # the signs and scale are enough there
+    Learner(Model.load(path), device_options(8, q_bin_update="rebinarize"))  # the signs and scale are enough there
 
 
 def test_binary_shortcut_in_the_trainable_part_is_refused_naming_the_file(exported):
@@ -515,14 +515,14 @@ def test_binary_shortcut_in_the_trainable_part_is_refused_naming_the_file(export
     model, _ = load_model(pt)
     assert type(model.layers[LR_LAYER].shortcut).__name__ == "Downsample"
     with pytest.raises(ConfigError, match="binary shortcut") as e:
-        Learner(Model.load(path), device_options(8, qbin_update="plain"))
+        Learner(Model.load(path), device_options(8, q_bin_update="plain"))
     assert str(path) in str(e.value), f"the message does not name the model file: {e.value}"
 
 
 def test_lr_layer_exported_frozen_is_refused_naming_the_file(exported):
     _, path = exported("lr-at-3", CONFIGS["real"], 0, lr_layer="block3")
     with pytest.raises(ConfigError, match="no trainable parameters of block2") as e:
-        Learner(Model.load(path), device_options(8, qbin_update="rebinarize"))
+        Learner(Model.load(path), device_options(8, q_bin_update="rebinarize"))
     assert str(path) in str(e.value)
     Learner(Model.load(path), device_options(8, lr_layer="block3"))  # where it was exported: fine
 

@@ -118,20 +118,21 @@ def test_holdout_pretrains_on_instances_the_stream_never_sees(tiny, tmp_path):
 
 
 def test_quantized_learning_from_the_command_line(tiny, tmp_path, capsys):
-    """--qf/--qb/--qbin reach both variants, are recorded in result.json with the trainable state's bytes, and a
+    """--q-f/--q-b/--q-bin reach both variants, are recorded in result.json with the trainable state's bytes, and a
     bad combination is a one-line error."""
     out = tmp_path / "q"
     base = ["learn", "--data", str(tiny / "data"), "--dataset", "fashion-mnist", "--pretrain-epochs", "1",
             "--binary-boundary", "block5", "--epochs", "1", "--batch-size", "10", "--replay-size", "20", "--quiet"]
-    assert main(base + ["--strategy", "cwr", "ar1", "--qf", "8", "--qb", "16", "--qbin", "8", "--out", str(out)]) == 0
+    argv = base + ["--strategy", "cwr", "ar1", "--q-f", "8", "--q-b", "16", "--q-bin", "8", "--out", str(out)]
+    assert main(argv) == 0
     cwr, ar1 = json.loads((out / "result.json").read_text())["runs"]
     for r in (cwr, ar1):
-        assert (r["options"]["qf"], r["options"]["qb"], r["options"]["qbin"]) == (8, 16, 8)
+        assert (r["options"]["q_f"], r["options"]["q_b"], r["options"]["q_bin"]) == (8, 16, 8)
         assert r["bytes"]["trainable_state"] <= r["bytes"]["trainable_parameters_fp32"] / 2
         assert set(r["gradient_relative_error"]) >= {"head"}
     assert cwr["bytes"]["trainable_state"] == 10 * 128 * 2  # the head at 16 bits
     assert {"block5.conv", "block6.conv"} <= set(ar1["gradient_relative_error"])
     capsys.readouterr()
-    assert main(base + ["--strategy", "cwr", "--qf", "16", "--qb", "8", "--out", str(tmp_path / "bad")]) == 2
+    assert main(base + ["--strategy", "cwr", "--q-f", "16", "--q-b", "8", "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "qb (backward bits, 8) must be at least qf (forward bits, 16)" in err
+    assert "\n" not in err and "q_b (backward bits, 8) must be at least q_f (forward bits, 16)" in err

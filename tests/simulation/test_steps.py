@@ -54,27 +54,27 @@ def _grid_ok(values, bits):
     return len(u) <= 2 ** bits and np.allclose(k, np.round(k), atol=1e-3)
 
 
-@pytest.mark.parametrize("qf,qb", [(4, 8), (8, 16), (6, 12)])
-def test_low_bits_follow_the_definition(qf, qb):
+@pytest.mark.parametrize("q_f,q_b", [(4, 8), (8, 16), (6, 12)])
+def test_low_bits_follow_the_definition(q_f, q_b):
     """The update equals the q_b-quantized float gradient of the q_f-quantized forward, and weights sit
     on a q_b grid."""
-    head, x, y = head_and_batch(seed=qf)
+    head, x, y = head_and_batch(seed=q_f)
     w0 = head.weight.detach().numpy().copy()
     h = x.numpy()
-    HeadHybridStep(head, qf, qb, lr=0.5)(x, y)
+    HeadHybridStep(head, q_f, q_b, lr=0.5)(x, y)
     w1 = head.weight.detach().numpy()
-    assert _grid_ok(w1, qb)
+    assert _grid_ok(w1, q_b)
     # Independent float computation of what the step simulates: forward on q_f values, float gradient.
-    hq = _q(h, qf)
-    wq = _q(w0, qf)
+    hq = _q(h, q_f)
+    wq = _q(w0, q_f)
     z = hq @ wq.T
     p = np.exp(z - z.max(1, keepdims=True))
-    p = _q(p / p.sum(1, keepdims=True), qf, 0.0, 1.0)
-    d = _q((p - np.eye(5)[y.numpy()]) / len(y), qf)
+    p = _q(p / p.sum(1, keepdims=True), q_f, 0.0, 1.0)
+    d = _q((p - np.eye(5)[y.numpy()]) / len(y), q_f)
     g_float = d.T @ hq
     g_step = (w0 - w1) / 0.5  # the gradient the update applied, seen through W's own q_b rounding
-    step_g = (g_float.max() - g_float.min()) / (2 ** qb - 1)  # q_b rounding of the gradient: half a step
-    step_w = (w1.max() - w1.min()) / (2 ** qb - 1)  # q_b rounding of the stored weights: half a step, / lr
+    step_g = (g_float.max() - g_float.min()) / (2 ** q_b - 1)  # q_b rounding of the gradient: half a step
+    step_w = (w1.max() - w1.min()) / (2 ** q_b - 1)  # q_b rounding of the stored weights: half a step, / lr
     rounding = 4 * F32_UNIT * (np.abs(w0).max() + np.abs(w1).max()) / 0.5  # float32 w0 - w1, seen through / lr
     assert np.abs(g_step - g_float).max() <= step_g / 2 + step_w / 2 / 0.5 + rounding
 
@@ -113,25 +113,25 @@ def test_nan_is_reported_where_it_appeared():
 
 def test_bad_bit_widths_and_unsupported_layers():
     with pytest.raises(ConfigError, match="from 1 to 32"):
-        LearnOptions(qf=0)
+        LearnOptions(q_f=0)
     with pytest.raises(ConfigError, match="from 1 to 32"):
-        LearnOptions(qb=33)
-    with pytest.raises(ConfigError, match="qb .* must be at least qf"):
-        LearnOptions(qf=16, qb=8)
+        LearnOptions(q_b=33)
+    with pytest.raises(ConfigError, match="q_b .* must be at least q_f"):
+        LearnOptions(q_f=16, q_b=8)
     with pytest.raises(ConfigError, match="q_ranges"):
         LearnOptions(q_ranges="static")
     model = build_model(BackboneConfig(input_shape=(8, 8, 1), num_classes=4, stem_channels=4,
                                        stages=((4, 1, 1), (8, 1, 2))))
     with pytest.raises(ConfigError, match="dynamic ranges"):
-        build_learner(model, LearnOptions(strategy="ar1", qf=8, qb=16, lr_layer="block2", replay_size=4,
+        build_learner(model, LearnOptions(strategy="ar1", q_f=8, q_b=16, lr_layer="block2", replay_size=4,
                                           q_ranges="fixed"))
-    multi = build_learner(model, LearnOptions(strategy="ar1", qf=8, qb=16, qbin=8, lr_layer="block2", replay_size=4))
+    multi = build_learner(model, LearnOptions(strategy="ar1", q_f=8, q_b=16, q_bin=8, lr_layer="block2", replay_size=4))
     parts = multi.nbytes()
     # block2's 8 x 4 x 3 x 3 latent weights at 8 bits; its per-channel vectors and the head at 16 bits; BN in float32
     assert parts["trainable_binary_latent_weights"] == 8 * 4 * 9
     assert parts["trainable_batchnorm_fp32"] == 4 * 2 * 8
     assert parts["trainable_state"] <= parts["trainable_parameters_fp32"] / 2
-    learner = build_learner(model, LearnOptions(strategy="cwr", qf=8, qb=16))
+    learner = build_learner(model, LearnOptions(strategy="cwr", q_f=8, q_b=16))
     assert learner.hybrid is not None
     assert learner.nbytes()["trainable_state"] == 4 * 8 * 16 // 8  # head 4 x 8 at 16 bits: half of fp32
     assert learner.nbytes()["trainable_parameters_fp32"] == 4 * 8 * 4

@@ -132,12 +132,12 @@ class QParams:
         return (np.asarray(q, np.int64) - self.zero_point) * self.scale
 
 
-def int_matmul(qa: np.ndarray, pa: QParams, qb: np.ndarray, pb: QParams) -> np.ndarray:
-    """``dequantize(qa) @ dequantize(qb)`` computed on integers, rescaled once: ``(qa - Za) @ (qb - Zb) * Sa * Sb``.
+def int_matmul(qa: np.ndarray, pa: QParams, q_b: np.ndarray, pb: QParams) -> np.ndarray:
+    """``dequantize(qa) @ dequantize(q_b)`` computed on integers, rescaled once: ``(qa - Za) @ (q_b - Zb) * Sa * Sb``.
 
     Exact in int64 while ``K * 2^(bits_a + bits_b)`` stays below 2^63 (e.g. 16-bit operands, K up to 2^30)."""
     k = np.shape(qa)[-1]
     if k * 2.0 ** (pa.bits + pb.bits) >= 2.0 ** 63:
         raise ValueError(f"int_matmul: {pa.bits}- and {pb.bits}-bit operands over {k} terms can overflow int64")
-    acc = (np.asarray(qa, np.int64) - pa.zero_point) @ (np.asarray(qb, np.int64) - pb.zero_point)
+    acc = (np.asarray(qa, np.int64) - pa.zero_point) @ (np.asarray(q_b, np.int64) - pb.zero_point)
     return acc * (pa.scale * pb.scale)

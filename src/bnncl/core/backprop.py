@@ -98,21 +98,21 @@ class NumpyConv:
 
 @dataclass
 class Bits:
-    qf: int = 32
-    qb: int = 32
-    qbin: int = 32
+    q_f: int = 32
+    q_b: int = 32
+    q_bin: int = 32
     rounding: str = "nearest"
     rng: np.random.Generator | None = None
     grid: str = "affine"  # or "integer": the device's levels (bnncl.core.affine.quantize)
 
     def f(self, x, where):
-        return quantize(x, self.qf, rounding=self.rounding, rng=self.rng, where=where, grid=self.grid)
+        return quantize(x, self.q_f, rounding=self.rounding, rng=self.rng, where=where, grid=self.grid)
 
     def b(self, x, where):
-        return quantize(x, self.qb, rounding=self.rounding, rng=self.rng, where=where, grid=self.grid)
+        return quantize(x, self.q_b, rounding=self.rounding, rng=self.rng, where=where, grid=self.grid)
 
     def bin(self, x, where):
-        return quantize(x, self.qbin, rounding=self.rounding, rng=self.rng, where=where, grid=self.grid)
+        return quantize(x, self.q_bin, rounding=self.rounding, rng=self.rng, where=where, grid=self.grid)
 
 
 @dataclass
@@ -260,7 +260,7 @@ class QuantizedBackprop:
         p = softmax(logits)
         nb = len(y)
         loss = nll(p, y)
-        p = quantize(p, q.qf, 0.0, 1.0, rounding=q.rounding, rng=q.rng, where="softmax output", grid=q.grid)
+        p = quantize(p, q.q_f, 0.0, 1.0, rounding=q.rounding, rng=q.rng, where="softmax output", grid=q.grid)
         d = q.f((p - onehot(y, p.shape[1], p.dtype)) / F32(nb), "logit gradient")
         self.head_grad = q.b(matmul(d, feat, ta=True), "head weight gradient")
         gfeat = q.b(matmul(d, wq), "head input gradient")

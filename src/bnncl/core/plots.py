@@ -73,12 +73,12 @@ def accuracy_matrix(run: dict, path) -> None:
 
 
 def bit_width_heatmap(grid: dict, qfs: list[int], qbs: list[int], title: str, path) -> None:
-    """Final accuracy for each (q_f, q_b) of a bit-width study: ``grid[(qf, qb)]`` in [0, 1]; missing cells as '–'."""
+    """Final accuracy for each (q_f, q_b) of a bit-width study: ``grid[(q_f, q_b)]`` in [0, 1]; missing cells as '–'."""
     plt = _pyplot()
     data = np.full((len(qfs), len(qbs)), np.nan)
-    for (qf, qb), acc in grid.items():
-        if qf in qfs and qb in qbs:
-            data[qfs.index(qf), qbs.index(qb)] = 100 * acc
+    for (q_f, q_b), acc in grid.items():
+        if q_f in qfs and q_b in qbs:
+            data[qfs.index(q_f), qbs.index(q_b)] = 100 * acc
     fig, ax = plt.subplots(figsize=(1.2 * len(qbs) + 2, 0.8 * len(qfs) + 1.5))
     im = ax.imshow(data, cmap="viridis", origin="lower", aspect="auto")
     ax.set_xticks(range(len(qbs)), [str(b) for b in qbs])

@@ -112,27 +112,28 @@ class IntegerHeadStep:
     """One SGD step on a head stored at ``q_b`` (an :class:`IntTensor`), forward at ``q_f``. ``rng`` drives
     stochastic rounding."""
 
-    def __init__(self, qf: int, qb: int, lr: float, rounding: str = "nearest", rng: np.random.Generator | None = None):
-        if max(qf, qb) >= FLOAT_BITS:
+    def __init__(self, q_f: int, q_b: int, lr: float, rounding: str = "nearest",
+                 rng: np.random.Generator | None = None):
+        if max(q_f, q_b) >= FLOAT_BITS:
             raise ValueError("IntegerHeadStep needs q_f and q_b below 32 bits (32 is the float learner)")
-        self.qf, self.qb, self.lr, self.rounding, self.rng = qf, qb, lr, rounding, rng
+        self.q_f, self.q_b, self.lr, self.rounding, self.rng = q_f, q_b, lr, rounding, rng
 
     def _q(self, x, bits, where, lo=None, hi=None) -> IntTensor:
         return IntTensor.quantize(x, bits, lo, hi, rounding=self.rounding, rng=self.rng, where=where)
 
     def store(self, w: np.ndarray) -> IntTensor:
-        return self._q(w, self.qb, "head weights (stored)")
+        return self._q(w, self.q_b, "head weights (stored)")
 
     def __call__(self, w: IntTensor, h: np.ndarray, y: np.ndarray) -> tuple[IntTensor, HeadStepResult]:
         n, classes = len(y), w.shape[0]
-        hq = self._q(h, self.qf, "head input")
-        wq = self._q(w.value(), self.qf, "head weights (forward)")
+        hq = self._q(h, self.q_f, "head input")
+        wq = self._q(w.value(), self.q_f, "head weights (forward)")
         p_float = softmax(int_product(hq, wq, transpose_b=True).astype(np.float32))
-        p = self._q(p_float, self.qf, "softmax output", 0.0, 1.0)
-        d = self._q((p.value() - onehot(y, classes)) / np.float32(n), self.qf, "logit gradient")
-        g = self._q(int_product(d, hq, transpose_a=True), self.qb, "head weight gradient")
+        p = self._q(p_float, self.q_f, "softmax output", 0.0, 1.0)
+        d = self._q((p.value() - onehot(y, classes)) / np.float32(n), self.q_f, "logit gradient")
+        g = self._q(int_product(d, hq, transpose_a=True), self.q_b, "head weight gradient")
         g_value = g.value()
-        w_new = self._q(w.value() - np.float32(self.lr) * g_value, self.qb, "head weights (stored)")
+        w_new = self._q(w.value() - np.float32(self.lr) * g_value, self.q_b, "head weights (stored)")
         return w_new, HeadStepResult(nll(p.value(), y), g_value)
 
 
@@ -189,23 +190,24 @@ class IntegerBits:
 
     grid = "integer"
 
-    def __init__(self, qf: int, qb: int, qbin: int, rounding: str = "nearest", rng: np.random.Generator | None = None):
-        if max(qf, qb, qbin) >= FLOAT_BITS:
+    def __init__(self, q_f: int, q_b: int, q_bin: int, rounding: str = "nearest",
+                 rng: np.random.Generator | None = None):
+        if max(q_f, q_b, q_bin) >= FLOAT_BITS:
             raise ValueError("IntegerBits needs every bit width below 32 (32 is the float learner)")
-        self.qf, self.qb, self.qbin, self.rounding, self.rng = qf, qb, qbin, rounding, rng
+        self.q_f, self.q_b, self.q_bin, self.rounding, self.rng = q_f, q_b, q_bin, rounding, rng
 
     def _q(self, x, bits, where, lo=None, hi=None):
         return QArray.of(IntTensor.quantize(np.asarray(x), bits, lo, hi, rounding=self.rounding, rng=self.rng,
                                             where=where))
 
     def f(self, x, where):
-        return self._q(x, self.qf, where)
+        return self._q(x, self.q_f, where)
 
     def b(self, x, where):
-        return self._q(x, self.qb, where)
+        return self._q(x, self.q_b, where)
 
     def bin(self, x, where):
-        return self._q(x, self.qbin, where)
+        return self._q(x, self.q_bin, where)
 
 
 def _columns(xb: np.ndarray, stride: int):

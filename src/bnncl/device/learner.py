@@ -2,7 +2,7 @@
 
     from bnncl.device import Learner
     from bnncl.core.options import LearnOptions
-    learner = Learner.open("model.bnn", "state.bnst", LearnOptions(strategy="ar1", lr_layer="head", qf=8, qb=16))
+    learner = Learner.open("model.bnn", "state.bnst", LearnOptions(strategy="ar1", lr_layer="head", q_f=8, q_b=16))
     learner.learn(images, labels)        # one experience; the state is saved when it ends
     labels = learner.predict(images)
 
@@ -93,7 +93,7 @@ class Learner:
         if options.q_ranges != "dynamic":
             raise ConfigError("the device learner uses dynamic quantizer ranges (min/max per call); fixed ranges are "
                               "simulated by bnncl learn")
-        bits = (options.qf, options.qb) if lr_layer == "head" else (options.qf, options.qb, options.qbin)
+        bits = (options.q_f, options.q_b) if lr_layer == "head" else (options.q_f, options.q_b, options.q_bin)
         self.fp32 = min(bits) >= FLOAT_BITS
         if not self.fp32 and max(bits) >= FLOAT_BITS:
             names = "q_f and q_b" if lr_layer == "head" else "q_f, q_b and q_bin"

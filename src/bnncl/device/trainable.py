@@ -39,9 +39,10 @@ class HeadPart:
 
     def __init__(self, model: Model, options, rng: np.random.Generator):
         self.head_op = model.trainable_ops[-1]
-        self.fp32 = options.qf >= FLOAT_BITS
-        self.lr, self.qb = options.lr, options.qb
-        self.step = None if self.fp32 else IntegerHeadStep(options.qf, options.qb, options.lr, options.q_rounding, rng)
+        self.fp32 = options.q_f >= FLOAT_BITS
+        self.lr, self.q_b = options.lr, options.q_b
+        self.step = None if self.fp32 else IntegerHeadStep(options.q_f, options.q_b, options.lr, options.q_rounding,
+                                                           rng)
         self.head = None
 
     def begin(self, rows: np.ndarray) -> None:
@@ -63,7 +64,7 @@ class HeadPart:
 
     def nbytes(self) -> dict:
         c, f = self.head_op.weight.shape
-        return {"trainable_head": 4 * c * f if self.fp32 else quantized_bytes(c * f, self.qb)}
+        return {"trainable_head": 4 * c * f if self.fp32 else quantized_bytes(c * f, self.q_b)}
 
     def state(self) -> dict:
         return {}
@@ -86,10 +87,11 @@ class BlocksPart:
         eps = model.meta.get("bn_eps", 1e-5)
         if isinstance(eps, list):
             raise ConfigError(f"{model.path}: blocks with different BatchNorm eps ({eps}) are not supported")
-        self.plain = options.qbin_update == "plain"
+        self.plain = options.q_bin_update == "plain"
         self.params = [self._params(model, op, arch.get("activation", "approx"), float(eps)) for op in self.blocks_ops]
-        self.fp32 = min(options.qf, options.qb, options.qbin) >= FLOAT_BITS  # mixed widths: refused by the Learner
-        self.bits = Bits() if self.fp32 else IntegerBits(options.qf, options.qb, options.qbin, options.q_rounding, rng)
+        self.fp32 = min(options.q_f, options.q_b, options.q_bin) >= FLOAT_BITS  # mixed widths: refused by the Learner
+        self.bits = Bits() if self.fp32 else IntegerBits(options.q_f, options.q_b, options.q_bin, options.q_rounding,
+                                                         rng)
         self.conv = NumpyConv() if self.fp32 else IntegerConv()
         self.options = options
         self.head = np.array(self.head_op.weight, np.float32)
@@ -174,9 +176,9 @@ class BlocksPart:
 
         vectors = [getattr(p, k) for p in self.params
                    for k in ("shift", "input_scale", "shift_in", "slope", "shift_out") if getattr(p, k) is not None]
-        return {"trainable_binary_latent_weights": stored([p.weight for p in self.params], o.qbin),
+        return {"trainable_binary_latent_weights": stored([p.weight for p in self.params], o.q_bin),
                 "trainable_batchnorm_fp32": sum(4 * 4 * p.bn_weight.size for p in self.params),
-                "trainable_other_vectors": stored(vectors, o.qb), "trainable_head": stored([self.head], o.qb)}
+                "trainable_other_vectors": stored(vectors, o.q_b), "trainable_head": stored([self.head], o.q_b)}
 
     def state(self) -> dict:
         """The trained parameters; stored as float32 here (values on their grids), counted at their precision."""

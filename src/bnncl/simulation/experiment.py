@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bnncl.core.atomic import atomic_write_text
 from bnncl.core.errors import ConfigError
-from bnncl.core.options import STRATEGIES, LearnOptions
+from bnncl.core.options import STRATEGIES, LearnOptions, renamed_keys
 from bnncl.core.typecheck import check_arguments, check_value
 from bnncl.data import DATASETS, LabelledArrays, load_dataset, scenarios
 
@@ -70,6 +70,11 @@ def load_config(path) -> dict:
         raise ConfigError(f"{path}: not a text file (a TOML config is UTF-8 text)") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    if isinstance(cfg.get("learn"), dict):
+        try:
+            cfg["learn"] = renamed_keys(cfg["learn"])
+        except ConfigError as e:
+            raise ConfigError(f"{path}: [learn] {e}") from None
     check_config(cfg, f"{path}: ")
     return cfg
 

@@ -37,9 +37,9 @@ def _widened(w: np.ndarray, margin: float = WEIGHT_MARGIN) -> tuple[float, float
 class HeadHybridStep:
     """Replaces the autograd SGD step when only the head trains and ``q_f``/``q_b`` are below 32 bits."""
 
-    def __init__(self, head: nn.Linear, qf: int, qb: int, lr: float, ranges: str = "dynamic", rounding: str = "nearest",
-                 seed: int = 0, grid: str = "affine"):
-        self.head, self.qf, self.qb, self.lr = head, qf, qb, lr
+    def __init__(self, head: nn.Linear, q_f: int, q_b: int, lr: float, ranges: str = "dynamic",
+                 rounding: str = "nearest", seed: int = 0, grid: str = "affine"):
+        self.head, self.q_f, self.q_b, self.lr = head, q_f, q_b, lr
         self.ranges, self.rounding, self.grid = ranges, rounding, grid
         self.rng = np.random.default_rng(seed + 104729)
         self.calibrated: dict[str, tuple[float, float]] = {}  # fixed ranges, set over experience 0
@@ -73,15 +73,15 @@ class HeadHybridStep:
             return nll(p_float, yy)
         fixed = self.ranges == "fixed"
         w_lo, w_hi = _widened(w) if fixed else (None, None)
-        hq = self._q(h, self.qf, "head input", *self._range("input"))
-        wq = self._q(w, self.qf, "head weights (forward)", w_lo, w_hi)
-        p = self._q(softmax(hq @ wq.T), self.qf, "softmax output", 0.0, 1.0)
-        d = self._q((p - target) / n, self.qf, "logit gradient", *self._range("delta"))
-        g = self._q(d.T @ hq, self.qb, "head weight gradient")
+        hq = self._q(h, self.q_f, "head input", *self._range("input"))
+        wq = self._q(w, self.q_f, "head weights (forward)", w_lo, w_hi)
+        p = self._q(softmax(hq @ wq.T), self.q_f, "softmax output", 0.0, 1.0)
+        d = self._q((p - target) / n, self.q_f, "logit gradient", *self._range("delta"))
+        g = self._q(d.T @ hq, self.q_b, "head weight gradient")
         norm = float(np.linalg.norm(g_float))
         if norm > 0:
             self.grad_errors.append(float(np.linalg.norm(g - g_float)) / norm)
-        w_new = self._q(w - np.float32(self.lr) * g, self.qb, "head weights (stored)", w_lo, w_hi)
+        w_new = self._q(w - np.float32(self.lr) * g, self.q_b, "head weights (stored)", w_lo, w_hi)
         self.head.weight.copy_(torch.from_numpy(w_new.astype(np.float32)))
         return nll(p, yy)
 
@@ -136,8 +136,8 @@ class BackpropHybridStep:
 
     ERROR_EVERY = 25  # steps between two measurements of the gradient error against float
 
-    def __init__(self, trainable: nn.Module, qf: int, qb: int, qbin: int, lr: float, rounding: str = "nearest",
-                 seed: int = 0, qbin_update: str = "rebinarize", grid: str = "affine"):
+    def __init__(self, trainable: nn.Module, q_f: int, q_b: int, q_bin: int, lr: float, rounding: str = "nearest",
+                 seed: int = 0, q_bin_update: str = "rebinarize", grid: str = "affine"):
         blocks, head = [], None
         for name, module in trainable.named_children():
             if isinstance(module, BinaryBlock):
@@ -147,14 +147,14 @@ class BackpropHybridStep:
             elif name != "pool":
                 raise ConfigError(f"quantized back-propagation cannot train {name} ({type(module).__name__}): put the "
                                   "latent-replay layer at a block (or the head)")
-        self.lr, self.bits = lr, Bits(qf, qb, qbin, rounding, np.random.default_rng(seed + 104729), grid)
+        self.lr, self.bits = lr, Bits(q_f, q_b, q_bin, rounding, np.random.default_rng(seed + 104729), grid)
         self.bp = QuantizedBackprop(blocks, head, self.bits, TorchConv())
         # same arrays, no quantizer: the reference gradients
         self.float_bp = QuantizedBackprop(blocks, head, Bits(), TorchConv())
         self.errors: dict[str, list[float]] = {}
         self.steps = 0
         # work B's update of binary latent weights, W <- clip(Q(sign(W) - lr g), -1, 1), or the plain one from W
-        self.rebinarize = qbin_update == "rebinarize"
+        self.rebinarize = q_bin_update == "rebinarize"
 
     def _gradients(self, bp) -> dict[str, np.ndarray]:
         out = {"head": bp.head_grad}
@@ -195,5 +195,5 @@ class BackpropHybridStep:
         bn = sum(b.bn_weight.size * 2 for b in self.bp.blocks)  # gamma, beta (running statistics are not trained)
         vectors = sum(v.size for b in self.bp.blocks for v in (b.shift, b.input_scale, b.shift_in, b.slope, b.shift_out)
                       if v is not None) + self.bp.head.size
-        return {"binary_latent_weights": -(-latent * q.qbin // 8), "batchnorm_fp32": 4 * bn,
-                "other_parameters": -(-vectors * q.qb // 8)}
+        return {"binary_latent_weights": -(-latent * q.q_bin // 8), "batchnorm_fp32": 4 * bn,
+                "other_parameters": -(-vectors * q.q_b // 8)}

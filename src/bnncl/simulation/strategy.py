@@ -139,14 +139,14 @@ class Learner:
         self.hybrid = None
         if options.quantized or options.handwritten:
             if list(dict(self.trainable.named_children())) == ["head"]:  # work A: the head alone
-                self.hybrid = HeadHybridStep(model.layers["head"], options.qf, options.qb, options.lr, options.q_ranges,
-                                             options.q_rounding, options.seed, options.q_grid)
+                self.hybrid = HeadHybridStep(model.layers["head"], options.q_f, options.q_b, options.lr,
+                                             options.q_ranges, options.q_rounding, options.seed, options.q_grid)
             else:  # work B: quantized back-propagation through the blocks above the LR layer
                 if options.q_ranges != "dynamic":
                     raise ConfigError("fixed quantizer ranges are work A's head-only variant; training blocks above "
                                       "the LR layer uses dynamic ranges")
-                self.hybrid = BackpropHybridStep(self.trainable, options.qf, options.qb, options.qbin, options.lr,
-                                                 options.q_rounding, options.seed, options.qbin_update, options.q_grid)
+                self.hybrid = BackpropHybridStep(self.trainable, options.q_f, options.q_b, options.q_bin, options.lr,
+                                                 options.q_rounding, options.seed, options.q_bin_update, options.q_grid)
 
     @torch.no_grad()
     def latents(self, x_uint8: np.ndarray, batch_size: int = 500) -> torch.Tensor:
@@ -223,7 +223,7 @@ class Learner:
             out.update({f"trainable_{k}": v for k, v in parts.items()})
             out["trainable_state"] = sum(parts.values())
         elif self.hybrid is not None:  # the head alone, stored at q_b bits
-            out["trainable_state"] = math.ceil(n * self.options.qb / 8)
+            out["trainable_state"] = math.ceil(n * self.options.q_b / 8)
         for p in self.plugins:
             out.update(p.nbytes())
         return out
