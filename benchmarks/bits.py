@@ -30,7 +30,7 @@ from bnncl.core.affine import NonFiniteError
 from bnncl.core.plots import bit_width_heatmap
 from bnncl.simulation import experiment
 from bnncl.simulation.run import run_stream
-from bnncl.simulation.strategy import Learner
+from bnncl.simulation.strategy import Strategy
 from machine import describe_machine, machine_info, write_json
 
 STREAMS = {
@@ -41,8 +41,8 @@ STREAMS = {
 
 
 def cache_latents():
-    """Memoize Learner.latents by input array: every run of a stream sees the same arrays and the same frozen part."""
-    original, cache = Learner.latents, {}
+    """Memoize Strategy.latents by input array: every run of a stream sees the same arrays and the same frozen part."""
+    original, cache = Strategy.latents, {}
 
     def latents(self, x, batch_size=500):
         key = (id(x), x.shape)
@@ -50,7 +50,7 @@ def cache_latents():
             cache[key] = (x, original(self, x, batch_size))  # keep x alive so its id is not reused
         return cache[key][1]
 
-    Learner.latents = latents
+    Strategy.latents = latents
     return cache
 
 

@@ -23,7 +23,7 @@ from bnncl.checkpoint import load_model  # noqa: E402
 from bnncl.data import load_dataset  # noqa: E402
 from bnncl.device import Model  # noqa: E402
 from bnncl.export import export_checkpoint  # noqa: E402
-from bnncl.models import normalize  # noqa: E402
+from bnncl.models import normalize_tensor  # noqa: E402
 from machine import describe_machine  # noqa: E402
 
 CHUNK = 1000
@@ -34,7 +34,7 @@ def torch_outputs(model, lr_layer, images):
     latents, logits = [], []
     with torch.inference_mode():
         for i in range(0, len(images), CHUNK):
-            z = frozen(normalize(torch.from_numpy(images[i:i + CHUNK])))
+            z = frozen(normalize_tensor(torch.from_numpy(images[i:i + CHUNK])))
             latents.append(z.permute(0, 2, 3, 1).numpy())
             logits.append(trainable(z).numpy())
     return np.concatenate(latents), np.concatenate(logits)

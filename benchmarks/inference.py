@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnncl.binarizers import magnitude_aware_sign
 from bnncl.checkpoint import load_model, save_checkpoint
 from bnncl.data.idx import load_idx_dataset
 from bnncl.device import Model
@@ -45,9 +46,9 @@ from bnncl.device import kernels as K
 from bnncl.device.bitpack import WORD_BITS, words_for
 from bnncl.export import export_checkpoint
 from bnncl.layers import PAD_VALUE, BinaryConv2d, LearnableBias
-from bnncl.models.backbone import build_model, normalize, preset_config
-from bnncl.quantizers import magnitude_aware_sign
+from bnncl.models.backbone import build_model, normalize_tensor, preset_config
 from machine import cpu_name, describe_machine, kib, machine_info, table, write_json
+from popcount_peak import popcount_sweeps_against_key, xor_popcount_sweeps
 
 BATCHES = (1, 64)
 IMPLS = ("packed", "torch", "torch_prebin", "float")
@@ -183,8 +184,8 @@ def popcount_peak(rng, seconds: float, repeats: int) -> dict:
     best of both."""
     threads = numba.get_num_threads()
     forms = {
-        "two arrays": lambda a, b, n: K.xor_popcount_sweeps(a, b, n),
-        "against a key": lambda a, b, n: K.popcount_sweeps_against_key(a, n),
+        "two arrays": lambda a, b, n: xor_popcount_sweeps(a, b, n),
+        "against a key": lambda a, b, n: popcount_sweeps_against_key(a, n),
     }
     rows = []
     for form, fn in forms.items():
@@ -347,9 +348,9 @@ def main():
     # -- sanity: the four implementations compute the same network -------------------------------------------------
     x64 = images[:64]
     with torch.inference_mode():
-        ref = model(normalize(torch.from_numpy(x64))).numpy()
-        ref_pre = model_pre(normalize(torch.from_numpy(x64))).numpy()
-        lat_ref = frozen(normalize(torch.from_numpy(x64))).permute(0, 2, 3, 1).numpy()
+        ref = model(normalize_tensor(torch.from_numpy(x64))).numpy()
+        ref_pre = model_pre(normalize_tensor(torch.from_numpy(x64))).numpy()
+        lat_ref = frozen(normalize_tensor(torch.from_numpy(x64))).permute(0, 2, 3, 1).numpy()
     check = {
         "packed_vs_torch_logits_max_abs": float(np.abs(m.logits(x64, "packed") - ref).max()),
         "float_vs_torch_logits_max_abs": float(np.abs(m.logits(x64, "float") - ref).max()),
@@ -366,7 +367,7 @@ def main():
     # -- 2. end to end -------------------------------------------------------------------------------------------
     def torch_call(net, x):
         with torch.inference_mode():
-            return net(normalize(torch.from_numpy(x)))
+            return net(normalize_tensor(torch.from_numpy(x)))
 
     speed = {}
     for part in ("frozen", "whole"):
@@ -398,7 +399,7 @@ def main():
     # -- 3. per layer --------------------------------------------------------------------------------------------
     def torch_layers(net, x, acc):
         with torch.inference_mode():
-            h = normalize(torch.from_numpy(x))
+            h = normalize_tensor(torch.from_numpy(x))
             for name, layer in net.layers.items():
                 t0 = perf()
                 h = layer(h)

@@ -20,9 +20,9 @@ Everything is measured in one run on one machine, and every ratio compares figur
    * fp32 step on the packed frozen part: the fp32 learner with backend "packed" (the like-for-like comparison: the
      same frozen kernels as the device learner, so only the training step's arithmetic and the replay's storage
      differ);
-   * torch fp32: the simulation (``bnncl.simulation.strategy.build_learner``, ar1, the same LR layer) on the checkpoint:
-     frozen forward of the 50 images, replay sample, the autograd SGD step and ``clip_latent_weights`` of
-     ``Learner.train_experience``;
+   * torch fp32: the simulation (``bnncl.simulation.strategy.build_strategy``, ar1, the same LR layer) on the
+     checkpoint: frozen forward of the 50 images, replay sample, the autograd SGD step and ``clip_latent_weights`` of
+     ``Strategy.step``;
    * (extra) the device learner with numba on 1 thread: the same learner, ``numba.set_num_threads(1)`` during its
      steps (on a busy machine a parallel region waits until all its threads get a core).
 
@@ -59,16 +59,14 @@ from pathlib import Path
 import numba
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from bnncl.binarizers import clip_latent_weights
 from bnncl.checkpoint import load_model
 from bnncl.core.errors import BnnclError
 from bnncl.core.options import LearnOptions
 from bnncl.data.scenarios import Experience
 from bnncl.device import Learner
 from bnncl.simulation import experiment
-from bnncl.simulation.strategy import build_learner
+from bnncl.simulation.strategy import build_strategy
 from machine import demo_options as options
 from machine import describe_machine, kib, machine_info, table, write_json
 
@@ -107,26 +105,26 @@ def torch_options(config: str) -> LearnOptions:
 
 
 # -- the step implementations ---------------------------------------------------------------------------------------
-# Each: fill(x, y) learns the first experience; begin(y) prepares an experience with labels y as learn() does
-# (cur counts, CWR* rows into the head, replay count); step(x, y) runs one step and returns its parts' seconds.
+# One class over the experience protocol (bnncl.core.protocol), which the device learner and the simulation's
+# strategy both implement: fill(x, y) learns the first experience; begin(y) is begin_experience (cur counts, CWR* rows
+# into the head, the replay mix); step(x, y) runs one step of the protocol's loop and returns its parts' seconds.
 
-class DeviceStep:
-    """``threads``: numba's thread count during the step (None: the default); ``shared``: the learner is another
-    DeviceStep's (same memory and trainable part, so fill and the learn() check are that one's)."""
+class ProtocolStep:
+    """``learner``: a device ``Learner`` or a simulation ``Strategy``; ``fill(x, y)``: how it learns the first
+    experience. ``threads``: numba's thread count during the step (None: the default); ``shared``: the learner is
+    another ProtocolStep's (same memory and trainable part, so fill and the learn() check are that one's)."""
 
-    def __init__(self, label, learner: Learner, threads: int | None = None, shared: bool = False):
-        self.label, self.learner, self.threads, self.shared = label, learner, threads, shared
+    def __init__(self, label, learner, fill, threads: int | None = None, shared: bool = False):
+        self.label, self.learner, self._fill, self.threads, self.shared = label, learner, fill, threads, shared
         self.memory = learner.memory
+        self.device = isinstance(learner, Learner)
 
     def fill(self, x, y):
         if not self.shared:
-            self.learner.learn(x, y)
+            self._fill(x, y)
 
     def begin(self, y):
-        L = self.learner
-        cur = np.bincount(y, minlength=L.num_classes) + L.memory.class_counts(L.num_classes)
-        L.part.begin(L.cwr.begin(cur))  # HeadPart or BlocksPart: the CWR* rows into the head
-        self.n_replay = L.options.replay_batch  # replay_mix "fixed", as learn() with a non-empty memory
+        self.plan = self.learner.begin_experience(y)
 
     def step(self, x, y):
         if self.threads is None:
@@ -138,59 +136,30 @@ class DeviceStep:
         finally:
             numba.set_num_threads(default)
 
-    def _step(self, x, y):  # Learner.learn's inner loop, with timers between its parts
+    def _step(self, x, y):  # one pass of run_experience's loop, with timers between its parts
         L = self.learner
         t0 = perf()
         h = L.latents(x)
         t1 = perf()
-        rx, ry = L.memory.sample(self.n_replay, L.replay_rng)
-        h, y = np.concatenate([h, rx]), np.concatenate([y, ry])
+        h, y = L.join(h, y, *L.replayed(self.plan))
         t2 = perf()
-        L.train_step(h, y)
+        L.step(h, y)
         t3 = perf()
         return t1 - t0, t2 - t1, t3 - t2
 
 
-class TorchStep:
+def device_step(label, learner: Learner, threads: int | None = None, shared: bool = False) -> ProtocolStep:
+    return ProtocolStep(label, learner, learner.learn, threads, shared)
+
+
+def torch_step(label, checkpoint, like, opts: LearnOptions) -> ProtocolStep:
     """The simulation's ar1, fp32 autograd. Its own loop takes the latents of a whole experience at once; here the 50
-    new images go through the frozen part every step, as on the device."""
-
-    def __init__(self, label, checkpoint, like, opts: LearnOptions):
-        self.label, self.like = label, like  # like: a LabelledArrays whose class names the experiences take
-        model, _ = load_model(checkpoint)
-        self.learner = build_learner(model, opts)
-        self.replay = next(p for p in self.learner.plugins if hasattr(p, "memory"))
-        self.memory = self.replay.memory
-
-    def fill(self, x, y):
-        self.learner.train_experience(Experience(0, dataclasses.replace(self.like, x=x, y=y, name="fill")))
-
-    def begin(self, y):  # train_experience up to its loop, without the experience's latents
-        L = self.learner
-        L.new_labels = torch.from_numpy(y)
-        L.cur = np.bincount(y, minlength=L.num_classes)
-        L.new_per_step = L.options.batch_size
-        for p in L.plugins:
-            p.before_experience(L, None)
-        self.optimizer = torch.optim.SGD(L.trainable_parameters(), lr=L.options.lr)
-        L.trainable.train()
-
-    def step(self, x, y):
-        L = self.learner
-        t0 = perf()
-        z, y = L.latents(x), torch.from_numpy(y)
-        t1 = perf()
-        z, y = self.replay.before_step(L, z, y)  # memory.sample + torch.cat
-        t2 = perf()
-        loss = F.cross_entropy(L.trainable(z), y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        clip_latent_weights(L.trainable)
-        t3 = perf()
-        return t1 - t0, t2 - t1, t3 - t2
+    new images go through the frozen part every step, as on the device. ``like``: a LabelledArrays whose class names
+    the experiences take."""
+    model, _ = load_model(checkpoint)
+    strategy = build_strategy(model, opts)
+    return ProtocolStep(label, strategy, lambda x, y: strategy.train_experience(
+        Experience(0, dataclasses.replace(like, x=x, y=y, name="fill"))))
 
 
 def implementations(s: Setting, args, like) -> dict:
@@ -198,17 +167,17 @@ def implementations(s: Setting, args, like) -> dict:
         return Learner.open(args.model, options=options(s.name, bits), backend=backend)
 
     impls = {
-        "device": DeviceStep(f"device {s.bits} (packed, 1-bit replay)", device(8, None)),
-        "np32": DeviceStep("fp32 NumPy (float backend, float32 replay)", device(32, "float")),
-        "np32packed": DeviceStep("fp32 step on the packed frozen part (float32 replay)", device(32, "packed")),
-        "torch": TorchStep("torch fp32 simulation (autograd, 1-bit replay)", args.checkpoint, like,
+        "device": device_step(f"device {s.bits} (packed, 1-bit replay)", device(8, None)),
+        "np32": device_step("fp32 NumPy (float backend, float32 replay)", device(32, "float")),
+        "np32packed": device_step("fp32 step on the packed frozen part (float32 replay)", device(32, "packed")),
+        "torch": torch_step("torch fp32 simulation (autograd, 1-bit replay)", args.checkpoint, like,
                            torch_options(s.name)),
     }
     lr_layer = impls["device"].learner.model.lr_layer
     assert impls["torch"].learner.lr_layer == lr_layer, \
         f"the simulation's LR layer {impls['torch'].learner.lr_layer} is not the device's {lr_layer}"
     if numba.get_num_threads() > 1:  # extra: the same device learner with numba on one thread
-        impls["device_1t"] = DeviceStep(f"device {s.bits}, numba on 1 thread (same learner)",
+        impls["device_1t"] = device_step(f"device {s.bits}, numba on 1 thread (same learner)",
                                         impls["device"].learner, threads=1, shared=True)
     return impls
 
@@ -249,7 +218,7 @@ def measure_steps(s: Setting, impls: dict, x0, y0, exp1) -> dict:
 
     # learn() itself on a fresh experience: its own step_seconds, a check that the replica above is faithful
     for k, impl in impls.items():
-        if isinstance(impl, DeviceStep) and not impl.shared:
+        if impl.device and not impl.shared:
             L = impl.learner
             before = len(L.step_seconds)
             L.learn(exp1.x[-s.check:], exp1.y[-s.check:])
@@ -301,7 +270,7 @@ def print_latency(s: Setting, impls: dict, lat: dict, trained: str) -> dict:
     for k, impl in impls.items():
         st = stats[k]
         check = f"{ms(st['learn_check_median'])} / {ms(st['learn_check_min'])} ({st['learn_check_steps']} steps)" \
-            if "learn_check_median" in st else "– (the learner above)" if isinstance(impl, DeviceStep) else \
+            if "learn_check_median" in st else "– (the learner above)" if impl.device else \
             "– (its loop precomputes the latents)"
         rows.append([impl.label, ms(st["total"]["median"]), ms(st["total"]["min"]),
                      f"{st['total']['median'] / stats['np32']['total']['median']:.2f}x",
@@ -402,7 +371,7 @@ try:
         from bnncl.data.arrays import LabelledArrays
         from bnncl.data.scenarios import Experience
         from bnncl.core.options import LearnOptions
-        from bnncl.simulation.strategy import build_learner
+        from bnncl.simulation.strategy import build_strategy
     else:
         import numba
         import bnncl.device
@@ -413,7 +382,7 @@ try:
         exps = [(np.load(x), np.load(y)) for x, y in cfg["experiences"]]
         if cfg["kind"] == "torch":
             model, _ = load_model(cfg["checkpoint"])
-            learner = build_learner(model, LearnOptions(**cfg["options"]))
+            learner = build_strategy(model, LearnOptions(**cfg["options"]))
             names = tuple(str(i) for i in range(model.config.num_classes))
             for i, (x, y) in enumerate(exps):
                 learner.train_experience(Experience(i, LabelledArrays(x, y, names, f"exp{i}")))

@@ -20,7 +20,7 @@ from bnncl.device.bitpack import pack_signs
 from bnncl.device.ops import Activation, Block
 from bnncl.export import export_checkpoint
 from bnncl.layers import BinarizeInput, BinaryBlock
-from bnncl.models import BackboneConfig, normalize
+from bnncl.models import BackboneConfig, normalize_tensor
 from fixtures import assert_within_float32, float32_chain_bound, randomized, reduction_terms
 
 # the elementwise float operations of a layer besides its sums (folded BN, shortcut, shifts, RPReLU), one rounding
@@ -32,7 +32,7 @@ def layer_bounds(model, images) -> dict[str, float]:
     """Per layer: how far two float32 computations of its output from the same input may differ, relative to the
     output's magnitude (``float32_chain_bound`` of the layer's sums plus ELEMENTWISE roundings, twice); and under
     ``"<name>.through"``, the same for the whole network up to and including that layer."""
-    bounds, total, x = {}, 0, normalize(torch.from_numpy(images))
+    bounds, total, x = {}, 0, normalize_tensor(torch.from_numpy(images))
     for name, layer in model.layers.items():
         terms = reduction_terms(layer, x) + ELEMENTWISE
         total += terms
@@ -57,7 +57,7 @@ def torch_trace(model, images):
             hooks.append(module.shift.register_forward_hook(
                 lambda m, i, o, name=name: trace.update({f"{name}.pre_sign": nhwc(o)})))
     with torch.inference_mode():
-        logits = model(normalize(torch.from_numpy(images))).numpy()
+        logits = model(normalize_tensor(torch.from_numpy(images))).numpy()
     for h in hooks:
         h.remove()
     return trace, logits
@@ -104,14 +104,14 @@ def exported(request, tmp_path_factory):
 @pytest.mark.parametrize("backend", ["packed", "float"])
 def test_every_layer_matches_torch(exported, backend):
     """Teacher-forced: each op runs on torch's input to that layer; its outputs are compared with torch's."""
-    from bnncl.device import normalize
+    from bnncl.core.functional import normalize_images
 
     model, device, images = exported
     trace, _ = torch_trace(model, images)
     bounds = layer_bounds(model, images)
     ops = device.ops
     for k, op in enumerate(ops):
-        x = normalize(images) if k == 0 else trace[f"{op.name}.in"]
+        x = normalize_images(images) if k == 0 else trace[f"{op.name}.in"]
         bits = None
         if isinstance(op, Block):  # the ±1 tensor torch's conv consumed, in this backend's form
             signs = np.where(trace[f"{op.name}.pre_sign"] < 0, -1.0, 1.0).astype(np.float32)
@@ -208,7 +208,7 @@ def test_whole_fashion_mnist_test_set_same_predictions(tmp_path):
     test = load_dataset("fashion-mnist", FMNIST, "test")
     model.eval()
     with torch.inference_mode():
-        theirs = np.concatenate([model(normalize(torch.from_numpy(test.x[i:i + 1000]))).argmax(1).numpy()
+        theirs = np.concatenate([model(normalize_tensor(torch.from_numpy(test.x[i:i + 1000]))).argmax(1).numpy()
                                  for i in range(0, len(test), 1000)])
     assert (theirs == test.y).mean() > 0.5  # a real, if briefly trained, classifier
     for backend in ("packed", "float"):
@@ -216,10 +216,10 @@ def test_whole_fashion_mnist_test_set_same_predictions(tmp_path):
     x = test.x[:1000]
     trace, _ = torch_trace(model, x)
     bounds = layer_bounds(model, x)
-    from bnncl.device import normalize as device_normalize
+    from bnncl.core.functional import normalize_images
 
     ops = device.frozen_ops
-    act, clean = Activation(x.shape[-1], device_normalize(x)), np.ones(len(x), bool)
+    act, clean = Activation(x.shape[-1], normalize_images(x)), np.ones(len(x), bool)
     for k, op in enumerate(ops):
         act = op.run(act, "packed")
         if op.out_threshold is None or k + 1 == len(ops):

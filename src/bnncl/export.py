@@ -28,12 +28,12 @@ from bnncl import __version__
 from bnncl.binarizers import weight_scale
 from bnncl.checkpoint import load_model
 from bnncl.core.errors import ConfigError
+from bnncl.core.protocol import backbone_lr_layer, check_lr_layer
 from bnncl.device.fold import fold_binary_conv_bn, fold_conv_bn, pack_conv_weights
 from bnncl.device.modelfile import write_model_file
 from bnncl.layers import BinarizeInput, BinaryBlock, BinaryConv2d, Downsample, PoolDuplicate
 from bnncl.models import BinaryResNet
 from bnncl.models.backbone import GlobalAvgPool, Stem
-from bnncl.simulation.strategy import check_lr_layer, default_lr_layer
 
 PRECISION = {
     "stem": "float32 weights with BN folded, zero padding",
@@ -94,7 +94,7 @@ def export_arrays(model: BinaryResNet, lr_layer: str,
                   latent_weights: bool = False) -> tuple[list[dict], dict[str, np.ndarray]]:
     """The layer table and arrays of the model file; ``latent_weights``: also the float32 latent conv weights of the
     trainable blocks (``train.<block>.conv.latent``), which the device learner's plain update continues from."""
-    check_lr_layer(model, lr_layer)
+    check_lr_layer(lr_layer, model.split_points)
     layers, arrays = [], {}
     names = list(model.layers)
     trainable = set(names[names.index(lr_layer):])
@@ -132,9 +132,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, lr_
                       latent_weights: bool = False) -> dict:
     """Export ``checkpoint`` to the model file ``out``; returns the file's metadata."""
     model, payload = load_model(checkpoint)
-    lr_layer = lr_layer or default_lr_layer(model, "ar1")
+    lr_layer = lr_layer or backbone_lr_layer(model.config.binary_boundary, model.config.stages)
     try:
-        check_lr_layer(model, lr_layer)
+        check_lr_layer(lr_layer, model.split_points)
     except ConfigError as e:
         raise ConfigError(f"{checkpoint}: {e}") from None
     layers, arrays = export_arrays(model, lr_layer, latent_weights)

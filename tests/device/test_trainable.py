@@ -3,10 +3,10 @@ integer pieces (:mod:`bnncl.device.integer_step`: ``IntegerBits``/``QArray``, ``
 
 Oracles:
 
-* ``kernels.col2im``: the NumPy reference ``qbackprop.col2im``.
+* ``kernels.col2im``: the NumPy reference ``bnncl.core.backprop.col2im``.
 * ``IntegerBits``: the definition of the integer grid (``QParams.for_range`` of the input's range; values
   ``centred * scale``; levels in ``[0, 2^b - 1]``), and plain NumPy arithmetic for what a QArray becomes.
-* ``qbackprop.matmul``: the float64 product of the operands' values, the exact int64 NumPy product of their
+* ``IntegerBits.matmul``: the float64 product of the operands' values, the exact int64 NumPy product of their
   integers, and ``@`` itself.
 * ``IntegerConv``: ``NumpyConv`` (float im2col products) on the same quantized operands.
 * One learning step of ``BlocksPart``: the torch simulation ``BackpropHybridStep(grid="integer")`` at 8/16/8, and
@@ -32,7 +32,7 @@ import bnncl.device.integer_step as hybrid
 from bnncl.binarizers import clip_latent_weights
 from bnncl.checkpoint import load_model, save_checkpoint
 from bnncl.core.affine import QParams
-from bnncl.core.backprop import Bits, NumpyConv, matmul
+from bnncl.core.backprop import Bits, NumpyConv
 from bnncl.core.backprop import col2im as reference_col2im
 from bnncl.core.errors import ConfigError
 from bnncl.core.options import LearnOptions
@@ -42,7 +42,7 @@ from bnncl.device.kernels import bconv as kernel_bconv
 from bnncl.device.kernels import col2im as kernel_col2im
 from bnncl.export import export_checkpoint
 from bnncl.layers import BinaryBlock
-from bnncl.models import BackboneConfig, normalize
+from bnncl.models import BackboneConfig, normalize_tensor
 from bnncl.simulation.steps import BackpropHybridStep
 from fixtures import (
     F32_UNIT,
@@ -194,7 +194,7 @@ def test_matmul_of_qarrays_runs_on_integers_and_equals_the_float_product(ta, tb)
     bits = IntegerBits(8, 16, 8)
     a = bits.f((a_val.T if ta else a_val).astype(np.float32), "a")  # stored transposed when ta: matmul reads a.T
     b = bits.b((b_val.T if tb else b_val).astype(np.float32), "b")
-    out = matmul(a, b, ta, tb)
+    out = bits.matmul(a, b, ta, tb)
     av, bv = np.asarray(a, np.float64), np.asarray(b, np.float64)
     av, bv = (av.T if ta else av), (bv.T if tb else bv)
     assert out.dtype == np.float32 and out.shape == (m, n)
@@ -214,7 +214,7 @@ def test_matmul_of_qarrays_runs_on_integers_and_equals_the_float_product(ta, tb)
     pb = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
     tr = lambda x, t: np.asarray(x).T if t else np.asarray(x)  # noqa: E731
     for x, y in ((pa, pb), (a, pb), (pa, b), (a + 0, b)):
-        np.testing.assert_array_equal(matmul(x, y, ta, tb), tr(x, ta) @ tr(y, tb))
+        np.testing.assert_array_equal(bits.matmul(x, y, ta, tb), tr(x, ta) @ tr(y, tb))
 
 
 # -- 4. IntegerConv ---------------------------------------------------------------------------------------------------
@@ -321,7 +321,7 @@ def _step_setup(exported, kind, seed, options, n=6):
     else:
         images = rng.integers(0, 256, (n, *CONFIGS[kind].input_shape), dtype=np.uint8)
         with torch.no_grad():
-            x = frozen(normalize(torch.from_numpy(images))).numpy()
+            x = frozen(normalize_tensor(torch.from_numpy(images))).numpy()
     y = rng.integers(0, CLASSES, n)
     rows = (0.3 * rng.standard_normal((CLASSES, 15))).astype(np.float32)
     assert (rows != 0).all()
@@ -488,8 +488,9 @@ def test_inference_after_end_equals_torch_with_the_trained_parameters(exported, 
     model.eval()
     exact = copy.deepcopy(model).double()
     with torch.no_grad():
-        theirs = exact(normalize(torch.from_numpy(images)).double()).numpy()
-    bound = float32_chain_bound(reduction_terms(model, normalize(torch.from_numpy(images))), np.abs(theirs).max())
+        theirs = exact(normalize_tensor(torch.from_numpy(images)).double()).numpy()
+    terms = reduction_terms(model, normalize_tensor(torch.from_numpy(images)))
+    bound = float32_chain_bound(terms, np.abs(theirs).max())
     for backend in ("packed", "float"):
         ours = learner.model.logits(images, backend)
         assert_within_float32(ours, theirs, bound, f"{backend} logits")

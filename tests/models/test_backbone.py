@@ -9,7 +9,7 @@ from torch import nn
 
 from bnncl.core.errors import ConfigError
 from bnncl.layers import BinaryBlock, BinaryConv2d, BinaryLinear
-from bnncl.models import PRESETS, BackboneConfig, build_model, normalize, preset_config, preset_for_shape
+from bnncl.models import PRESETS, BackboneConfig, build_model, normalize_tensor, preset_config, preset_for_shape
 from fixtures import F32_UNIT
 
 
@@ -158,7 +158,7 @@ def test_normalize_maps_uint8_range_and_layout():
     rng = np.random.default_rng(23)
     imgs = rng.integers(0, 256, size=(2, 5, 4, 3), dtype=np.uint8)
     imgs[0, 0, 0] = [0, 255, 0]
-    out = normalize(torch.from_numpy(imgs.copy()))
+    out = normalize_tensor(torch.from_numpy(imgs.copy()))
     assert out.dtype == torch.float32
     assert out.shape == (2, 3, 5, 4)
     expected = imgs.astype(np.float64).transpose(0, 3, 1, 2) / 127.5 - 1.0
@@ -166,7 +166,7 @@ def test_normalize_maps_uint8_range_and_layout():
     assert np.abs(out.numpy() - expected).max() <= 3 * F32_UNIT
     assert out[0, :, 0, 0].tolist() == [-1.0, 1.0, -1.0]
     assert out.min() >= -1.0 and out.max() <= 1.0
-    extremes = normalize(torch.tensor([[[[0], [255]]]], dtype=torch.uint8))
+    extremes = normalize_tensor(torch.tensor([[[[0], [255]]]], dtype=torch.uint8))
     assert extremes.shape == (1, 1, 1, 2)
     assert extremes.flatten().tolist() == [-1.0, 1.0]
 

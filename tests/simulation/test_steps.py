@@ -10,7 +10,7 @@ from bnncl.core.affine import NonFiniteError
 from bnncl.core.errors import ConfigError
 from bnncl.models import BackboneConfig, build_model
 from bnncl.simulation.steps import HeadHybridStep
-from bnncl.simulation.strategy import LearnOptions, build_learner
+from bnncl.simulation.strategy import LearnOptions, build_strategy
 from fixtures import F32_UNIT, assert_within_float32, float32_head_step_bounds
 
 
@@ -123,15 +123,16 @@ def test_bad_bit_widths_and_unsupported_layers():
     model = build_model(BackboneConfig(input_shape=(8, 8, 1), num_classes=4, stem_channels=4,
                                        stages=((4, 1, 1), (8, 1, 2))))
     with pytest.raises(ConfigError, match="dynamic ranges"):
-        build_learner(model, LearnOptions(strategy="ar1", q_f=8, q_b=16, lr_layer="block2", replay_size=4,
+        build_strategy(model, LearnOptions(strategy="ar1", q_f=8, q_b=16, lr_layer="block2", replay_size=4,
                                           q_ranges="fixed"))
-    multi = build_learner(model, LearnOptions(strategy="ar1", q_f=8, q_b=16, q_bin=8, lr_layer="block2", replay_size=4))
+    multi = build_strategy(model, LearnOptions(strategy="ar1", q_f=8, q_b=16, q_bin=8, lr_layer="block2",
+                                               replay_size=4))
     parts = multi.nbytes()
     # block2's 8 x 4 x 3 x 3 latent weights at 8 bits; its per-channel vectors and the head at 16 bits; BN in float32
     assert parts["trainable_binary_latent_weights"] == 8 * 4 * 9
     assert parts["trainable_batchnorm_fp32"] == 4 * 2 * 8
     assert parts["trainable_state"] <= parts["trainable_parameters_fp32"] / 2
-    learner = build_learner(model, LearnOptions(strategy="cwr", q_f=8, q_b=16))
+    learner = build_strategy(model, LearnOptions(strategy="cwr", q_f=8, q_b=16))
     assert learner.hybrid is not None
     assert learner.nbytes()["trainable_state"] == 4 * 8 * 16 // 8  # head 4 x 8 at 16 bits: half of fp32
     assert learner.nbytes()["trainable_parameters_fp32"] == 4 * 8 * 4

@@ -13,7 +13,7 @@ from bnncl.data.arrays import LabelledArrays
 from bnncl.data.scenarios import nc
 from bnncl.models import BackboneConfig, build_model
 from bnncl.simulation import run as run_mod
-from bnncl.simulation.strategy import CWRPlugin, LearnOptions, Plugin, ReplayPlugin, build_learner
+from bnncl.simulation.strategy import CWRPlugin, LearnOptions, Plugin, ReplayPlugin, build_strategy
 from fixtures import float32_sum_bound
 
 CFG = BackboneConfig(input_shape=(8, 8, 1), num_classes=4, stem_channels=4, stages=((4, 1, 1), (8, 1, 2)))
@@ -56,13 +56,13 @@ def options(strategy, **kw):
 def run_capturing(monkeypatch, model, opts, stream=STREAM):
     """run_stream, keeping hold of the learner it builds (it trains a deep copy of ``model``)."""
     captured = {}
-    original = run_mod.build_learner
+    original = run_mod.build_strategy
 
     def wrapper(m, o):
         captured["learner"] = original(m, o)
         return captured["learner"]
 
-    monkeypatch.setattr(run_mod, "build_learner", wrapper)
+    monkeypatch.setattr(run_mod, "build_strategy", wrapper)
     result = run_mod.run_stream(model, stream, opts, progress=False)
     return result, captured["learner"]
 
@@ -141,7 +141,7 @@ def test_head_holds_consolidated_rows_after_run(monkeypatch, strategy):
 # (c) ---------------------------------------------------------------------------------------------------------------
 
 def test_ar1_cur_counts_replayed_patterns():
-    learner = build_learner(make_model(), options("ar1", replay_mix="proportional"))
+    learner = build_strategy(make_model(), options("ar1", replay_mix="proportional"))
     rec = Recorder()
     learner.plugins.append(rec)  # after ReplayPlugin and CWRPlugin: sees the cur they use
     replay = next(p for p in learner.plugins if isinstance(p, ReplayPlugin))
@@ -171,7 +171,7 @@ def test_ar1_cur_counts_replayed_patterns():
 
 @pytest.mark.parametrize("strategy", ["naive", "cwr"])
 def test_hooks_called_in_order(strategy):
-    learner = build_learner(make_model(), options(strategy, epochs=2, batch_size=10))
+    learner = build_strategy(make_model(), options(strategy, epochs=2, batch_size=10))
     rec = Recorder()
     learner.plugins.append(rec)
     for exp in STREAM.experiences:
@@ -240,7 +240,7 @@ def test_unknown_lr_layer():
     valid = ", ".join(make_model().split_points)
     assert "block2" in valid and "head" in valid
     with pytest.raises(ConfigError, match=r"no layer 'block7'.*\(valid: " + valid + r"\)"):
-        build_learner(make_model(), options("ar1", lr_layer="block7"))
+        build_strategy(make_model(), options("ar1", lr_layer="block7"))
     with pytest.raises(ConfigError, match=r"no layer 'stem'.*\(valid: " + valid + r"\)"):
         run_mod.run_stream(make_model(), STREAM, options("naive", lr_layer="stem"), progress=False)
 
@@ -273,7 +273,7 @@ def test_other_bad_options(kw, match):
 
 def test_ar1_needs_a_memory():
     with pytest.raises(ConfigError, match="replay_size must be at least 1"):
-        build_learner(make_model(), options("ar1", replay_size=0))
+        build_strategy(make_model(), options("ar1", replay_size=0))
 
 
 # (g) ---------------------------------------------------------------------------------------------------------------
@@ -301,7 +301,7 @@ def test_same_seed_same_result(monkeypatch, strategy):
 
 
 def test_fixed_mix_adds_replay_batch_to_every_step():
-    learner = build_learner(make_model(), options("ar1", replay_mix="fixed", batch_size=6, replay_batch=5))
+    learner = build_strategy(make_model(), options("ar1", replay_mix="fixed", batch_size=6, replay_batch=5))
     rec = Recorder()
     learner.plugins.append(rec)
     for exp in STREAM.experiences:

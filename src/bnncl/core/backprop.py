@@ -9,22 +9,45 @@ with batch statistics and its parameters update without quantization. Updates ar
 (``W <- clip(Q_qbin(sign(W) - lr g), -1, 1)``).
 
 At 32 bits every quantizer is the identity, and the gradients equal torch autograd's on the same model in training
-mode (tests/learning/test_qbackprop.py) — binarizers included: ApproxSign (or the STE box) for activations, the STE box
+mode (tests/core/test_backprop.py) — binarizers included: ApproxSign (or the STE box) for activations, the STE box
 for the magnitude-aware weight sign, whose scale ``mean|W|`` is a constant in the backward pass.
 
-NumPy only: the on-device learner reuses the same forward and backward with integer operands.
+NumPy only: the on-device learner reuses the same forward and backward with integer operands. The two places the
+number format enters are declared as Protocols: :class:`Quantizers` (the ``f``/``b``/``bin`` quantizers and the
+product of two quantized operands: :class:`Bits` here, ``bnncl.device.integer_step.IntegerBits`` on the device) and
+:class:`ConvBackend` (the binary conv's forward and backward: :class:`NumpyConv` here,
+``bnncl.device.integer_step.IntegerConv`` on the device).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from bnncl.core.affine import quantize
-from bnncl.core.functional import F32, nll, onehot, sign, softmax  # noqa: F401 (part of this module's interface)
-from bnncl.device import kernels
-from bnncl.device.kernels import avgpool_reference, imatmul
+from bnncl.core.functional import F32, avgpool_reference, nll, onehot, sign, softmax
+
+
+class Quantizers(Protocol):
+    """The number formats of the learning step: forward values (``f``, q_f bits), gradients and stored parameters
+    (``b``, q_b), the binary convs' latent weights and their gradients (``bin``, q_bin); ``where`` names the tensor
+    in errors. ``matmul``: ``a @ b`` (``a.T``/``b.T`` with ``ta``/``tb``) of two of their outputs."""
+
+    def f(self, x: np.ndarray, where: str) -> np.ndarray: ...
+    def b(self, x: np.ndarray, where: str) -> np.ndarray: ...
+    def bin(self, x: np.ndarray, where: str) -> np.ndarray: ...
+    def matmul(self, a: np.ndarray, b: np.ndarray, ta: bool = False, tb: bool = False) -> np.ndarray: ...
+
+
+class ConvBackend(Protocol):
+    """The binary 3x3 conv with +1 padding on ±1 operands (N, C, H, W) and weights (Cout, Cin, 3, 3):
+    ``forward`` returns the output and what ``backward`` needs; ``backward`` returns the gradients w.r.t. the ±1
+    input and the effective weights."""
+
+    def forward(self, xb: np.ndarray, wb: np.ndarray, stride: int) -> tuple[np.ndarray, object]: ...
+    def backward(self, gc: np.ndarray, wb: np.ndarray, stride: int, saved) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def im2col(x: np.ndarray, k: int, stride: int, pad: int, pad_value: float) -> tuple[np.ndarray, tuple]:
@@ -38,8 +61,11 @@ def im2col(x: np.ndarray, k: int, stride: int, pad: int, pad_value: float) -> tu
 
 
 def col2im(gcols: np.ndarray, shape: tuple, k: int, stride: int, pad: int) -> np.ndarray:
-    """The adjoint of :func:`im2col`: scatter-add column gradients back to the (unpadded) input."""
-    n, c, h, w, ho, wo = shape
+    """The adjoint of :func:`im2col`: scatter-add column gradients back to the (unpadded) input; ``shape`` starts
+    (N, C, H, W) (:func:`im2col`'s). The k*k taps are added in turn, row by row, into zeros of ``gcols``'s dtype:
+    each output value sums its taps in that order (the device kernel ``bnncl.device.kernels.col2im``'s)."""
+    n, c, h, w = shape[:4]
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
     g = gcols.reshape(n, ho, wo, c, k, k)
     gp = np.zeros((n, c, h + 2 * pad, w + 2 * pad), gcols.dtype)
     for dy in range(k):
@@ -65,20 +91,17 @@ def avgpool2_backward(g: np.ndarray, shape: tuple, s: int) -> np.ndarray:
     return gx
 
 
-def matmul(a: np.ndarray, b: np.ndarray, ta: bool = False, tb: bool = False) -> np.ndarray:
-    """``a @ b`` (``a.T``/``b.T`` with ``ta``/``tb``). When both operands come straight from an integer quantizer (the
-    device's, :class:`bnncl.device.integer_step.QArray`: ``centred`` int32 and ``scale``), the product runs on the
-    integers and is rescaled once; otherwise in float."""
-    ia, ib = getattr(a, "centred", None), getattr(b, "centred", None)
-    if ia is not None and ib is not None:
-        ia, ib = (ia.T if ta else ia), (ib.T if tb else ib)
-        return (imatmul(np.ascontiguousarray(ia), np.ascontiguousarray(ib)) * (a.scale * b.scale)).astype(F32)
+def float_matmul(a: np.ndarray, b: np.ndarray, ta: bool = False, tb: bool = False) -> np.ndarray:
+    """``a @ b`` (``a.T``/``b.T`` with ``ta``/``tb``) in float: :class:`Bits`' product."""
     return np.asarray(a.T if ta else a) @ np.asarray(b.T if tb else b)
 
 
 class NumpyConv:
-    """Binary conv with +1 padding in float (±1 operands), forward and backward, by im2col and matrix products (BLAS);
-    the scatter-add of the input gradient is the numba kernel the integer conv uses too."""
+    """Binary conv with +1 padding in float (±1 operands), forward and backward, by im2col and matrix products (BLAS).
+    ``scatter``: the scatter-add of the input gradient (:func:`col2im`; the device passes its kernel, held equal)."""
+
+    def __init__(self, scatter=None):
+        self.scatter = scatter or col2im
 
     def forward(self, xb: np.ndarray, wb: np.ndarray, stride: int):
         cols, shape = im2col(xb, 3, stride, 1, 1.0)
@@ -92,7 +115,7 @@ class NumpyConv:
         cout = wb.shape[0]
         gc_flat = gc.transpose(0, 2, 3, 1).reshape(-1, cout)
         gwb = (gc_flat.T @ cols).reshape(wb.shape)
-        gxb = kernels.col2im(gc_flat @ wb.reshape(cout, -1), shape, 3, stride, 1)  # numba, held equal to col2im
+        gxb = self.scatter(gc_flat @ wb.reshape(cout, -1), shape, 3, stride, 1)
         return gxb, gwb
 
 
@@ -113,6 +136,8 @@ class Bits:
 
     def bin(self, x, where):
         return quantize(x, self.q_bin, rounding=self.rounding, rng=self.rng, where=where, grid=self.grid)
+
+    matmul = staticmethod(float_matmul)
 
 
 @dataclass
@@ -251,7 +276,7 @@ class QuantizedBackprop:
             h = self._block_forward(p, h, cache, train, update_stats)
         feat = self.bits.f(h.mean(axis=(2, 3)), "head input")
         wq = self.bits.f(self.head, "head weights")
-        return matmul(feat, wq, tb=True), (cache, feat, wq, h.shape)
+        return self.bits.matmul(feat, wq, tb=True), (cache, feat, wq, h.shape)
 
     def loss_and_backward(self, x: np.ndarray, y: np.ndarray, update_stats: bool = True) -> float:
         """Forward in training mode, loss, and every gradient (``self.head_grad``, each block's ``grads``)."""
@@ -262,8 +287,8 @@ class QuantizedBackprop:
         loss = nll(p, y)
         p = quantize(p, q.q_f, 0.0, 1.0, rounding=q.rounding, rng=q.rng, where="softmax output", grid=q.grid)
         d = q.f((p - onehot(y, p.shape[1], p.dtype)) / F32(nb), "logit gradient")
-        self.head_grad = q.b(matmul(d, feat, ta=True), "head weight gradient")
-        gfeat = q.b(matmul(d, wq), "head input gradient")
+        self.head_grad = q.b(q.matmul(d, feat, ta=True), "head weight gradient")
+        gfeat = q.b(q.matmul(d, wq), "head input gradient")
         g = np.broadcast_to((gfeat / F32(hshape[2] * hshape[3]))[:, :, None, None], hshape).astype(F32)
         for p_, c in zip(reversed(self.blocks), reversed(cache)):
             g = self._block_backward(p_, g, c)

@@ -8,7 +8,7 @@ The names below load on first use, so that importing one module (``bnncl.device.
 
 from importlib import import_module
 
-_EXPORTS = {"Learner": ".learner", "Model": ".model", "normalize": ".model", "ModelFileError": ".modelfile"}
+_EXPORTS = {"Learner": ".learner", "Model": ".model", "ModelFileError": ".modelfile"}
 
 __all__ = list(_EXPORTS)
 

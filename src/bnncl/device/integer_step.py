@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bnncl.core.affine import CHUNK, FLOAT_BITS, QParams, check_finite
+from bnncl.core.backprop import float_matmul, im2col
 from bnncl.core.functional import nll, onehot, softmax
 from bnncl.device.bitpack import pack_signs
 from bnncl.device.kernels import bconv, col2im, imatmul
@@ -149,7 +150,7 @@ def float_head_step(w: np.ndarray, h: np.ndarray, y: np.ndarray, lr: float) -> t
 # The device runs :class:`bnncl.core.backprop.QuantizedBackprop` (the simulation's hand-written forward and
 # backward) with two device pieces: :class:`IntegerBits`, whose quantizers return the values on the integer grid
 # *with* their integers attached (:class:`QArray`), and :class:`IntegerConv`, which computes every conv product on
-# those integers. The head's three products take the same integer path (:func:`bnncl.core.backprop.matmul`).
+# those integers. The head's three products take the same integer path (:meth:`IntegerBits.matmul`).
 
 
 class QArray(np.ndarray):
@@ -170,7 +171,7 @@ class QArray(np.ndarray):
 
     @property
     def centred(self) -> np.ndarray | None:
-        """The centred levels as int32 (what :func:`bnncl.core.backprop.matmul` multiplies), or None."""
+        """The centred levels as int32 (what :meth:`IntegerBits.matmul` multiplies), or None."""
         return None if self.tensor is None else self.tensor.centred()
 
     @property
@@ -209,10 +210,19 @@ class IntegerBits:
     def bin(self, x, where):
         return self._q(x, self.q_bin, where)
 
+    def matmul(self, a, b, ta: bool = False, tb: bool = False) -> np.ndarray:
+        """``a @ b`` (``a.T``/``b.T`` with ``ta``/``tb``): on the integers when both operands came straight from
+        these quantizers (:class:`QArray` holding its levels), rescaled once; otherwise in float."""
+        ia, ib = integers(a), integers(b)
+        if ia is None or ib is None:
+            return float_matmul(a, b, ta, tb)
+        (ca, sa), (cb, sb) = ia, ib
+        ca, cb = (ca.T if ta else ca), (cb.T if tb else cb)
+        return (imatmul(np.ascontiguousarray(ca), np.ascontiguousarray(cb)) * (sa * sb)).astype(np.float32)
+
 
 def _columns(xb: np.ndarray, stride: int):
     """±1 (N, C, H, W) -> ±1 int8 columns (N*Ho*Wo, C*9) with +1 padding, torch's weight order."""
-    from bnncl.core.backprop import im2col
 
     return im2col(xb.astype(np.int8, copy=False), 3, stride, 1, 1)
 

@@ -2,11 +2,14 @@
 
     from bnncl.device import Learner
     from bnncl.core.options import LearnOptions
+from bnncl.core.protocol import (DEVICE_STRATEGIES, ExperienceLoop, ExperiencePlan, default_lr_layer, generator,
+                                 plan_experience)
     learner = Learner.open("model.bnn", "state.bnst", LearnOptions(strategy="ar1", lr_layer="head", q_f=8, q_b=16))
     learner.learn(images, labels)        # one experience; the state is saved when it ends
     labels = learner.predict(images)
 
-Inside, per experience (the simulation's template, :mod:`bnncl.simulation.strategy`, step for step):
+Inside, per experience (the experience protocol of :mod:`bnncl.core.protocol`, as the simulation's strategy runs
+it):
 
 1. ``cur`` = patterns per class in the experience, replayed ones included (AR1*); CWR* loads the consolidated rows of
    the present classes into the head (the rest zero).
@@ -33,7 +36,6 @@ refused with an error naming it, and left as it is.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import tracemalloc
@@ -48,13 +50,21 @@ from bnncl.core.cwr import CWRStar
 from bnncl.core.errors import ConfigError, DataError, LearnerStateError, reason
 from bnncl.core.memory import LatentMemory
 from bnncl.core.options import LearnOptions
+from bnncl.core.protocol import (
+    DEVICE_STRATEGIES,
+    ExperienceLoop,
+    ExperiencePlan,
+    default_lr_layer,
+    generator,
+    plan_experience,
+)
 from bnncl.device.model import Model
 from bnncl.device.ops import Block, Head, Stem
 from bnncl.device.trainable import BlocksPart, HeadPart
 
 STATE_FORMAT = "bnncl-learner-state"
 STATE_VERSION = 1
-STRATEGIES = ("cwr", "ar1")  # naive and joint are the simulation's bounds, not something a device runs
+STRATEGIES = DEVICE_STRATEGIES  # the old name, until the CLI uses the protocol's
 
 
 def _rng_state(rng: np.random.Generator) -> dict:
@@ -77,7 +87,7 @@ class LazyLatents:
         return self.learner.latents(self.images[index])  # a minibatch (or frozen_chunk) at a time: the step's peak
 
 
-class Learner:
+class Learner(ExperienceLoop):
     def __init__(self, model: Model, options: LearnOptions | None = None, backend: str | None = None,
                  state_path: str | os.PathLike | None = None, frozen_chunk: int | None = None):
         options = options or LearnOptions(strategy="ar1", lr_layer="head")
@@ -86,10 +96,10 @@ class Learner:
             raise ConfigError(f"frozen_chunk must be a whole number of images, at least 1 (not {frozen_chunk!r})")
         # images per pass of the frozen part; not a setting of the learning (the latents are the same), so not saved
         self.frozen_chunk = frozen_chunk
-        if options.strategy not in STRATEGIES:
-            raise ConfigError(f"the device learner runs {' or '.join(STRATEGIES)}, not {options.strategy!r} "
+        if options.strategy not in DEVICE_STRATEGIES:
+            raise ConfigError(f"the device learner runs {' or '.join(DEVICE_STRATEGIES)}, not {options.strategy!r} "
                               "(naive and joint are the simulation's lower and upper bounds)")
-        lr_layer = options.lr_layer or ("head" if options.strategy == "cwr" else model.lr_layer)
+        lr_layer = options.lr_layer or default_lr_layer(options.strategy, model.lr_layer)  # the file's: export's
         if options.q_ranges != "dynamic":
             raise ConfigError("the device learner uses dynamic quantizer ranges (min/max per call); fixed ranges are "
                               "simulated by bnncl learn")
@@ -108,7 +118,7 @@ class Learner:
         self.num_classes, self.features = self.head_op.weight.shape
         if model.num_classes != self.num_classes:
             raise ConfigError(f"{model.path}: {model.num_classes} class names for a head of {self.num_classes} rows")
-        self.quant_rng = np.random.default_rng(options.seed + 104729)  # stochastic rounding
+        self.quant_rng = generator(options.seed, "quantizer")
         self.part = (HeadPart if lr_layer == "head" else BlocksPart)(model, options, self.quant_rng)
         # One minibatch of new images through the frozen part: the latent shape, and the most bytes one of its ops
         # holds (input and output together) in a learning step.
@@ -126,8 +136,7 @@ class Learner:
             first = model.trainable_ops[0]
             offset = None if first.in_threshold is None else -first.in_threshold  # the shift of sign(x + shift)
             self.memory = LatentMemory(options.replay_size, self.latent_shape, options.replay_storage, offset)
-        self.rng = np.random.default_rng(options.seed)  # shuffles
-        self.replay_rng = np.random.default_rng(options.seed + 7919)  # replay sampling and memory updates
+        self.shuffle_rng, self.replay_rng = generator(options.seed, "shuffle"), generator(options.seed, "replay")
         self.experiences = 0
         self.log: list[dict] = []  # one entry per experience consumed (anything JSON-able a caller adds, too)
         self.step_seconds: list[float] = []
@@ -179,12 +188,14 @@ class Learner:
         x = np.concatenate(parts) if len(parts) != 1 else parts[0]
         return x if isinstance(self.part, HeadPart) else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
-    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+    def step(self, x: np.ndarray, y: np.ndarray) -> float:
         """One SGD step of the trainable part on latents ``x`` with labels ``y``; returns the loss. The first step of
         a full minibatch is measured: the most bytes its arrays held at once (tracemalloc sees every NumPy array)."""
         if self.step_peak_bytes is None and len(y) >= self._full_batch:
             return self._measured_step(x, y)
         return self.part.train_step(x, y)
+
+    train_step = step  # the name before the experience protocol's
 
     def _measured_step(self, x, y) -> float:
         tracing = tracemalloc.is_tracing()
@@ -211,40 +222,29 @@ class Learner:
             self._restore("the state before this experience", *before)
             raise
 
-    def _learn(self, images, labels) -> dict:
-        o = self.options
-        t0 = time.perf_counter()
-        cur = np.bincount(labels, minlength=self.num_classes)
-        n_replay, per_step = 0, o.batch_size
-        if self.memory is not None and len(self.memory):
-            m = len(self.memory)
-            cur = cur + self.memory.class_counts(self.num_classes)
-            if o.replay_mix == "proportional":
-                n_replay = min(o.batch_size - 1, round(o.batch_size * m / (len(labels) + m)))
-                per_step = o.batch_size - n_replay
-            else:
-                n_replay = o.replay_batch
-        self.part.begin(self.cwr.begin(cur))
-        n = len(labels)
-        steps, losses = math.ceil(n / per_step), []
-        for _ in range(o.epochs):
-            order = self.rng.permutation(n)
-            for s in range(steps):
-                t1 = time.perf_counter()
-                idx = order[s * per_step:(s + 1) * per_step]
-                x, y = self.latents(images[idx]), labels[idx]
-                if n_replay:
-                    rx, ry = self.memory.sample(n_replay, self.replay_rng)
-                    x, y = np.concatenate([x, rx]), np.concatenate([y, ry])
-                losses.append(self.train_step(x, y))
-                self.step_seconds.append(time.perf_counter() - t1)
-        self.cwr.consolidate(self.part.head_values(), cur)
+    # -- the protocol's phases ----------------------------------------------------------------------------------
+
+    def begin_experience(self, labels: np.ndarray) -> ExperiencePlan:
+        plan = plan_experience(labels, self.num_classes, self.options, self.memory)
+        self.part.begin(self.cwr.begin(plan.cur))
+        return plan
+
+    def end_experience(self, plan: ExperiencePlan, labels: np.ndarray) -> None:
+        self.cwr.consolidate(self.part.head_values(), plan.cur)
         if self.memory is not None:
-            self.memory.update(LazyLatents(self, images), labels, o.replay_update, self.replay_rng)
+            self.memory.update(LazyLatents(self, self._images), labels, self.options.replay_update, self.replay_rng)
         self.part.end(self.cwr.inference_rows())
-        entry = {"experience": self.experiences, "patterns": int(n), "replayed_per_step": int(n_replay),
-                 "steps": int(steps * o.epochs), "mean_loss": float(np.mean(losses)),
-                 "seconds": time.perf_counter() - t0}
+
+    def _learn(self, images, labels) -> dict:
+        t0 = time.perf_counter()
+        self._images = images  # the new latents are computed step by step, and for the memory's picks
+        try:
+            plan, losses = self.run_experience(labels, lambda idx: self.latents(images[idx]), self.step_seconds.append)
+        finally:
+            del self._images
+        entry = {"experience": self.experiences, "patterns": int(plan.patterns),
+                 "replayed_per_step": int(plan.n_replay), "steps": int(plan.steps * self.options.epochs),
+                 "mean_loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0}
         self.experiences += 1
         self.log.append(entry)
         if self.state_path is not None:
@@ -304,7 +304,7 @@ class Learner:
         meta = {"bnncl_version": __version__, "model_sha256": self.model.meta.get("sha256"),
                 "model_path": str(self.model.path), "options": self.options.to_dict(), "experiences": self.experiences,
                 "log": [dict(e) for e in self.log],
-                "rng": {"shuffle": _rng_state(self.rng), "replay": _rng_state(self.replay_rng),
+                "rng": {"shuffle": _rng_state(self.shuffle_rng), "replay": _rng_state(self.replay_rng),
                         "quantizer": _rng_state(self.quant_rng)}}
         if self.memory is not None:
             mem_arrays, mem_meta = self.memory.state()
@@ -362,7 +362,7 @@ class Learner:
             if self.memory is not None:
                 self.memory.load_state({k[len("replay."):]: v for k, v in arrays.items() if k.startswith("replay.")},
                                        meta["replay"])
-            _set_rng_state(self.rng, meta["rng"]["shuffle"])
+            _set_rng_state(self.shuffle_rng, meta["rng"]["shuffle"])
             _set_rng_state(self.replay_rng, meta["rng"]["replay"])
             _set_rng_state(self.quant_rng, meta["rng"]["quantizer"])
             experiences, log = meta["experiences"], meta["log"]

@@ -15,13 +15,9 @@ import time
 import numpy as np
 
 from bnncl.core.errors import ConfigError, DataError
+from bnncl.core.functional import normalize_images
 from bnncl.device.modelfile import ModelFileError, read_model_file
 from bnncl.device.ops import BACKENDS, Activation, Binarize, Block, Head, Op, Stem, _below, build_op, link
-
-
-def normalize(images: np.ndarray) -> np.ndarray:
-    """uint8 NHWC -> float32 NHWC in [-1, 1], the same arithmetic as the torch side's ``normalize``."""
-    return images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
 def _check_meta(meta: dict, path) -> None:
@@ -142,7 +138,7 @@ class Model:
 
     def latent(self, images, backend: str = "packed", timings=None, peak: list | None = None) -> Activation:
         """The frozen part: images -> the activation at the LR layer (``.bits`` packed where it is binary)."""
-        x = normalize(self.check_images(images))
+        x = normalize_images(self.check_images(images))
         return self._run(self.frozen_ops, Activation(x.shape[-1], x), backend, timings, peak)
 
     def logits_from_latent(self, latent: Activation, backend: str = "packed", timings=None) -> np.ndarray:

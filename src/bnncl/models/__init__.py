@@ -5,9 +5,10 @@ from bnncl.models.backbone import (
     BackboneConfig,
     BinaryResNet,
     build_model,
-    normalize,
+    normalize_tensor,
     preset_config,
     preset_for_shape,
 )
 
-__all__ = ["PRESETS", "BackboneConfig", "BinaryResNet", "build_model", "normalize", "preset_config", "preset_for_shape"]
+__all__ = ["PRESETS", "BackboneConfig", "BinaryResNet", "build_model", "normalize_tensor", "preset_config",
+           "preset_for_shape"]

@@ -116,7 +116,7 @@ class GlobalAvgPool(nn.Module):
 
 
 class BinaryResNet(nn.Module):
-    """Input: float tensor (N, C, H, W), already normalized by :func:`normalize`. Output: logits (N, classes)."""
+    """Input: float tensor (N, C, H, W), already normalized by :func:`normalize_tensor`. Output: logits (N, classes)."""
 
     def __init__(self, config: BackboneConfig):
         super().__init__()
@@ -170,6 +170,7 @@ def build_model(config: BackboneConfig) -> BinaryResNet:
     return BinaryResNet(config)
 
 
-def normalize(x_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC images -> float NCHW in [-1, 1]. The device runtime applies the same map."""
+def normalize_tensor(x_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC images -> float NCHW in [-1, 1]. The device runtime applies the same map
+    (``bnncl.core.functional.normalize_images``)."""
     return x_uint8.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)

@@ -15,7 +15,7 @@ from bnncl.core.results import stream_result
 from bnncl.data.arrays import LabelledArrays
 from bnncl.data.scenarios import Experience, Stream
 from bnncl.models import BinaryResNet
-from bnncl.simulation.strategy import LearnOptions, build_learner, resolve_lr_layer
+from bnncl.simulation.strategy import LearnOptions, build_strategy, resolve_lr_layer
 
 
 def joint_experience(stream: Stream) -> Experience:
@@ -43,7 +43,7 @@ def run_stream(model: BinaryResNet, stream: Stream, options: LearnOptions, progr
     """Train a copy of ``model`` on ``stream`` with ``options``; returns a JSON-able result."""
     check_run(model, stream, options)
     model = copy.deepcopy(model)
-    learner = build_learner(model, options)
+    learner = build_strategy(model, options)
     experiences = [joint_experience(stream)] if options.strategy == "joint" else list(stream.experiences)
     rows, accs, seconds = [], [], []
     bar = tqdm(experiences, desc=f"{options.strategy} on {stream.name}", unit="exp", disable=not progress, leave=False)

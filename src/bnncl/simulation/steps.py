@@ -23,6 +23,7 @@ from torch import nn
 from bnncl.core.affine import quantize
 from bnncl.core.backprop import Bits, BlockParams, QuantizedBackprop, nll, onehot, softmax
 from bnncl.core.errors import ConfigError
+from bnncl.core.protocol import generator
 from bnncl.layers import BinaryBlock, PoolDuplicate
 
 WEIGHT_MARGIN = 0.02
@@ -41,7 +42,7 @@ class HeadHybridStep:
                  rounding: str = "nearest", seed: int = 0, grid: str = "affine"):
         self.head, self.q_f, self.q_b, self.lr = head, q_f, q_b, lr
         self.ranges, self.rounding, self.grid = ranges, rounding, grid
-        self.rng = np.random.default_rng(seed + 104729)
+        self.rng = generator(seed, "quantizer")
         self.calibrated: dict[str, tuple[float, float]] = {}  # fixed ranges, set over experience 0
         self.calibrating = ranges == "fixed"
         self.grad_errors: list[float] = []  # ||g - g_float|| / ||g_float|| per quantized step
@@ -116,7 +117,7 @@ def block_params(name: str, block) -> BlockParams:
 
 
 class TorchConv:
-    """The binary conv of :mod:`qbackprop` (+1 padding, float ±1 operands) with torch's convolution kernels."""
+    """The binary conv of :mod:`bnncl.core.backprop` (+1 padding, float ±1 operands) with torch's conv kernels."""
 
     def forward(self, xb, wb, stride):
         x = torch.nn.functional.pad(torch.from_numpy(xb), (1, 1, 1, 1), value=1.0)
@@ -147,7 +148,7 @@ class BackpropHybridStep:
             elif name != "pool":
                 raise ConfigError(f"quantized back-propagation cannot train {name} ({type(module).__name__}): put the "
                                   "latent-replay layer at a block (or the head)")
-        self.lr, self.bits = lr, Bits(q_f, q_b, q_bin, rounding, np.random.default_rng(seed + 104729), grid)
+        self.lr, self.bits = lr, Bits(q_f, q_b, q_bin, rounding, generator(seed, "quantizer"), grid)
         self.bp = QuantizedBackprop(blocks, head, self.bits, TorchConv())
         # same arrays, no quantizer: the reference gradients
         self.float_bp = QuantizedBackprop(blocks, head, Bits(), TorchConv())

@@ -1,13 +1,14 @@
-"""Continual-learning strategies in the torch simulation: a template with named hooks, and plugins (Avalanche style).
+"""Continual-learning strategies in the torch simulation: the experience protocol (:mod:`bnncl.core.protocol`) as a
+template with named hooks, and plugins (Avalanche style).
 
-The template (:class:`Learner`) cuts the model at the latent-replay (LR) layer, keeps the part below frozen (BN in
+The template (:class:`Strategy`) cuts the model at the latent-replay (LR) layer, keeps the part below frozen (BN in
 inference mode; latents computed once per experience, the frozen part never changes), and trains the part above with
-plain SGD (no momentum, learning rate reset each experience, docs/method.md §6). Plugins change what
-happens at the hooks:
+plain SGD (no momentum, learning rate reset each experience, docs/method.md §6). The loop, the replay mix and the
+random generators are the protocol's, the same as the device learner's. Plugins change what happens at the hooks:
 
-* ``before_experience(learner, exp)`` / ``after_experience(learner, exp)``
-* ``before_step(learner, x, y) -> (x, y)`` / ``after_step(learner)``
-* ``before_eval(learner)``
+* ``before_experience(strategy, exp)`` / ``after_experience(strategy, exp)``
+* ``before_step(strategy, x, y) -> (x, y)`` / ``after_step(strategy)``
+* ``before_eval(strategy)``
 
 Strategies are plugin sets: ``naive`` (none: the lower bound), ``cwr`` (CWR*, head only: work A), ``ar1`` (latent
 replay + CWR*, training above the LR layer: work B / AR1*), ``joint`` (every experience at once: the upper bound).
@@ -16,7 +17,6 @@ replay + CWR*, training above the LR layer: work B / AR1*), ``joint`` (every exp
 from __future__ import annotations
 
 import math
-import time
 from functools import cached_property
 
 import numpy as np
@@ -28,40 +28,37 @@ from bnncl.core.cwr import CWRStar
 from bnncl.core.errors import ConfigError
 from bnncl.core.memory import LatentMemory
 from bnncl.core.options import LearnOptions
+from bnncl.core.protocol import (
+    ExperienceLoop,
+    ExperiencePlan,
+    backbone_lr_layer,
+    check_lr_layer,
+    default_lr_layer,
+    generator,
+    plan_experience,
+)
 from bnncl.data.scenarios import Experience
 from bnncl.layers import LearnableBias
-from bnncl.models import BinaryResNet, normalize
+from bnncl.models import BinaryResNet, normalize_tensor
 from bnncl.simulation.steps import BackpropHybridStep, HeadHybridStep
 
 
-def default_lr_layer(model: BinaryResNet, strategy: str) -> str:
-    if strategy == "cwr":
-        return "head"
-    if model.config.binary_boundary:
-        return model.config.binary_boundary
-    first_of_last_stage = sum(s[1] for s in model.config.stages[:-1]) + 1
-    return f"block{first_of_last_stage}"
-
-
-def check_lr_layer(model: BinaryResNet, lr_layer: str) -> str:
-    """``lr_layer`` if the model can be cut there, else a ConfigError listing the layers it can be cut at."""
-    if lr_layer not in model.split_points:
-        raise ConfigError(f"no layer {lr_layer!r} to put the latent-replay layer at "
-                          f"(valid: {', '.join(model.split_points)})")
-    return lr_layer
+def model_lr_layer(model: BinaryResNet, strategy: str) -> str:
+    """The strategy's default LR layer in ``model`` (:func:`bnncl.core.protocol.default_lr_layer`)."""
+    return default_lr_layer(strategy, backbone_lr_layer(model.config.binary_boundary, model.config.stages))
 
 
 def resolve_lr_layer(model: BinaryResNet, options: LearnOptions) -> str:
     """The LR layer ``options`` ask for (or the strategy's default), checked against the model's split points."""
-    return check_lr_layer(model, options.lr_layer or default_lr_layer(model, options.strategy))
+    return check_lr_layer(options.lr_layer or model_lr_layer(model, options.strategy), model.split_points)
 
 
 class Plugin:
-    def before_experience(self, learner: "Learner", exp: Experience) -> None: ...
-    def before_step(self, learner: "Learner", x: torch.Tensor, y: torch.Tensor): return x, y
-    def after_step(self, learner: "Learner") -> None: ...
-    def after_experience(self, learner: "Learner", exp: Experience) -> None: ...
-    def before_eval(self, learner: "Learner") -> None: ...
+    def before_experience(self, strategy: "Strategy", exp: Experience) -> None: ...
+    def before_step(self, strategy: "Strategy", x: torch.Tensor, y: torch.Tensor): return x, y
+    def after_step(self, strategy: "Strategy") -> None: ...
+    def after_experience(self, strategy: "Strategy", exp: Experience) -> None: ...
+    def before_eval(self, strategy: "Strategy") -> None: ...
     def nbytes(self) -> dict: return {}
 
 
@@ -89,37 +86,20 @@ class CWRPlugin(Plugin):
 
 
 class ReplayPlugin(Plugin):
-    """Latent replay (docs/method.md §4): mix stored LR activations into every step; update the memory
-    after an experience."""
+    """Latent replay (docs/method.md §4): holds the memory the protocol samples every step from (the mix is
+    :func:`bnncl.core.protocol.plan_experience`'s); updates it after an experience."""
 
-    def __init__(self, memory: LatentMemory, update: str, mix: str, replay_batch: int, seed: int):
-        self.memory, self.update, self.mix, self.replay_batch = memory, update, mix, replay_batch
-        self.rng = np.random.default_rng(seed + 7919)
+    def __init__(self, memory: LatentMemory, update: str):
+        self.memory, self.update = memory, update
 
-    def before_experience(self, learner, exp):
-        m = len(self.memory)
-        learner.cur = learner.cur + self.memory.class_counts(len(learner.cur))  # replayed patterns count in cur
-        if self.mix == "proportional" and m:
-            n = len(learner.new_labels)
-            self.n_replay = min(learner.options.batch_size - 1, round(learner.options.batch_size * m / (n + m)))
-            learner.new_per_step = learner.options.batch_size - self.n_replay
-        else:
-            self.n_replay = self.replay_batch if m else 0
-
-    def before_step(self, learner, x, y):
-        if not self.n_replay:
-            return x, y
-        rx, ry = self.memory.sample(self.n_replay, self.rng)
-        return torch.cat([x, torch.from_numpy(rx)]), torch.cat([y, torch.from_numpy(ry)])
-
-    def after_experience(self, learner, exp):
-        self.memory.update(learner.new_latents.numpy(), learner.new_labels.numpy(), self.update, self.rng)
+    def after_experience(self, strategy, exp):
+        self.memory.update(strategy.new_latents.numpy(), strategy.new_labels, self.update, strategy.replay_rng)
 
     def nbytes(self):
         return {"replay_memory": self.memory.nbytes()}
 
 
-class Learner:
+class Strategy(ExperienceLoop):
     """The template. ``model`` is trained in place; pass a copy to keep the original."""
 
     def __init__(self, model: BinaryResNet, options: LearnOptions, plugins: list[Plugin] = (),
@@ -131,9 +111,8 @@ class Learner:
             p.requires_grad_(False)
         self.frozen.eval()
         self.num_classes = model.config.num_classes
-        # NumPy's generator, seeded as the device learner's: both draw the same shuffles (and the replay plugin the
-        # same replayed patterns), so the two differ only by their arithmetic
-        self.generator = np.random.default_rng(options.seed)
+        self.shuffle_rng, self.replay_rng = generator(options.seed, "shuffle"), generator(options.seed, "replay")
+        self.memory = None  # the replay plugin's, where there is one
         self._test_cache: tuple[np.ndarray, torch.Tensor] | None = None
         self.step_seconds: list[float] = []
         self.hybrid = None
@@ -151,7 +130,7 @@ class Learner:
     @torch.no_grad()
     def latents(self, x_uint8: np.ndarray, batch_size: int = 500) -> torch.Tensor:
         self.frozen.eval()
-        out = [self.frozen(normalize(torch.from_numpy(np.ascontiguousarray(x_uint8[i:i + batch_size]))))
+        out = [self.frozen(normalize_tensor(torch.from_numpy(np.ascontiguousarray(x_uint8[i:i + batch_size]))))
                for i in range(0, len(x_uint8), batch_size)]
         return torch.cat(out)
 
@@ -164,44 +143,54 @@ class Learner:
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.trainable.parameters() if p.requires_grad]
 
-    def train_experience(self, exp: Experience) -> None:
-        self.exp = exp
-        self.new_latents = self.latents(exp.data.x)
-        self.new_labels = torch.from_numpy(exp.data.y)
-        self.cur = np.bincount(exp.data.y, minlength=self.num_classes)
-        self.new_per_step = self.options.batch_size
+    # -- the protocol's phases ----------------------------------------------------------------------------------------
+
+    def begin_experience(self, labels: np.ndarray) -> ExperiencePlan:
+        plan = plan_experience(labels, self.num_classes, self.options, self.memory)
+        self.cur = plan.cur
         for p in self.plugins:
-            p.before_experience(self, exp)
-        optimizer = torch.optim.SGD(self.trainable_parameters(), lr=self.options.lr)
+            p.before_experience(self, self.exp)
+        self.optimizer = torch.optim.SGD(self.trainable_parameters(), lr=self.options.lr)
         self.trainable.train()
-        n = len(self.new_labels)
-        steps = math.ceil(n / self.new_per_step)
-        for epoch in range(self.options.epochs):
-            order = torch.from_numpy(self.generator.permutation(n))
-            for s in range(steps):
-                t0 = time.perf_counter()
-                idx = order[s * self.new_per_step:(s + 1) * self.new_per_step]
-                x, y = self.new_latents[idx], self.new_labels[idx]
-                for p in self.plugins:
-                    x, y = p.before_step(self, x, y)
-                if self.hybrid is not None:
-                    self.hybrid(x, y)
-                else:
-                    loss = F.cross_entropy(self.trainable(x), y)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"loss became {loss.item()} in experience {exp.index}, "
-                                                 f"epoch {epoch + 1}; lower the learning rate")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    clip_latent_weights(self.trainable)
-                for p in self.plugins:
-                    p.after_step(self)
-                self.step_seconds.append(time.perf_counter() - t0)
+        return plan
+
+    def join(self, x, y, rx, ry):
+        return torch.cat([x, torch.from_numpy(rx)]), np.concatenate([y, ry])
+
+    def step(self, x: torch.Tensor, y) -> float | None:
+        y = torch.as_tensor(y)
+        for p in self.plugins:
+            x, y = p.before_step(self, x, y)
+        loss = None
+        if self.hybrid is not None:
+            self.hybrid(x, y)
+        else:
+            loss = F.cross_entropy(self.trainable(x), y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} in experience {self.exp.index}; lower the "
+                                         "learning rate")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            clip_latent_weights(self.trainable)
+            loss = loss.item()
+        for p in self.plugins:
+            p.after_step(self)
+        return loss
+
+    def end_experience(self, plan: ExperiencePlan, labels: np.ndarray) -> None:
         if self.hybrid is not None:
             self.hybrid.end_experience()
         for p in self.plugins:
-            p.after_experience(self, exp)
+            p.after_experience(self, self.exp)
+
+    def train_experience(self, exp: Experience) -> None:
+        """The protocol's loop over ``exp``, whose latents are computed once, before it."""
+        self.exp = exp
+        self.new_latents = self.latents(exp.data.x)
+        self.new_labels = np.asarray(exp.data.y)
+        self.run_experience(self.new_labels, lambda idx: self.new_latents[torch.from_numpy(idx)],
+                            self.step_seconds.append)
 
     @torch.no_grad()
     def predict(self, x_uint8: np.ndarray, batch_size: int = 1000) -> np.ndarray:
@@ -239,19 +228,18 @@ def _sign_offset(model: BinaryResNet, lr_layer: str) -> np.ndarray | None:
     return None
 
 
-def build_learner(model: BinaryResNet, options: LearnOptions) -> Learner:
+def build_strategy(model: BinaryResNet, options: LearnOptions) -> Strategy:
     """The template with the plugins of ``options.strategy``."""
     lr_layer = resolve_lr_layer(model, options)
-    learner = Learner(model, options, lr_layer=lr_layer)
+    strategy = Strategy(model, options, lr_layer=lr_layer)
     if options.strategy in ("cwr", "ar1"):
         if options.strategy == "ar1":
-            shape = learner.latent_shape
+            shape = strategy.latent_shape
             if options.replay_size < 1:
                 raise ConfigError("ar1 needs a replay memory: replay_size must be at least 1")
             memory = LatentMemory(options.replay_size, shape, options.replay_storage,
                                   offset=_sign_offset(model, lr_layer))
-            learner.plugins.append(ReplayPlugin(memory, options.replay_update, options.replay_mix,
-                                                options.replay_batch, options.seed))
-        # after replay: cur includes memory
-        learner.plugins.append(CWRPlugin(model.config.num_classes, model.feature_dim))
-    return learner
+            strategy.memory = memory
+            strategy.plugins.append(ReplayPlugin(memory, options.replay_update))
+        strategy.plugins.append(CWRPlugin(model.config.num_classes, model.feature_dim))
+    return strategy

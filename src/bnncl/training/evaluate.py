@@ -6,14 +6,14 @@ import numpy as np
 import torch
 
 from bnncl.data import LabelledArrays
-from bnncl.models import normalize
+from bnncl.models import normalize_tensor
 
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
     """Predicted class of every image in ``x`` (uint8 NHWC); the model is put in eval mode."""
     model.eval()
-    out = [model(normalize(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])))).argmax(1)
+    out = [model(normalize_tensor(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])))).argmax(1)
            for i in range(0, len(x), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
 

@@ -29,7 +29,7 @@ from bnncl.checkpoint import check_architecture, read_checkpoint, save_checkpoin
 from bnncl.core.errors import CheckpointError, ConfigError
 from bnncl.core.typecheck import check_fields, check_size
 from bnncl.data import LabelledArrays, load_dataset
-from bnncl.models import BackboneConfig, BinaryResNet, build_model, normalize, preset_config, preset_for_shape
+from bnncl.models import BackboneConfig, BinaryResNet, build_model, normalize_tensor, preset_config, preset_for_shape
 from bnncl.training.augment import AUGMENTATION, random_crop_flip
 from bnncl.training.evaluate import evaluate
 
@@ -167,7 +167,7 @@ def pretrain(opts: PretrainOptions,
         t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
         for step in bar:
             idx = np.sort(order[step * opts.batch_size : (step + 1) * opts.batch_size])
-            x = normalize(torch.from_numpy(np.ascontiguousarray(train.x[idx])))
+            x = normalize_tensor(torch.from_numpy(np.ascontiguousarray(train.x[idx])))
             y = torch.from_numpy(train.y[idx])
             if pad or flip:
                 x = random_crop_flip(x, pad, flip, gen)

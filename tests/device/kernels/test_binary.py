@@ -1,0 +1,212 @@
+"""The binary kernels (:mod:`bnncl.device.kernels.binary`): bgemm, bconv and pack_below against their NumPy
+references and against oracles (±1 arithmetic in float64, bits packed with Python integers), and their refusals;
+and the popcount-peak microkernels of ``benchmarks/popcount_peak.py``, which count with this family's
+``popcount64``.
+
+``float_conv_oracle`` is also in test_floating.py and ``packed_bits_oracle`` in test_epilogue.py: test modules do not
+import one another (shared helpers belong in tests/fixtures.py)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bnncl.device.bitpack import pack_signs
+from bnncl.device.kernels import (
+    bconv,
+    bconv_reference,
+    bgemm,
+    bgemm_reference,
+    conv_weights_for_kernel,
+    pack_below,
+    pack_below_reference,
+)
+
+ODD_CHANNELS = [1, 3, 33, 63, 64, 65, 70, 130]
+
+
+# -- oracles ---------------------------------------------------------------------------------------------------------
+
+def signs(a):
+    return np.where(a < 0, -1.0, 1.0)
+
+
+def float_conv_oracle(x, w, bias, stride, pad, pad_value=0.0):
+    """Direct float64 convolution, NHWC input, (Cout, kh, kw, Cin) weights, constant padding ``pad_value``."""
+    xp = np.pad(np.asarray(x, np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=pad_value)
+    w = np.asarray(w, np.float64)
+    n, h, wd, _ = xp.shape
+    cout, kh, kw, _ = w.shape
+    ho, wo = (h - kh) // stride + 1, (wd - kw) // stride + 1
+    out = np.zeros((n, ho, wo, cout))
+    for i in range(ho):
+        for j in range(wo):
+            win = xp[:, i * stride:i * stride + kh, j * stride:j * stride + kw]
+            out[:, i, j] = np.einsum("nyxc,oyxc->no", win, w)
+    if bias is not None:
+        out += np.asarray(bias, np.float64)
+    return out
+
+
+def float_conv_plus_one_padding(x, w, stride, pad):
+    """Direct float convolution of sign(x) with sign(w), NHWC / (Cout, kh, kw, Cin), padding with +1."""
+    return float_conv_oracle(signs(x), signs(w), None, stride, pad, pad_value=1.0)
+
+
+def packed_bits_oracle(below):
+    """Boolean (..., C) -> uint64 words (..., ceil(C/64)) with plain Python ints: bit j of word w is channel 64w+j."""
+    c = below.shape[-1]
+    nw = (c + 63) // 64
+    flat = below.reshape(-1, c)
+    out = np.zeros((flat.shape[0], nw), np.uint64)
+    for r in range(flat.shape[0]):
+        for t in range(nw):
+            word = 0
+            for j in range(min(64, c - 64 * t)):
+                if flat[r, 64 * t + j]:
+                    word |= 1 << j
+            out[r, t] = word
+    return out.reshape(*below.shape[:-1], nw)
+
+
+# -- binary GEMM -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (5, 7, 63), (4, 3, 64), (6, 9, 65), (3, 4, 200), (2, 5, 576)])
+def test_bgemm_equals_reference_and_float_oracle(m, n, k):
+    rng = np.random.default_rng(m * 100 + k)
+    a, w = rng.standard_normal((m, k)), rng.standard_normal((n, k))
+    oracle = signs(a) @ signs(w).T
+    pa, pw = pack_signs(a), pack_signs(w)
+    np.testing.assert_array_equal(bgemm_reference(pa, pw, k), oracle)
+    np.testing.assert_array_equal(bgemm(pa, pw, k), oracle)
+
+
+def test_bgemm_random_shapes_odd_k():
+    rng = np.random.default_rng(99)
+    for _ in range(15):
+        m, n = int(rng.integers(1, 20)), int(rng.integers(1, 20))
+        k = int(rng.integers(0, 200)) * 2 + 1
+        a, w = rng.standard_normal((m, k)), rng.standard_normal((n, k))
+        a[rng.random((m, k)) < 0.05] = 0.0  # zero is +1
+        oracle = np.einsum("mk,nk->mn", signs(a), signs(w))
+        pa, pw = pack_signs(a), pack_signs(w)
+        got = bgemm(pa, pw, k)
+        assert got.dtype == np.int32 and got.shape == (m, n)
+        np.testing.assert_array_equal(bgemm_reference(pa, pw, k), oracle)
+        np.testing.assert_array_equal(got, oracle)
+
+
+def test_bad_operands_are_refused():
+    a = pack_signs(np.ones((2, 70)))
+    with pytest.raises(ValueError, match="same word count"):
+        bgemm(a, pack_signs(np.ones((2, 200))), 70)
+    with pytest.raises(ValueError, match="does not fit"):
+        bgemm(a, a, 200)
+
+
+# -- binary convolution (NHWC, +1 padding) ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n,h,w,cin,cout,k,stride,pad", [
+    (1, 5, 5, 1, 2, 3, 1, 1), (2, 7, 7, 70, 5, 3, 1, 1), (2, 7, 7, 70, 5, 3, 2, 1), (1, 6, 5, 64, 3, 3, 2, 1),
+    (1, 4, 4, 130, 4, 1, 1, 0), (3, 9, 8, 33, 6, 3, 2, 0),
+])
+def test_bconv_equals_reference_and_float_oracle(n, h, w, cin, cout, k, stride, pad):
+    rng = np.random.default_rng(h * 1000 + cin)
+    x, wt = rng.standard_normal((n, h, w, cin)), rng.standard_normal((cout, k, k, cin))
+    oracle = float_conv_plus_one_padding(x, wt, stride, pad)
+    px, pw = pack_signs(x), pack_signs(wt)
+    np.testing.assert_array_equal(bconv_reference(px, pw, cin, stride, pad), oracle)
+    np.testing.assert_array_equal(bconv(px, pw, cin, stride, pad), oracle)
+
+
+@pytest.mark.parametrize("cin,stride,pad", [(1, 1, 1), (33, 2, 1), (64, 1, 0), (65, 2, 0), (130, 1, 1)])
+def test_bconv_kernel_layout_equals_default(cin, stride, pad):
+    rng = np.random.default_rng([cin, stride, pad])
+    x, wt = rng.standard_normal((2, 7, 6, cin)), rng.standard_normal((5, 3, 3, cin))
+    px, pw = pack_signs(x), pack_signs(wt)
+    kw = conv_weights_for_kernel(pw)
+    assert kw.shape == (3, 3, pw.shape[-1], 5) and kw.flags.c_contiguous
+    default = bconv(px, pw, cin, stride, pad)
+    np.testing.assert_array_equal(bconv(px, kw, cin, stride, pad, w_is_kernel_layout=True), default)
+    np.testing.assert_array_equal(default, float_conv_plus_one_padding(x, wt, stride, pad))
+
+
+# -- fused threshold + pack ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("c", ODD_CHANNELS)
+def test_pack_below_equals_reference_and_oracle(c):
+    rng = np.random.default_rng(c)
+    n, h, w = 2, 3, int(rng.integers(1, 5))
+    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    t = (0.5 * rng.standard_normal(c)).astype(np.float32)
+    # Exact ties: x == t must give bit 0.
+    ties = rng.random((n, h, w, c)) < 0.2
+    x = np.where(ties, np.broadcast_to(t, x.shape), x).astype(np.float32)
+    # Signed zeros: -0.0 < 0.0 is false, and 0.0 < -0.0 is false.
+    t[0] = 0.0
+    x[0, 0, 0, 0] = -0.0
+    x[0, 0, min(1, w - 1), 0] = 0.0
+    if c > 1:
+        t[1] = -0.0
+        x[0, 0, 0, 1] = 0.0
+        x[1, 0, 0, 1] = -0.0
+        x[1, 1, 0, 1] = np.float32(-1e-30)  # below -0.0: bit 1
+    below = np.vectorize(lambda a, b: float(a) < float(b))(x, np.broadcast_to(t, x.shape))
+    oracle = packed_bits_oracle(below)
+    ref, got = pack_below_reference(x, t), pack_below(x, t)
+    assert got.dtype == np.uint64 and got.shape == (n, h, w, (c + 63) // 64)
+    np.testing.assert_array_equal(ref, oracle)
+    np.testing.assert_array_equal(got, oracle)
+    # Direct checks independent of the oracle's construction.
+    assert int(got[0, 0, 0, 0]) & 1 == 0  # -0.0 < 0.0 is false
+    if c > 1:
+        assert (int(got[1, 1, 0, 0]) >> 1) & 1 == 1  # -1e-30 < -0.0
+        assert (int(got[0, 0, 0, 0]) >> 1) & 1 == 0  # 0.0 < -0.0 is false
+    tie_rows = np.argwhere(ties)
+    assert len(tie_rows) > 0
+    for b, y, xx, ch in tie_rows[:50].tolist():
+        if ch > 1:  # channels 0 and 1 had their thresholds replaced after the ties were placed
+            assert (int(got[b, y, xx, ch // 64]) >> (ch % 64)) & 1 == 0
+    if c % 64:  # unused tail bits are zero
+        assert not np.any(got[..., -1] >> np.uint64(c % 64))
+
+
+# -- the popcount-peak microkernels (benchmarks/popcount_peak.py) ----------------------------------------------------
+
+_spec = importlib.util.spec_from_file_location("popcount_peak",
+                                               Path(__file__).parents[3] / "benchmarks" / "popcount_peak.py")
+# registered under its name, as the recipe of importlib's documentation does: numba's cached code imports the
+# module of the kernel it runs
+popcount_peak = sys.modules["popcount_peak"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(popcount_peak)
+xor_popcount_sweeps = popcount_peak.xor_popcount_sweeps
+
+
+@pytest.mark.parametrize("threads,nw,sweeps", [(1, 1, 1), (2, 5, 3), (4, 7, 10), (3, 33, 0), (8, 64, 5)])
+def test_xor_popcount_sweeps_checksum(threads, nw, sweeps):
+    rng = np.random.default_rng([threads, nw, sweeps])
+    a = rng.integers(0, 2**64, (threads, nw), dtype=np.uint64, endpoint=False)
+    b = rng.integers(0, 2**64, (threads, nw), dtype=np.uint64, endpoint=False)
+    expected = 0
+    for i in range(threads):
+        row = sum((int(a[i, t]) ^ int(b[i, t])).bit_count() for t in range(nw))
+        for s in range(sweeps):
+            expected += row + s
+    got = xor_popcount_sweeps(a, b, sweeps)
+    assert isinstance(got, int)
+    assert got == expected
+
+
+@pytest.mark.parametrize("threads,nw,sweeps", [(1, 1, 1), (2, 5, 3), (4, 7, 10), (3, 33, 0), (8, 64, 5)])
+def test_popcount_sweeps_against_key_checksum(threads, nw, sweeps):
+    rng = np.random.default_rng([threads, nw, sweeps, 1])
+    a = rng.integers(0, 2**64, (threads, nw), dtype=np.uint64, endpoint=False)
+    expected = 0
+    for s in range(sweeps):
+        key = (s * 0x9E3779B97F4A7C15) % 2**64  # the kernel's uint64 product, wrapped
+        expected += sum((int(v) ^ key).bit_count() for v in a.ravel())
+    got = popcount_peak.popcount_sweeps_against_key(a, sweeps)
+    assert isinstance(got, int)
+    assert got == expected
