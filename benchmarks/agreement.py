@@ -36,7 +36,7 @@ from bnncl.core.options import LearnOptions
 from bnncl.device import Learner, Model
 from bnncl.simulation import experiment
 from bnncl.simulation.run import run_stream
-from machine import describe_machine, machine_info, write_json
+from common import describe_machine, machine_info, write_json
 
 SETTINGS = {
     "head-8-16": dict(strategy="ar1", lr_layer="head", q_f=8, q_b=16),

@@ -31,7 +31,7 @@ from bnncl.core.plots import bit_width_heatmap
 from bnncl.simulation import experiment
 from bnncl.simulation.run import run_stream
 from bnncl.simulation.strategy import Strategy
-from machine import describe_machine, machine_info, write_json
+from common import describe_machine, machine_info, write_json
 
 STREAMS = {
     "default": {"config": "configs/demo.toml", "checkpoint": "runs/demo/pretrain/model.pt"},

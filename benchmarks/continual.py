@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from bnncl.simulation.experiment import report_markdown, run_experiment
-from machine import describe_machine, machine_info, write_json
+from common import describe_machine, machine_info, write_json
 
 STREAMS = {
     "nc": {"type": "nc", "n_experiences": 5},

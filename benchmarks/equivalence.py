@@ -24,7 +24,7 @@ from bnncl.data import load_dataset  # noqa: E402
 from bnncl.device import Model  # noqa: E402
 from bnncl.export import export_checkpoint  # noqa: E402
 from bnncl.models import normalize_tensor  # noqa: E402
-from machine import describe_machine  # noqa: E402
+from common import describe_machine  # noqa: E402
 
 CHUNK = 1000
 

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 from bnncl.data.idx import load_idx_dataset  # noqa: E402
 from bnncl.device import Learner  # noqa: E402
-from machine import demo_options, describe_machine, kib, machine_info, table, write_json  # noqa: E402
+from common import demo_options, describe_machine, kib, machine_info, table, write_json  # noqa: E402
 
 perf = __import__("time").perf_counter
 

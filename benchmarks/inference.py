@@ -47,7 +47,7 @@ from bnncl.device.bitpack import WORD_BITS, words_for
 from bnncl.export import export_checkpoint
 from bnncl.layers import PAD_VALUE, BinaryConv2d, LearnableBias
 from bnncl.models.backbone import build_model, normalize_tensor, preset_config
-from machine import cpu_name, describe_machine, kib, machine_info, table, write_json
+from common import compare, cpu_name, describe_machine, kib, machine_info, reps_for, table, write_json
 from popcount_peak import popcount_sweeps_against_key, xor_popcount_sweeps
 
 BATCHES = (1, 64)
@@ -61,40 +61,6 @@ TARGETS = {"speedup": 5.0, "peak_percent": 50.0, "size_ratio": 10.0}
 perf = time.perf_counter
 
 
-# -- timing --------------------------------------------------------------------------------------------------------
-
-def _reps_for(fn, seconds: float, min_reps: int = 3, max_reps: int = 20000) -> int:
-    dt = math.inf
-    for _ in range(3):  # the first call after another implementation ran can be slow (the other's threads still spin)
-        t0 = perf()
-        fn()
-        dt = min(dt, perf() - t0)
-    return int(min(max_reps, max(min_reps, seconds / max(dt, 1e-7))))
-
-
-def time_calls(fn, seconds: float) -> list[float]:
-    """Per-call times of ``fn`` repeated for about ``seconds`` (fn is already warm)."""
-    times = []
-    for _ in range(_reps_for(fn, seconds)):
-        t0 = perf()
-        fn()
-        times.append(perf() - t0)
-    return times
-
-
-def compare(fns: dict, seconds: float, rounds: int) -> dict:
-    """Interleaved rounds (each implementation ``seconds / rounds`` per round): min per-call time and call count."""
-    for fn in fns.values():  # warm-up: numba compiles or loads its cache, torch allocates
-        fn()
-        fn()
-    best, calls = {k: math.inf for k in fns}, {k: 0 for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            t = time_calls(fn, seconds / rounds)
-            best[k], calls[k] = min(best[k], min(t)), calls[k] + len(t)
-    return {k: {"seconds": best[k], "calls": calls[k]} for k in fns}
-
-
 def per_layer(fns: dict, seconds: float, rounds: int) -> dict:
     """``fns[k](timings)`` accumulates seconds per layer; per layer: the best round's mean per call."""
     for fn in fns.values():
@@ -102,7 +68,7 @@ def per_layer(fns: dict, seconds: float, rounds: int) -> dict:
     out = {k: {} for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
-            reps = _reps_for(lambda: fn({}), seconds / rounds, max_reps=5000)
+            reps = reps_for(lambda: fn({}), seconds / rounds, max_reps=5000)
             acc = {}
             for _ in range(reps):
                 fn(acc)

@@ -67,8 +67,8 @@ from bnncl.data.scenarios import Experience
 from bnncl.device import Learner
 from bnncl.simulation import experiment
 from bnncl.simulation.strategy import build_strategy
-from machine import demo_options as options
-from machine import describe_machine, kib, machine_info, table, write_json
+from common import demo_options as options
+from common import describe_machine, kib, machine_info, table, write_json
 
 perf = time.perf_counter
 BAR = 1.2  # device step / fp32 NumPy step

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bnncl.models.summary import summarize
 from bnncl.training.pretrain import PretrainOptions, pretrain
-from machine import describe_machine, machine_info, write_json
+from common import describe_machine, machine_info, write_json
 
 
 def main():

@@ -27,13 +27,6 @@ def pack_conv_weights(latent: np.ndarray) -> np.ndarray:
     return pack_signs(np.transpose(np.asarray(latent, np.float32), (0, 2, 3, 1)))
 
 
-def binary_conv_weights(latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Latent weights (Cout, Cin, kh, kw) -> packed signs (Cout, kh, kw, words) and the per-output-channel scale
-    ``mean|W|`` (float32)."""
-    latent = np.asarray(latent, np.float32)
-    return pack_conv_weights(latent), np.abs(latent).mean(axis=(1, 2, 3), dtype=np.float32)
-
-
 def fold_binary_conv_bn(alpha, gamma, beta, mean, var, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """``mult, bias`` with ``BN(alpha * dot) = mult * dot + bias``."""
     a, b = fold_batchnorm(gamma, beta, mean, var, eps)

@@ -59,7 +59,7 @@ from bnncl.core.protocol import (
     plan_experience,
 )
 from bnncl.device.model import Model
-from bnncl.device.ops import Block, Head, Stem
+from bnncl.device.ops import Block, FoldedStem, Head
 from bnncl.device.trainable import BlocksPart, HeadPart
 
 STATE_FORMAT = "bnncl-learner-state"
@@ -271,7 +271,7 @@ class Learner(ExperienceLoop):
         for op in self.model.frozen_ops:
             if isinstance(op, Block):
                 frozen += op.weight_bytes(self.backend)
-            elif isinstance(op, Stem):
+            elif isinstance(op, FoldedStem):
                 frozen += op.weight.nbytes + op.bias.nbytes
             elif op.in_threshold is not None:
                 frozen += op.in_threshold.nbytes

@@ -17,7 +17,7 @@ import numpy as np
 from bnncl.core.errors import ConfigError, DataError
 from bnncl.core.functional import normalize_images
 from bnncl.device.modelfile import ModelFileError, read_model_file
-from bnncl.device.ops import BACKENDS, Activation, Binarize, Block, Head, Op, Stem, _below, build_op, link
+from bnncl.device.ops import BACKENDS, Activation, Binarize, Block, FoldedStem, Head, Op, _below, build_op, link
 
 
 def _check_meta(meta: dict, path) -> None:
@@ -58,7 +58,7 @@ class Model:
         if self.lr_layer not in names:
             raise ModelFileError(f"{path}: latent-replay layer {self.lr_layer!r} is not one of its layers")
         first = ops[0]
-        if isinstance(first, Stem) and first.weight.shape[-1] != self.input_shape[2]:
+        if isinstance(first, FoldedStem) and first.weight.shape[-1] != self.input_shape[2]:
             raise ModelFileError(f"{path}: inconsistent model file metadata (input_shape has {self.input_shape[2]} "
                                  f"channels, the stem takes {first.weight.shape[-1]})")
         head = ops[-1]

@@ -78,7 +78,7 @@ class Op:
         return Activation(channels, real if self.keep_real else None, bits)
 
 
-class Stem(Op):
+class FoldedStem(Op):
     """Float conv (zero padding) with BN folded into its weights and bias."""
 
     def __init__(self, name, weight, bias, stride):
@@ -221,7 +221,7 @@ def link(ops: list[Op]) -> list[Op]:
 def build_op(layer: dict, arrays: dict) -> Op:
     kind, name = layer["kind"], layer["name"]
     if kind == "stem":
-        return Stem(name, arrays[f"{name}.weight"], arrays[f"{name}.bias"], layer["stride"])
+        return FoldedStem(name, arrays[f"{name}.weight"], arrays[f"{name}.bias"], layer["stride"])
     if kind == "block":
         return Block(name, arrays, layer)
     if kind == "binarize":

@@ -1,10 +1,13 @@
 """What the benchmarks share: the machine description every benchmark prints beside its figures and stores in its
-JSON, the Markdown tables they print, the JSON file they write, and the demo's device learning options."""
+JSON, the timing of interleaved implementations, the Markdown tables they print, the JSON file they write, and the
+demo's device learning options."""
 
 import json
+import math
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 # The SIMD features this project's kernels care about, per architecture: (the /proc/cpuinfo name, LLVM's name).
@@ -151,3 +154,41 @@ def demo_options(config: str, bits: int, strategy: str = "ar1"):
                             replay_storage="bits", epochs=1)
     return LearnOptions(strategy=strategy, lr_layer=lr_layer, q_f=32, q_b=32, q_bin=32, replay_storage="float32",
                         epochs=1)
+
+
+# -- timing --------------------------------------------------------------------------------------------------------
+
+perf = time.perf_counter
+
+
+def reps_for(fn, seconds: float, min_reps: int = 3, max_reps: int = 20000) -> int:
+    """How many calls of ``fn`` (already warm) take about ``seconds``, from the fastest of three."""
+    dt = math.inf
+    for _ in range(3):  # the first call after another implementation ran can be slow (the other's threads still spin)
+        t0 = perf()
+        fn()
+        dt = min(dt, perf() - t0)
+    return int(min(max_reps, max(min_reps, seconds / max(dt, 1e-7))))
+
+
+def time_calls(fn, seconds: float) -> list[float]:
+    """Per-call times of ``fn`` repeated for about ``seconds`` (fn is already warm)."""
+    times = []
+    for _ in range(reps_for(fn, seconds)):
+        t0 = perf()
+        fn()
+        times.append(perf() - t0)
+    return times
+
+
+def compare(fns: dict, seconds: float, rounds: int) -> dict:
+    """Interleaved rounds (each implementation ``seconds / rounds`` per round): min per-call time and call count."""
+    for fn in fns.values():  # warm-up: numba compiles or loads its cache, torch allocates
+        fn()
+        fn()
+    best, calls = {k: math.inf for k in fns}, {k: 0 for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t = time_calls(fn, seconds / rounds)
+            best[k], calls[k] = min(best[k], min(t)), calls[k] + len(t)
+    return {k: {"seconds": best[k], "calls": calls[k]} for k in fns}
