@@ -1,12 +1,13 @@
 """bnncl: on-device continual learning with binary neural networks.
 
-The package has two sides that never mix:
+Three layers (README, "Layout"):
 
-* the torch side (``bnncl.binarizers``, ``bnncl.layers``, ``bnncl.models``, ``bnncl.learning``) pretrains and
-  simulates, and needs the ``[train]`` extra;
-* the device side (``bnncl.device``) and the data formats (``bnncl.data``) use NumPy and numba only.
+* the core (``bnncl.core``, and the dataset formats ``bnncl.data``): NumPy only, imports neither side below;
+* the torch side (``bnncl.binarizers``, ``layers``, ``models``, ``checkpoint``, ``training``, ``simulation``,
+  ``export``) pretrains and simulates, and needs the ``[train]`` extra;
+* the device side (``bnncl.device``): the runtime and the on-device learner, NumPy and numba, never torch.
 
 Importing ``bnncl`` itself imports neither torch nor numba.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

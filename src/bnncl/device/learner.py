@@ -64,7 +64,6 @@ from bnncl.device.trainable import BlocksPart, HeadPart
 
 STATE_FORMAT = "bnncl-learner-state"
 STATE_VERSION = 1
-STRATEGIES = DEVICE_STRATEGIES  # the old name, until the CLI uses the protocol's
 
 
 def _rng_state(rng: np.random.Generator) -> dict:

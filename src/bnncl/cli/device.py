@@ -1,0 +1,193 @@
+"""``bnncl export`` (a checkpoint to the device's model file, torch) and ``bnncl device predict / learn / info`` (the
+device runtime only: NumPy + numba, never torch)."""
+
+from __future__ import annotations
+
+import json
+
+from bnncl.cli.common import (
+    DEFAULT_CHECKPOINT,
+    DEVICE_BACKENDS,
+    DEVICE_PREDICT_BATCH,
+    LEARN_DEFAULTS,
+    SPLITS,
+    add_data_args,
+    add_force,
+    add_strategy_args,
+    add_stream_args,
+    check_json_output,
+    data_files,
+    dataset_options,
+    learn_config,
+    write_json,
+)
+from bnncl.core.errors import BnnclError, ConfigError
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("export", help="turn a checkpoint into the device's model file (packed bits, folded BN)",
+                       description="Write one versioned, checksummed model file for the device runtime: binary conv "
+                                   "weights packed to bits, BN and scales folded into per-channel multipliers, biases "
+                                   "and thresholds, the float stem and head, and the latent-replay split. Reading it "
+                                   "needs NumPy and numba only.")
+    p.add_argument("checkpoint", nargs="?", default=DEFAULT_CHECKPOINT, help="default: %(default)s")
+    p.add_argument("--out", required=True, metavar="FILE", help="model file to write (e.g. model.bnn)")
+    p.add_argument("--lr-layer", help="latent-replay layer: the frozen part ends before it (default: the binary "
+                                      "boundary, else the last stage's first block)")
+    p.add_argument("--latent-weights", action="store_true",
+                   help="also keep the float32 latent weights of the trainable blocks' binary convs, which on-device "
+                        "learning with --q-bin-update plain continues from (the default re-binarized update needs only "
+                        "their signs and scale)")
+    add_force(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("device", help="the device runtime (no torch): predict with, or inspect, an exported model",
+                       description="Commands that use the device runtime only (NumPy + numba, bit-packed kernels).")
+    dsub = p.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
+    d = dsub.add_parser("predict", help="predict a dataset split or a .npy of uint8 images with a model file",
+                        description="Run an exported model on a dataset split (default: the Fashion-MNIST test set) "
+                                    "or on a .npy file of uint8 images (N, H, W[, C]); print accuracy (when labels are "
+                                    "known) and throughput as JSON.")
+    d.add_argument("model", help="model file written by bnncl export")
+    add_data_args(d)
+    d.add_argument("--split", choices=SPLITS, default="test", help="default: %(default)s")
+    d.add_argument("--images", metavar="FILE.npy", help="predict these images instead of a dataset")
+    d.add_argument("--image-labels", metavar="FILE.npy", help="labels of --images (int, N), to report accuracy")
+    d.add_argument("--backend", choices=DEVICE_BACKENDS, default=DEVICE_BACKENDS[0],
+                   help="packed: bit-packed XNOR-popcount kernels (the device); float: the same model as float32 "
+                        "NumPy (a baseline) (default: %(default)s)")
+    d.add_argument("--batch-size", type=int, default=DEVICE_PREDICT_BATCH, help="default: %(default)s")
+    d.add_argument("--out", metavar="FILE", help="also write the report and every prediction as JSON")
+    add_force(d)
+    d.set_defaults(func=cmd_device_predict)
+
+    d = dsub.add_parser("learn", help="keep learning on the device: a stream fed to the device learner (no torch)",
+                        description="Simulate a device fed by a continual-learning stream, with the device runtime "
+                                    "only: the frozen part on bit-packed kernels; the head (work A) or the blocks "
+                                    "above the LR layer and the head (work B) trained in integer arithmetic at "
+                                    "--q-f/--q-b/--q-bin bits (float32 when all are 32); CWR*; latent replay stored at "
+                                    "1 bit. The learner's state is written atomically after every experience (--state) "
+                                    "and a second run resumes from it. Writes result.json, report.md and the figures "
+                                    "of bnncl learn to --out. Flags override the --config TOML file (its [learn] "
+                                    "section).")
+    d.add_argument("model", help="model file written by bnncl export")
+    d.add_argument("--config", metavar="FILE.toml", help="a TOML config (as for bnncl learn); flags override it")
+    add_data_args(d, default_dataset=None)
+    add_stream_args(d)
+    add_strategy_args(d, device=True)
+    d.add_argument("--seed", type=int, help=f"default {LEARN_DEFAULTS['seed']}")
+    d.add_argument("--state", metavar="FILE", help="learner state file (default: OUT/state_<strategy>.bnst); resumed "
+                                                   "from when it exists")
+    d.add_argument("--frozen-chunk", type=int, metavar="N",
+                   help="run the frozen part on N images at a time (default: the whole minibatch): the same latents, "
+                        "a smaller peak of activation memory, a little slower")
+    d.add_argument("--out", metavar="DIR", help="run directory (default: the config's out + /device, else runs/device)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=cmd_device_learn)
+
+    d = dsub.add_parser("info", help="layers, precision and source of a model file")
+    d.add_argument("model", help="model file written by bnncl export")
+    d.set_defaults(func=cmd_device_info)
+
+
+def cmd_export(args) -> int:
+    import os
+
+    from bnncl.core.atomic import check_output
+    from bnncl.device.modelfile import is_model_file
+    from bnncl.export import export_checkpoint
+
+    check_output(args.out, [args.checkpoint], "bnncl model file", is_model_file, args.force)
+    meta = export_checkpoint(args.checkpoint, args.out, args.lr_layer, args.latent_weights)
+    size, source = os.path.getsize(args.out), os.path.getsize(args.checkpoint)
+    print(f"{args.out}: {meta['description']}")
+    print(f"  frozen part: {', '.join(meta['frozen'])}; latent-replay layer: {meta['lr_layer']}; "
+          f"trainable: {', '.join(meta['trainable'])}")
+    print(f"  {size / 1024:.1f} KiB, {source / size:.1f}x smaller than the checkpoint ({source / 1024:.1f} KiB)")
+    return 0
+
+
+def _device_images(args):
+    """(images, labels or None, name) for ``device predict``: a dataset split, or .npy files. NumPy only."""
+    import numpy as np
+
+    if args.image_labels and not args.images:
+        raise ConfigError("--image-labels gives the labels of --images: give --images too")
+    if args.images:
+        from bnncl.data.arrays import load_npy
+
+        images = load_npy(args.images)
+        labels = load_npy(args.image_labels) if args.image_labels else None
+        return images, labels, args.images
+    from bnncl.data import load_dataset
+
+    data = load_dataset(args.dataset, args.data, args.split, **dataset_options(args))
+    if args.classes is not None:
+        data = data.select(classes=args.classes)
+    return data.x, np.asarray(data.y), data.name
+
+
+def cmd_device_predict(args) -> int:
+    import time
+
+    import numpy as np
+
+    from bnncl.device import Model
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_json_output(args.out, [args.model, args.images, args.image_labels,
+                                 *([] if args.images else data_files(args))], args.force)
+    model = Model.load(args.model)
+    images, labels, name = _device_images(args)
+    try:
+        images = model.check_images(images)
+    except BnnclError as e:
+        raise type(e)(f"{name}: {e}") from None
+    if labels is not None:
+        try:
+            labels = model.check_labels(labels, len(images))
+        except BnnclError as e:
+            raise type(e)(f"{args.image_labels or name}: {e}") from None
+    t0 = time.perf_counter()
+    pred = model.predict(images, backend=args.backend, batch_size=args.batch_size)
+    seconds = time.perf_counter() - t0
+    report = {"model": args.model, "data": name, "backend": args.backend, "images": int(len(images)),
+              "seconds": round(seconds, 3), "images_per_second": round(len(images) / max(seconds, 1e-9), 1)}
+    if labels is not None:
+        report["accuracy"] = float(np.mean(pred == labels)) if len(labels) else None
+        trained = (model.meta.get("source") or {}).get("trained_classes")
+        if trained and len(trained) < model.num_classes:  # a backbone pretrained on base classes only
+            seen = np.isin(labels, trained)
+            report["trained_classes"] = trained
+            report["accuracy_on_trained_classes"] = float(np.mean(pred[seen] == labels[seen])) if seen.any() else None
+    print(json.dumps(report, indent=2))
+    if args.out:
+        write_json(args.out, {**report, "class_names": model.class_names, "predictions": pred.tolist()})
+    return 0
+
+
+def cmd_device_learn(args) -> int:
+    """A device fed by a stream: :func:`bnncl.device.experiment.run_device_experiment`."""
+    from pathlib import Path
+
+    from bnncl.core.results import report_markdown
+    from bnncl.device.experiment import run_device_experiment
+
+    res = run_device_experiment(args.model, learn_config(args), out=args.out, state=args.state,
+                                frozen_chunk=args.frozen_chunk, progress=not args.quiet)
+    print(report_markdown([res]), end="")
+    print(f"wrote {Path(res['config']['out'])}/result.json, report.md, accuracy.png and the accuracy matrices; learner "
+          f"state in {', '.join(r['options']['state'] for r in res['runs'])}")
+    return 0
+
+
+def cmd_device_info(args) -> int:
+    from bnncl.device import Model
+
+    model = Model.load(args.model)
+    print(model.describe())
+    for layer in model.meta["layers"]:
+        print("  " + ", ".join(f"{k} {v}" for k, v in layer.items()))
+    print(json.dumps({k: model.meta[k] for k in ("precision", "source", "bnncl_version")}, indent=2))
+    return 0

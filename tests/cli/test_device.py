@@ -1,0 +1,107 @@
+"""bnncl export and bnncl device predict / learn / info."""
+
+import inspect
+import json
+import re
+
+import numpy as np
+import pytest
+
+from bnncl.checkpoint import save_checkpoint
+from bnncl.cli import build_parser, main
+from bnncl.cli.common import DEVICE_BACKENDS, DEVICE_PREDICT_BATCH
+from bnncl.models import build_model, preset_config
+
+
+def test_export_then_device_predict_and_info(capsys, tmp_path):
+    model = build_model(preset_config("fmnist", 10))
+    save_checkpoint(tmp_path / "model.pt", model,
+                    meta={"trained_classes": [0, 1, 2], "class_names": list("abcdefghij")})
+    assert main(["export", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m.bnn")]) == 0
+    out = capsys.readouterr().out
+    assert "latent-replay layer: block5" in out and float(re.search(r"([\d.]+)x smaller", out).group(1)) >= 10
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.integers(0, 256, (9, 28, 28), dtype=np.uint8))  # (N, H, W): one channel implied
+    np.save(tmp_path / "y.npy", np.array([0, 1, 2, 3, 4, 5, 6, 7, 8]))
+    argv = ["device", "predict", str(tmp_path / "m.bnn"), "--images", str(tmp_path / "x.npy"),
+            "--image-labels", str(tmp_path / "y.npy"), "--out", str(tmp_path / "p.json")]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "p.json").read_text())
+    pred = np.array(report["predictions"])
+    assert report["images"] == 9 and report["class_names"] == list("abcdefghij")
+    assert report["accuracy"] == pytest.approx(np.mean(pred == np.arange(9)))
+    assert report["accuracy_on_trained_classes"] == pytest.approx(np.mean(pred[:3] == np.arange(3)))
+    assert main(["device", "info", str(tmp_path / "m.bnn")]) == 0
+    assert "frozen [stem, block1, block2, block3, block4]" in capsys.readouterr().out
+
+
+def test_device_predict_bad_input(one_line_error, tmp_path):
+    one_line_error(["device", "predict", str(tmp_path / "none.bnn")], "none.bnn", "no such model file")
+    (tmp_path / "bad.bnn").write_bytes(b"PK\x03\x04 truncated")
+    one_line_error(["device", "predict", str(tmp_path / "bad.bnn")], "bad.bnn")
+    save_checkpoint(tmp_path / "model.pt", build_model(preset_config("fmnist", 10)))
+    assert main(["export", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m.bnn")]) == 0
+    np.save(tmp_path / "x.npy", np.zeros((2, 32, 32, 3), np.uint8))
+    one_line_error(["device", "predict", str(tmp_path / "m.bnn"), "--images", str(tmp_path / "x.npy")],
+                   "(N, 28, 28, 1)")
+    np.save(tmp_path / "x.npy", np.zeros((2, 28, 28), np.uint8))
+    np.save(tmp_path / "y.npy", np.zeros(3, np.int64))
+    one_line_error(["device", "predict", str(tmp_path / "m.bnn"), "--images", str(tmp_path / "x.npy"),
+                    "--image-labels", str(tmp_path / "y.npy")], "labels of shape (3,) for 2 images")
+    (tmp_path / "t.npy").write_bytes(b"\x93NUMPY truncated")
+    one_line_error(["device", "predict", str(tmp_path / "m.bnn"), "--images", str(tmp_path / "t.npy")], "t.npy")
+
+
+def test_device_learn_writes_results_figures_and_resumes(capsys, one_line_error, data_dir, tmp_path):
+    """bnncl device learn: the same result.json/report.md/figures as bnncl learn; a second run resumes (learns nothing,
+    the state file is untouched); other settings on the same state, an unknown strategy: one-line errors."""
+    save_checkpoint(tmp_path / "model.pt", build_model(preset_config("fmnist", 10)))
+    assert main(["export", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m.bnn")]) == 0
+    out = tmp_path / "run"
+    argv = ["device", "learn", str(tmp_path / "m.bnn"), "--data", str(data_dir), "--stream", "nc", "--experiences", "2",
+            "--epochs", "1", "--batch-size", "8", "--replay-size", "12", "--replay-batch", "4", "--q-f", "8",
+            "--q-b", "16", "--q-bin", "8", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    result = json.loads((out / "result.json").read_text())
+    run = result["runs"][0]
+    assert result["device"] is True and run["options"]["lr_layer"] == "block5" and len(run["accuracy"]) == 2
+    assert run["bytes"]["replay_patterns"] * 32 == 12 * 64 * 7 * 7 * 4  # block5's input, 1 bit per value
+    for name in ("report.md", "accuracy.png", "matrix_ar1.png", "state_ar1.bnst", "state_ar1.bnst.prev"):
+        assert (out / name).is_file(), name
+    state = (out / "state_ar1.bnst").read_bytes()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "resuming from" in capsys.readouterr().out
+    assert (out / "state_ar1.bnst").read_bytes() == state
+    one_line_error(argv[:-3] + ["--qb", "12", "--out", str(out)], "state_ar1.bnst", "other settings",
+                   "q_b 16")  # the old spelling of --q-b, still accepted
+    assert (out / "state_ar1.bnst").read_bytes() == state
+    one_line_error(["device", "learn", str(tmp_path / "m.bnn"), "--data", str(data_dir), "--config",
+                    str(tmp_path / "none.toml")], "none.toml")
+    # the frozen part 3 images at a time: the same learning, recorded, with a smaller peak; 0 images: an error
+    chunked = tmp_path / "chunked"
+    assert main(argv[:-3] + ["--out", str(chunked), "--frozen-chunk", "3", "--quiet"]) == 0
+    other = json.loads((chunked / "result.json").read_text())["runs"][0]
+    assert other["options"]["frozen_chunk"] == 3 and run["options"]["frozen_chunk"] is None
+    assert other["accuracy"] == run["accuracy"]
+    assert other["bytes"]["peak_activations"] < run["bytes"]["peak_activations"]
+    one_line_error(argv[:-3] + ["--out", str(tmp_path / "zero"), "--frozen-chunk", "0"], "frozen_chunk",
+                   "at least 1")
+
+
+def test_device_constants_are_the_runtimes():
+    """The CLI repeats two constants of the device runtime (to build its parser without importing numba): they are
+    the library's, and they reach the parser; the device's strategies are the protocol's."""
+    from bnncl.core.protocol import DEVICE_STRATEGIES
+    from bnncl.device.model import Model
+    from bnncl.device.ops import BACKENDS
+
+    predict = inspect.signature(Model.predict).parameters
+    assert DEVICE_BACKENDS == BACKENDS and predict["backend"].default == DEVICE_BACKENDS[0]
+    assert DEVICE_PREDICT_BATCH == predict["batch_size"].default
+    parser = build_parser()
+    args = parser.parse_args(["device", "predict", "m.bnn"])
+    assert (args.backend, args.batch_size) == (BACKENDS[0], DEVICE_PREDICT_BATCH)
+    device = next(a for a in parser._actions if a.dest == "command").choices["device"]
+    learn = next(a for a in device._actions if a.dest == "device_command").choices["learn"]
+    assert next(a for a in learn._actions if a.dest == "strategy").choices == DEVICE_STRATEGIES
