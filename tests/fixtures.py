@@ -1,5 +1,6 @@
 """Writers of small datasets in exactly the official on-disk formats, for tests (no real data is needed); a model
-with random per-channel vectors; the float32 rounding bounds that tests hold results computed in another order to."""
+with random per-channel vectors; the float32 rounding bounds that tests hold results computed in another order to;
+the torch simulation's tiny backbone, stream and options."""
 
 from __future__ import annotations
 
@@ -251,3 +252,135 @@ def float32_chain_bound(terms: int, magnitude, unit: float = F32_UNIT) -> float:
     with a gain above one could exceed it, and a float32 result here far below it in every test is the usual case.
     Two float32 computations in different orders differ by up to twice this."""
     return terms * unit * float(magnitude)
+
+
+# -- the torch simulation on a tiny backbone and a tiny class-incremental stream -----------------------------------
+
+def synthetic(per_class, seed, name):
+    """``per_class`` 8x8 grey images of each of 4 classes (a class-dependent bright band plus noise), shuffled."""
+    from bnncl.data.arrays import LabelledArrays
+
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(4), per_class)
+    rng.shuffle(y)
+    x = rng.integers(0, 60, size=(len(y), 8, 8, 1), dtype=np.uint8)
+    for i, c in enumerate(y):
+        x[i, 2 * c: 2 * c + 2] = 220  # a class-dependent bright band
+    return LabelledArrays(x, y.astype(np.int64), ("a", "b", "c", "d"), name)
+
+
+def tiny_nc_stream():
+    """``(train, test, stream)``: 12 training and 4 test images per class, an NC stream of 2 experiences (seed 0)."""
+    from bnncl.data.scenarios import nc
+
+    train, test = synthetic(12, 0, "train"), synthetic(4, 1, "test")
+    return train, test, nc(train, test, n_experiences=2, seed=0)
+
+
+def tiny_sim_model(seed=0, **config):
+    """The simulation's tiny backbone for :func:`tiny_nc_stream` (8x8x1 images, 4 classes; ``config`` overrides)."""
+    import torch
+
+    from bnncl.models import BackboneConfig, build_model
+
+    torch.manual_seed(seed)
+    base = dict(input_shape=(8, 8, 1), num_classes=4, stem_channels=4, stages=((4, 1, 1), (8, 1, 2)))
+    return build_model(BackboneConfig(**{**base, **config}))
+
+
+def sim_options(strategy, **kw):
+    """Small ``LearnOptions`` for :func:`tiny_nc_stream` (2 epochs, minibatches of 8, 8 replay slots, seed 3)."""
+    from bnncl.core.options import LearnOptions
+
+    base = dict(strategy=strategy, epochs=2, batch_size=8, lr=0.05, replay_size=8, seed=3)
+    return LearnOptions(**{**base, **kw})
+
+
+def run_capturing(monkeypatch, model, opts, stream):
+    """run_stream, keeping hold of the learner it builds (it trains a deep copy of ``model``)."""
+    from bnncl.simulation import run as run_mod
+
+    captured = {}
+    original = run_mod.build_strategy
+
+    def wrapper(m, o):
+        captured["learner"] = original(m, o)
+        return captured["learner"]
+
+    monkeypatch.setattr(run_mod, "build_strategy", wrapper)
+    result = run_mod.run_stream(model, stream, opts, progress=False)
+    return result, captured["learner"]
+
+
+# -- exported models of several shapes (the export and the device model against each other) -----------------------
+
+# Backbones of several shapes, each exported by :func:`exported_randomized` (tests/test_export.py, test_model.py).
+EXPORT_CONFIGS = {
+    "fmnist": dict(input_shape=(28, 28, 1), stem_channels=32, stages=((32, 2, 2), (64, 2, 2), (128, 2, 2)),
+                   name="fmnist"),
+    "boundary": dict(input_shape=(28, 28, 1), stem_channels=32, stages=((32, 2, 2), (64, 2, 2), (128, 2, 2)),
+                     binary_boundary="block5", name="fmnist"),
+    # odd widths (not multiples of 64), RGB, a strided stem, the binary 1x1-conv shortcut, odd sizes (9 -> 5 -> 3)
+    "odd": dict(input_shape=(9, 9, 3), stem_channels=5, stem_stride=1, stages=((70, 1, 2), (130, 2, 2)),
+                shortcut="binary", binary_boundary="block3"),
+    "strided-stem": dict(input_shape=(16, 12, 3), stem_channels=33, stem_stride=2, stages=((33, 1, 1), (66, 1, 2))),
+}
+
+
+def exported_randomized(name: str, directory):
+    """``EXPORT_CONFIGS[name]`` (7 classes) randomized, saved and exported: (torch model, device Model, 12 images)."""
+    from bnncl.checkpoint import save_checkpoint
+    from bnncl.device import Model
+    from bnncl.export import export_checkpoint
+    from bnncl.models import BackboneConfig
+
+    config = BackboneConfig(num_classes=7, **EXPORT_CONFIGS[name])
+    model = randomized(config, seed=len(name))
+    d = Path(directory)
+    save_checkpoint(d / "model.pt", model)
+    export_checkpoint(d / "model.pt", d / "model.bnn")
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(12, *config.input_shape), dtype=np.uint8)
+    return model, Model.load(d / "model.bnn"), images
+
+
+# -- oracles of the device kernels' tests (tests/device/kernels) ------------------------------------------------------
+
+ODD_CHANNELS = [1, 3, 33, 63, 64, 65, 70, 130]
+
+
+def signs(a):
+    return np.where(a < 0, -1.0, 1.0)
+
+
+def float_conv_oracle(x, w, bias, stride, pad, pad_value=0.0):
+    """Direct float64 convolution, NHWC input, (Cout, kh, kw, Cin) weights, constant padding ``pad_value``."""
+    xp = np.pad(np.asarray(x, np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=pad_value)
+    w = np.asarray(w, np.float64)
+    n, h, wd, _ = xp.shape
+    cout, kh, kw, _ = w.shape
+    ho, wo = (h - kh) // stride + 1, (wd - kw) // stride + 1
+    out = np.zeros((n, ho, wo, cout))
+    for i in range(ho):
+        for j in range(wo):
+            win = xp[:, i * stride:i * stride + kh, j * stride:j * stride + kw]
+            out[:, i, j] = np.einsum("nyxc,oyxc->no", win, w)
+    if bias is not None:
+        out += np.asarray(bias, np.float64)
+    return out
+
+
+def packed_bits_oracle(below):
+    """Boolean (..., C) -> uint64 words (..., ceil(C/64)) with plain Python ints: bit j of word w is channel 64w+j."""
+    c = below.shape[-1]
+    nw = (c + 63) // 64
+    flat = below.reshape(-1, c)
+    out = np.zeros((flat.shape[0], nw), np.uint64)
+    for r in range(flat.shape[0]):
+        for t in range(nw):
+            word = 0
+            for j in range(min(64, c - 64 * t)):
+                if flat[r, 64 * t + j]:
+                    word |= 1 << j
+            out[r, t] = word
+    return out.reshape(*below.shape[:-1], nw)

@@ -4,7 +4,7 @@ Layer by layer (teacher-forced: each device op gets torch's own input to that la
 within float32 rounding (twice ``float32_chain_bound`` of the layer's sums and elementwise operations: two float32
 computations in different orders) and the signs fed to the next binary conv are identical, except at a *tie*: a value
 whose distance to its threshold is within that rounding, where the two computations may round it to opposite sides.
-End to end the predictions are identical.
+End to end the predictions are identical. (The device model's own checks and refusals: tests/device/test_model.py.)
 """
 
 from __future__ import annotations
@@ -14,14 +14,21 @@ import pytest
 import torch
 
 from bnncl.checkpoint import save_checkpoint
-from bnncl.core.errors import CheckpointError, ConfigError, DataError
+from bnncl.core.errors import CheckpointError, ConfigError
 from bnncl.device import Model
 from bnncl.device.bitpack import pack_signs
 from bnncl.device.ops import Activation, Block
 from bnncl.export import export_checkpoint
 from bnncl.layers import BinarizeInput, BinaryBlock
 from bnncl.models import BackboneConfig, normalize_tensor
-from fixtures import assert_within_float32, float32_chain_bound, randomized, reduction_terms
+from fixtures import (
+    EXPORT_CONFIGS,
+    assert_within_float32,
+    exported_randomized,
+    float32_chain_bound,
+    randomized,
+    reduction_terms,
+)
 
 # the elementwise float operations of a layer besides its sums (folded BN, shortcut, shifts, RPReLU), one rounding
 # each, in torch's form or the device's folded one
@@ -77,28 +84,9 @@ def assert_signs_equal_except_ties(ours, theirs, gap, tie, what):
     return int(diff.sum())
 
 
-CONFIGS = {
-    "fmnist": dict(input_shape=(28, 28, 1), stem_channels=32, stages=((32, 2, 2), (64, 2, 2), (128, 2, 2)),
-                   name="fmnist"),
-    "boundary": dict(input_shape=(28, 28, 1), stem_channels=32, stages=((32, 2, 2), (64, 2, 2), (128, 2, 2)),
-                     binary_boundary="block5", name="fmnist"),
-    # odd widths (not multiples of 64), RGB, a strided stem, the binary 1x1-conv shortcut, odd sizes (9 -> 5 -> 3)
-    "odd": dict(input_shape=(9, 9, 3), stem_channels=5, stem_stride=1, stages=((70, 1, 2), (130, 2, 2)),
-                shortcut="binary", binary_boundary="block3"),
-    "strided-stem": dict(input_shape=(16, 12, 3), stem_channels=33, stem_stride=2, stages=((33, 1, 1), (66, 1, 2))),
-}
-
-
-@pytest.fixture(scope="module", params=sorted(CONFIGS))
+@pytest.fixture(scope="module", params=sorted(EXPORT_CONFIGS))
 def exported(request, tmp_path_factory):
-    config = BackboneConfig(num_classes=7, **CONFIGS[request.param])
-    model = randomized(config, seed=len(request.param))
-    d = tmp_path_factory.mktemp(request.param)
-    save_checkpoint(d / "model.pt", model)
-    export_checkpoint(d / "model.pt", d / "model.bnn")
-    rng = np.random.default_rng(3)
-    images = rng.integers(0, 256, size=(12, *config.input_shape), dtype=np.uint8)
-    return model, Model.load(d / "model.bnn"), images
+    return exported_randomized(request.param, tmp_path_factory.mktemp(request.param))
 
 
 @pytest.mark.parametrize("backend", ["packed", "float"])
@@ -150,7 +138,7 @@ def test_predictions_and_latent_match_torch(exported, backend):
 
 
 def test_export_records_the_split_and_is_small(tmp_path):
-    config = BackboneConfig(num_classes=10, **CONFIGS["fmnist"])
+    config = BackboneConfig(num_classes=10, **EXPORT_CONFIGS["fmnist"])
     model = randomized(config, 0)
     save_checkpoint(tmp_path / "model.pt", model)
     meta = export_checkpoint(tmp_path / "model.pt", tmp_path / "model.bnn", lr_layer="block6")
@@ -172,19 +160,11 @@ def test_export_bad_input(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pt"):
         export_checkpoint(tmp_path / "bad.pt", tmp_path / "m.bnn")
-    model = randomized(BackboneConfig(num_classes=10, **CONFIGS["fmnist"]), 0)
+    model = randomized(BackboneConfig(num_classes=10, **EXPORT_CONFIGS["fmnist"]), 0)
     save_checkpoint(tmp_path / "model.pt", model)
     with pytest.raises(ConfigError, match="block99"):
         export_checkpoint(tmp_path / "model.pt", tmp_path / "m.bnn", lr_layer="block99")
     assert not (tmp_path / "m.bnn").exists()
-
-
-def test_device_refuses_bad_images(exported):
-    _, device, images = exported
-    with pytest.raises(DataError, match="uint8"):
-        device.predict(images.astype(np.float32))
-    with pytest.raises(DataError, match="do not fit"):
-        device.predict(images[:, :-1])
 
 
 FMNIST = "/usr/share/datasets/fashion-mnist"

@@ -1,11 +1,9 @@
-"""The on-device learner (:mod:`bnncl.device.learner`) and its integer step (:mod:`bnncl.device.integer_step`).
+"""The on-device learner (:mod:`bnncl.device.learner`), on a model exported with its LR layer at the head (work A;
+the blocks above an LR layer, work B: test_trainable.py). Its integer step's pieces (``IntTensor``,
+``IntegerHeadStep``, ``float_head_step``): test_integer_step.py; the ``imatmul`` kernel: kernels/test_integer.py.
 
 Oracles:
 
-* ``imatmul``: ``imatmul_reference`` and a plain int64 NumPy matmul.
-* ``IntTensor``: the definition of the integer quantizer (levels in range, error at most half a step, 0 exact) and
-  ``bnncl.core.affine.quantize(..., grid="integer")``, the simulation's float form of the same grid.
-* One integer head step: the torch simulation ``HeadHybridStep(grid="integer")``; the float step: torch autograd.
 * CWR*: docs/method.md §3's formulas re-stated here in float64 NumPy, on head rows trained by a re-statement of the
   SGD step with the learner's own shuffle.
 * Determinism and resume: the state of an uninterrupted run with the same seed (every array bit for bit, the meta
@@ -33,21 +31,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from bnncl.checkpoint import save_checkpoint
-from bnncl.core.affine import NonFiniteError, quantize
 from bnncl.core.errors import ConfigError, DataError, LearnerStateError
 from bnncl.core.options import LearnOptions
 from bnncl.device import Learner
-from bnncl.device.integer_step import IntegerHeadStep, IntTensor, float_head_step
-from bnncl.device.kernels import imatmul, imatmul_reference
+from bnncl.device.integer_step import IntegerHeadStep
 from bnncl.export import export_checkpoint
 from bnncl.models import BackboneConfig
-from bnncl.simulation.steps import HeadHybridStep
-from fixtures import F32_UNIT, assert_within_float32, float32_chain_bound, float32_head_step_bounds, randomized
+from fixtures import F32_UNIT, assert_within_float32, float32_chain_bound, randomized
 
 WORKER = Path(__file__).with_name("learner_worker.py")
 
@@ -115,194 +107,7 @@ def file_id(path: Path):
     return path.read_bytes(), path.stat().st_mtime_ns
 
 
-# -- 1. the integer matmul kernel ---------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (1, 37, 1), (1, 64, 9), (29, 1, 13), (13, 7, 1), (17, 33, 5),
-                                   (40, 130, 11), (3, 0, 4)])
-@pytest.mark.parametrize("magnitude", [2 ** 16, 2 ** 7])  # int64 sums, and small enough for the int32 fast path
-def test_imatmul_equals_reference_and_int64_matmul(m, k, n, magnitude):
-    rng = np.random.default_rng(m * 1000 + k * 10 + n + magnitude)
-    a = rng.integers(-magnitude, magnitude + 1, (m, k)).astype(np.int32)
-    b = rng.integers(-magnitude, magnitude + 1, (k, n)).astype(np.int32)
-    if a.size:
-        a.flat[0], b.flat[-1] = -magnitude, magnitude  # the extremes, both signs
-    oracle = a.astype(np.int64) @ b.astype(np.int64)
-    out = imatmul(a, b)
-    assert np.issubdtype(out.dtype, np.integer) and out.shape == (m, n)
-    np.testing.assert_array_equal(out, oracle)
-    np.testing.assert_array_equal(imatmul_reference(a, b), oracle)
-    # transposed (non-contiguous) operands, as the head step passes them
-    np.testing.assert_array_equal(imatmul(np.ascontiguousarray(a.T).T, np.ascontiguousarray(b.T).T), oracle)
-
-
-def _exact_product(a, b):
-    """``a @ b`` in Python integers: no overflow anywhere."""
-    return [[sum(int(a[i, t]) * int(b[t, j]) for t in range(a.shape[1])) for j in range(b.shape[1])]
-            for i in range(a.shape[0])]
-
-
-@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.int64])
-def test_imatmul_is_exact_for_every_integer_type_up_to_its_extremes(dtype):
-    """Exact sums whatever the operands' integer type: random values, and every pair of the type's extremes
-    (including its most negative value, whose absolute value does not fit the type) wherever the exact result fits
-    int64."""
-    info = np.iinfo(dtype)
-    rng = np.random.default_rng(7)
-    lo, hi = max(info.min, -2 ** 16), min(info.max, 2 ** 16)
-    pairs = [(rng.integers(lo, hi + 1, (5, 9)).astype(dtype), rng.integers(lo, hi + 1, (9, 4)).astype(dtype))]
-    if info.bits <= 32:
-        k = 4 if info.bits <= 16 else 1  # |result| <= k * 2^62 for int32: one term
-        for x in (info.min, info.max):
-            for z in (info.min, info.max):
-                pairs.append((np.full((2, k), x, dtype), np.full((k, 3), z, dtype)))
-    for a, b in pairs:
-        out = imatmul(a, b)
-        assert out.tolist() == _exact_product(a, b), f"{dtype.__name__} {a.flat[0]} x {b.flat[0]} (K={a.shape[1]})"
-
-
-def test_imatmul_mixed_types_past_the_int32_range():
-    """int8 operands at their minimum times int32 values: the sum (-2^32) needs int64."""
-    a = np.array([[-128, -128]], np.int8)
-    b = np.full((2, 1), 2 ** 24, np.int32)
-    assert imatmul(a, b).tolist() == _exact_product(a, b) == [[-2 ** 32]]
-
-
-def test_imatmul_refuses_shapes_that_do_not_chain():
-    with pytest.raises(ValueError, match="do not chain"):
-        imatmul(np.zeros((2, 3), np.int32), np.zeros((4, 2), np.int32))
-
-
-# -- 2. IntTensor ---------------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("bits", [1, 2, 4, 7, 8, 9, 12, 16])
-@pytest.mark.parametrize("kind", ["mixed", "positive", "negative", "clipped"])
-def test_int_tensor_quantize(bits, kind):
-    rng = np.random.default_rng(bits)
-    x = (rng.standard_normal((7, 13)) * 3).astype(np.float32)
-    lo = hi = None
-    if kind == "positive":
-        x = np.abs(x) + 0.5
-    elif kind == "negative":
-        x = -np.abs(x) - 0.5
-    elif kind == "clipped":
-        lo, hi = -1.0, 2.5
-    x.flat[5] = 0.0
-    t = IntTensor.quantize(x, bits, lo, hi, where="test tensor")
-    assert t.q.dtype == (np.uint8 if bits <= 8 else np.uint16)
-    assert t.q.shape == x.shape and t.bits == bits
-    assert t.q.min() >= 0 and int(t.q.max()) <= 2 ** bits - 1
-    v = t.value()
-    assert v.dtype == np.float32
-    target = np.clip(x, lo if lo is not None else x.min(), hi if hi is not None else x.max()).astype(np.float64)
-    # at most half a step from the (clipped) value, plus the float32 rounding of the value itself
-    bound = t.params.scale / 2 + np.spacing(np.abs(v)).astype(np.float64)
-    assert (np.abs(v - target) <= bound).all(), f"max error {np.abs(v - target).max()} for a scale {t.params.scale}"
-    assert v.flat[5] == 0.0  # 0 is a level of the integer grid: exact
-    np.testing.assert_array_equal(v, quantize(x, bits, lo, hi, grid="integer"))
-    assert t.nbytes == -(-x.size * bits // 8) + 8
-
-
-def test_int_tensor_value_is_levels_minus_zero_times_scale_across_chunks():
-    """value() works a chunk at a time: ((q - Z) * scale) in float64, rounded once to float32, over the whole array."""
-    from bnncl.core import affine as quant
-
-    x = np.random.default_rng(4).standard_normal((5, quant.CHUNK // 2 + 9)).astype(np.float32)
-    for bits in (8, 16):
-        t = IntTensor.quantize(x, bits, where="test tensor")
-        want = ((t.q.astype(np.int64) - t.params.zero_point) * np.float64(t.params.scale)).astype(np.float32)
-        np.testing.assert_array_equal(t.value(), want)
-        assert t.value().shape == x.shape
-
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_int_tensor_refuses_non_finite_values_naming_the_tensor(bad):
-    x = np.linspace(-1, 1, 12, dtype=np.float32)
-    x[4] = bad
-    with pytest.raises(NonFiniteError, match="the tensor under test"):
-        IntTensor.quantize(x, 8, where="the tensor under test")
-    with pytest.raises(NonFiniteError, match="the tensor under test"):
-        IntTensor.quantize(x, 8, -1.0, 1.0, where="the tensor under test")  # a given range clips, never hides a NaN
-    step = IntegerHeadStep(8, 16, 0.1)
-    h = np.ones((3, 4), np.float32)
-    h[1, 2] = bad
-    with pytest.raises(NonFiniteError, match="head input"):
-        step(step.store(np.full((2, 4), 0.1, np.float32)), h, np.array([0, 1, 0]))
-
-
-# -- 3. one step against the torch simulation and torch autograd ---------------------------------------------------
-
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-@pytest.mark.parametrize("features", [64, 256])
-@pytest.mark.parametrize("start", ["random", "zero"])
-def test_integer_step_equals_the_simulation_on_the_integer_grid(seed, features, start):
-    """One ``IntegerHeadStep(8, 16)`` equals ``HeadHybridStep(grid="integer")`` on the same stored head and batch.
-
-    The two compute the same quantities; the only difference is float rounding order (the device rescales exact
-    integer sums in float64, the simulation multiplies in float32 BLAS), which can flip one rounding at a level
-    boundary. Bounds: read on the device's grid (scale S, zero point Z), the simulation's new weights sit on the same
-    integer levels up to one level anywhere; from a random head at least 99 % of the new weights are bit-for-bit
-    equal. The simulation's values are (level - Z) * S up to the float32 rounding of its range, at most n u relative
-    (n = 178 terms per sum, u = 2^-24: 1.1e-5), plus half a float32 ulp. From a zero head (where CWR* starts every
-    new class) the new weights' range is that of lr * g, whose float32 sums differ from the exact ones in the last
-    bits, so the two scales differ by that rounding and no value need be bit-for-bit equal: the levels and the scale
-    bound are what holds there.
-    """
-    classes, batch, lr = 10, 178, (0.05, 0.5)[seed % 2]
-    rng = np.random.default_rng(seed)
-    w_float = (0.1 * rng.standard_normal((classes, features))).astype(np.float32)
-    if start == "zero":
-        w_float[:] = 0
-    h = rng.standard_normal((batch, features)).astype(np.float32)
-    y = rng.integers(0, classes, batch)
-    step = IntegerHeadStep(8, 16, lr, "nearest")
-    w = step.store(w_float)
-    w_new, _ = step(w, h, y)
-
-    head = nn.Linear(features, classes, bias=False)
-    with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(w.value()))
-    HeadHybridStep(head, 8, 16, lr, "dynamic", "nearest", grid="integer")(torch.from_numpy(h), torch.from_numpy(y))
-    ours, theirs = w_new.value(), head.weight.detach().numpy()
-
-    assert w_new.q.dtype == np.uint16
-    assert not np.array_equal(ours, w.value()), "the step changed nothing: the comparison would be vacuous"
-    scale, zero = w_new.params.scale, w_new.params.zero_point
-    levels = np.rint(theirs.astype(np.float64) / scale) + zero
-    level_diff = np.abs(levels - w_new.q.astype(np.int64))
-    assert level_diff.max() <= 1, f"a weight is {level_diff.max()} levels off"
-    off_grid = np.abs(theirs - (levels - zero) * scale)
-    assert (off_grid <= batch * 2.0 ** -24 * np.abs(theirs) + np.spacing(np.abs(theirs))).all()
-    if start == "random":
-        assert np.mean(ours == theirs) >= 0.99, f"only {np.mean(ours == theirs):.2%} of the weights are equal"
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_float_step_equals_torch_autograd_sgd(seed):
-    """The fp32 head step and torch autograd + SGD, both against the exact step (float64) within the float32 bounds of
-    :func:`float32_head_step_bounds`, and against each other within the two bounds together."""
-    classes, features, batch, lr = 10, 48, 23, 0.3
-    rng = np.random.default_rng(seed)
-    w = (0.2 * rng.standard_normal((classes, features))).astype(np.float32)
-    h = rng.standard_normal((batch, features)).astype(np.float32)
-    y = rng.integers(0, classes, batch)
-    ref = nn.Linear(features, classes, bias=False)
-    with torch.no_grad():
-        ref.weight.copy_(torch.from_numpy(w))
-    loss = F.cross_entropy(ref(torch.from_numpy(h)), torch.from_numpy(y))
-    loss.backward()
-    expected = (ref.weight - lr * ref.weight.grad).detach().numpy()
-    ours, result = float_head_step(w, h, y, lr)
-    assert ours.dtype == np.float32
-    (w_exact, ew), (g_exact, eg), (loss_exact, eloss) = float32_head_step_bounds(w, h, y, lr)
-    assert np.abs(g_exact).max() > 100 * eg.max()  # the bounds are far below the step itself: the test can fail
-    for name, new_w, grad, value in (("device", ours, result.gradient, result.loss),
-                                     ("torch", expected, ref.weight.grad.numpy(), loss.item())):
-        assert_within_float32(new_w, w_exact, ew, f"{name}: new head")
-        assert_within_float32(grad, g_exact, eg, f"{name}: gradient")
-        assert abs(value - loss_exact) <= eloss, f"{name}: loss {value} vs {loss_exact} (bound {eloss:.3g})"
-    assert_within_float32(ours, expected, 2 * ew, "device vs torch: new head")
-
-
-# -- 4. the learner -------------------------------------------------------------------------------------------------
+# -- 1. the learner -------------------------------------------------------------------------------------------------
 
 CONFIGS = {
     "cwr-8/16": dict(strategy="cwr", bits=8),
@@ -359,7 +164,8 @@ def _sgd64(w, h, y, lr):
 def test_cwr_star_consolidation_matches_a_hand_computed_oracle(models, bits):
     """Two experiences (the second revisits class 2): the head the learner predicts with equals docs/method.md §3's
     consolidation, computed here in float64, of rows trained with the learner's own shuffle from the rows consolidated
-    before (fp32: a float64 re-statement of the SGD step; 8/16: the integer step, held equal to the simulation above).
+    before (fp32: a float64 re-statement of the SGD step; 8/16: the integer step, held equal to the simulation in
+    test_integer_step.py).
     Tolerance: float32 rounding through the steps and the consolidation (``float32_chain_bound``: per fp32 step the
     logits' sums over the features, the softmax's over the classes and the gradient's over the minibatch; the
     consolidation's mean over the present classes and its few elementwise operations)."""
@@ -506,7 +312,7 @@ def test_bad_frozen_chunk_is_refused(models, chunk):
     with pytest.raises(ConfigError, match="frozen_chunk"):
         Learner.open(models["a"], None, options("ar1", 8), frozen_chunk=chunk)
 
-# -- 5. bad input and options ---------------------------------------------------------------------------------------
+# -- 2. bad input and options ---------------------------------------------------------------------------------------
 
 def _bad(x, y):
     n = len(x)
@@ -568,7 +374,7 @@ def test_options_the_device_does_not_run_are_refused(models, tmp_path, change, m
     assert not os.listdir(tmp_path)
 
 
-# -- 6. corrupt state -----------------------------------------------------------------------------------------------
+# -- 3. corrupt state -----------------------------------------------------------------------------------------------
 
 def _entry_data_offsets(data: bytes) -> dict[str, int]:
     """Offset of the middle of every zip entry's data (every byte there is covered by the entry's CRC)."""
@@ -708,7 +514,7 @@ def test_prev_is_the_previous_experience_and_recovers_a_corrupt_state(models, tm
     assert_same_state(snapshot(learner), states[-1], "recovered from prev")
 
 
-# -- 7. SIGKILL at random moments -----------------------------------------------------------------------------------
+# -- 4. SIGKILL at random moments -----------------------------------------------------------------------------------
 
 KILL_EXPERIENCES, KILL_IMAGES, MIN_TRIALS = 8, 8, 50
 

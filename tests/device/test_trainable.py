@@ -1,14 +1,9 @@
-"""The device learner's trainable part above a block (work B): :mod:`bnncl.device.trainable` (``BlocksPart``), its
-integer pieces (:mod:`bnncl.device.integer_step`: ``IntegerBits``/``QArray``, ``IntegerConv``) and kernels (``col2im``).
+"""The device learner's trainable part above a block (work B): :mod:`bnncl.device.trainable` (``BlocksPart``). Its
+integer pieces (``IntegerBits``/``QArray``, ``IntegerConv``): test_integer_step.py; the ``col2im`` kernel:
+kernels/test_integer.py.
 
 Oracles:
 
-* ``kernels.col2im``: the NumPy reference ``bnncl.core.backprop.col2im``.
-* ``IntegerBits``: the definition of the integer grid (``QParams.for_range`` of the input's range; values
-  ``centred * scale``; levels in ``[0, 2^b - 1]``), and plain NumPy arithmetic for what a QArray becomes.
-* ``IntegerBits.matmul``: the float64 product of the operands' values, the exact int64 NumPy product of their
-  integers, and ``@`` itself.
-* ``IntegerConv``: ``NumpyConv`` (float im2col products) on the same quantized operands.
 * One learning step of ``BlocksPart``: the torch simulation ``BackpropHybridStep(grid="integer")`` at 8/16/8, and
   torch autograd + ``torch.optim.SGD`` (+ latent-weight clipping) at 32/32/32.
 * Inference after ``end``: the torch model in eval mode holding the same trained parameters.
@@ -19,7 +14,6 @@ Oracles:
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 from dataclasses import replace
 
@@ -28,31 +22,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import bnncl.device.integer_step as hybrid
 from bnncl.binarizers import clip_latent_weights
 from bnncl.checkpoint import load_model, save_checkpoint
 from bnncl.core.affine import QParams
 from bnncl.core.backprop import Bits, NumpyConv
-from bnncl.core.backprop import col2im as reference_col2im
 from bnncl.core.errors import ConfigError
 from bnncl.core.options import LearnOptions
 from bnncl.device import Learner, Model
-from bnncl.device.integer_step import IntegerBits, IntegerConv, QArray, integers
-from bnncl.device.kernels import bconv as kernel_bconv
-from bnncl.device.kernels import col2im as kernel_col2im
 from bnncl.export import export_checkpoint
 from bnncl.layers import BinaryBlock
 from bnncl.models import BackboneConfig, normalize_tensor
 from bnncl.simulation.steps import BackpropHybridStep
-from fixtures import (
-    F32_UNIT,
-    F64_UNIT,
-    assert_within_float32,
-    float32_chain_bound,
-    float32_sum_bound,
-    randomized,
-    reduction_terms,
-)
+from fixtures import assert_within_float32, float32_chain_bound, randomized, reduction_terms
 
 CLASSES = 5
 # 8x8 grey images; block2 (5 -> 15 channels, stride 2, duplicate shortcut) is the LR layer, block3 (15 -> 15,
@@ -102,211 +83,7 @@ def device_options(bits=8, **kw) -> LearnOptions:
     return LearnOptions(**{**base, **kw})
 
 
-# -- 1. col2im ------------------------------------------------------------------------------------------------------
-
-COL2IM_CASES = [(hw, stride) for hw in (7, 4) for stride in (1, 2)]
-
-
-def _columns(rng, dtype, hw, stride, n=3, c=5, k=3, pad=1, values="random"):
-    ho = (hw + 2 * pad - k) // stride + 1
-    shape = (n, c, hw, hw, ho, ho)
-    size = (n * ho * ho, c * k * k)
-    if values == "small integers":
-        g = rng.integers(-64, 65, size).astype(dtype)
-    elif np.issubdtype(dtype, np.floating):
-        g = rng.standard_normal(size).astype(dtype)
-    else:
-        big = 2 ** 26 if dtype == np.int32 else 2 ** 58  # nine terms stay within the type
-        g = rng.integers(-big, big, size).astype(dtype)
-    return g, shape
-
-
-@pytest.mark.parametrize("hw,stride", COL2IM_CASES)
-@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.int64])
-def test_col2im_equals_the_numpy_reference(dtype, hw, stride):
-    """Random columns (normal floats; integers up to 2^26 / 2^58): the kernel's result is the reference's exactly,
-    same dtype and shape. (Floats: the nine contributions to a pixel must be summed in the reference's order.)"""
-    rng = np.random.default_rng(hw * 10 + stride)
-    g, shape = _columns(rng, dtype, hw, stride)
-    ours, ref = kernel_col2im(g, shape, 3, stride, 1), reference_col2im(g, shape, 3, stride, 1)
-    assert ours.dtype == ref.dtype == dtype and ours.shape == ref.shape == shape[:4]
-    assert np.abs(ref).max() > 0
-    differ = int((ours != ref).sum())
-    assert differ == 0, f"{differ} of {ours.size} values differ, by up to {np.abs(ours - ref).max():.3g}"
-
-
-@pytest.mark.parametrize("hw,stride", COL2IM_CASES)
-def test_col2im_float32_scatter_is_the_reference_where_sums_are_exact(hw, stride):
-    """float32 columns holding small integers (every partial sum exact in any order): equal, also for
-    Fortran-ordered columns. Where this passes and the random case fails, only the order of the float additions
-    differs, not which column lands on which pixel."""
-    rng = np.random.default_rng(100 + hw * 10 + stride)
-    g, shape = _columns(rng, np.float32, hw, stride, values="small integers")
-    ref = reference_col2im(g, shape, 3, stride, 1)
-    np.testing.assert_array_equal(kernel_col2im(g, shape, 3, stride, 1), ref)
-    np.testing.assert_array_equal(kernel_col2im(np.asfortranarray(g), shape, 3, stride, 1), ref)
-
-
-# -- 2. IntegerBits and QArray ----------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
-@pytest.mark.parametrize("kind", ["mixed", "positive"])
-def test_integer_bits_return_values_with_their_integers(rounding, kind):
-    rng = np.random.default_rng(7)
-    x = (3 * rng.standard_normal((4, 6, 5))).astype(np.float32)
-    if kind == "positive":
-        x = np.abs(x) + 0.25  # the grid still holds 0: the range is [0, max]
-    bits = IntegerBits(8, 16, 8, rounding, np.random.default_rng(11))
-    for name, width in (("f", 8), ("b", 16), ("bin", 8)):
-        q = getattr(bits, name)(x, f"test tensor ({name})")
-        assert isinstance(q, QArray) and q.dtype == np.float32 and q.shape == x.shape
-        got = integers(q)
-        assert got is not None, f"{name}: no integers attached"
-        centred, scale = got
-        assert centred.dtype == np.int32 and centred.shape == x.shape
-        grid = QParams.for_range(float(x.min()), float(x.max()), width)
-        assert scale == grid.scale, f"{name}: scale {scale} for the range's {grid.scale}"
-        levels = centred.astype(np.int64) + grid.zero_point
-        assert levels.min() >= 0 and levels.max() <= 2 ** width - 1, f"{name}: levels outside {width} bits"
-        exact = centred.astype(np.float64) * scale
-        # the float values are centred * scale up to their float32 rounding (half a float32 ulp)
-        assert (np.abs(q - exact) <= np.spacing(np.abs(q)).astype(np.float64) / 2).all(), name
-        # a quantizer: within half a step of x (nearest), within one step (stochastic)
-        step = (0.5 if rounding == "nearest" else 1.0) * scale
-        assert (np.abs(exact - x) <= step * (1 + 1e-9)).all(), f"{name}: {np.abs(exact - x).max()} > {step}"
-        derived = {"x + 1": q + 1, "x * 2": q * 2, "x.T": q.T, "np.where": np.where(q > 0, q, 0), "-x": -q,
-                   "x[1:]": q[1:], "x.reshape": q.reshape(-1), "x.sum(axis=0)": q.sum(axis=0), "x - x": q - q}
-        for what, y in derived.items():
-            assert integers(y) is None, f"{name}: {what} still carries integers"
-    if rounding == "stochastic":  # a seeded generator: the same levels again; and other levels than nearest's
-        one, two = (IntegerBits(8, 16, 8, "stochastic", np.random.default_rng(11)).f(x, "seeded") for _ in range(2))
-        np.testing.assert_array_equal(integers(one)[0], integers(two)[0])
-        assert not np.array_equal(integers(one)[0], integers(IntegerBits(8, 16, 8).f(x, "nearest"))[0])
-
-
-# -- 3. matmul --------------------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("ta,tb", list(itertools.product([False, True], repeat=2)))
-def test_matmul_of_qarrays_runs_on_integers_and_equals_the_float_product(ta, tb):
-    rng = np.random.default_rng(int(ta) * 2 + int(tb))
-    m, k, n = 6, 33, 5
-    a_val, b_val = rng.standard_normal((m, k)), rng.standard_normal((k, n))
-    bits = IntegerBits(8, 16, 8)
-    a = bits.f((a_val.T if ta else a_val).astype(np.float32), "a")  # stored transposed when ta: matmul reads a.T
-    b = bits.b((b_val.T if tb else b_val).astype(np.float32), "b")
-    out = bits.matmul(a, b, ta, tb)
-    av, bv = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    av, bv = (av.T if ta else av), (bv.T if tb else bv)
-    assert out.dtype == np.float32 and out.shape == (m, n)
-    # the float product of the values: the values are the integers times the scale rounded once to float32 (the
-    # product of two: 2u relative per term), the result the exact sum rescaled and rounded once (u)
-    ref = av @ bv
-    abs_terms = np.abs(av) @ np.abs(bv)
-    bound = 3 * F32_UNIT * abs_terms + float32_sum_bound(abs_terms, k, F64_UNIT)
-    assert_within_float32(out, ref, bound, "integer matmul vs the float64 product of the values")
-    # computed on the integers: the exact int64 product rescaled once
-    (ca, sa), (cb, sb) = integers(a), integers(b)
-    ca, cb = (ca.T if ta else ca).astype(np.int64), (cb.T if tb else cb).astype(np.int64)
-    np.testing.assert_array_equal(out, ((ca @ cb) * (sa * sb)).astype(np.float32))
-
-    # plain operands, one plain operand, or a QArray whose integers are gone: the float product itself
-    pa = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
-    pb = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
-    tr = lambda x, t: np.asarray(x).T if t else np.asarray(x)  # noqa: E731
-    for x, y in ((pa, pb), (a, pb), (pa, b), (a + 0, b)):
-        np.testing.assert_array_equal(bits.matmul(x, y, ta, tb), tr(x, ta) @ tr(y, tb))
-
-
-# -- 4. IntegerConv ---------------------------------------------------------------------------------------------------
-
-def _two_valued(wb: np.ndarray, latent: np.ndarray) -> bool:
-    """Per output channel, one value where the latent weight is >= 0 and one where it is < 0."""
-    for c in range(len(wb)):
-        plus = latent[c] >= 0
-        if len(np.unique(wb[c][plus])) > 1 or len(np.unique(wb[c][~plus])) > 1:
-            return False
-    return True
-
-
-@pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("cin,cout", [(5, 3), (64, 16), (70, 3)])
-@pytest.mark.parametrize("path", ["popcount", "stochastic", "not two-valued"])
-def test_integer_conv_equals_the_float_conv(monkeypatch, path, cin, cout, stride):
-    """Forward and backward of the binary conv (+1 padding) on the same quantized operands, against a float64
-    oracle (the float conv in float64 on the operands' float32 values). The integer conv sums the exact levels and
-    rounds once to float32; the float operands are those levels times the scale, each rounded once to float32: within
-    ``u * (sum|term| + |result|)`` of the oracle (u: float32's unit roundoff). The float conv (float32 BLAS) sums K
-    terms in an order of its own: within ``gamma_K * sum|term|`` of it (float32 arithmetic, any order).
-    ``popcount``: weights ``Q_8(sign(W) mean|W|)`` with nearest rounding, two values per channel, the XNOR-popcount
-    path; ``stochastic``: the same weights rounded stochastically, and ``not two-valued``: ``Q_8(W)`` itself; both
-    take the integer GEMM."""
-    rng = np.random.default_rng(cin * 10 + cout + stride)
-    x = np.where(rng.standard_normal((2, cin, 7, 7)) >= 0, 1.0, -1.0).astype(np.float32)
-    latent = (0.1 * rng.standard_normal((cout, cin, 3, 3))).astype(np.float32)
-    alpha = np.abs(latent).mean(axis=(1, 2, 3), keepdims=True)
-    bits = IntegerBits(8, 16, 8, "stochastic" if path == "stochastic" else "nearest", np.random.default_rng(1))
-    wb = bits.f(latent if path == "not two-valued" else np.where(latent >= 0, 1, -1) * alpha, "conv weights")
-    assert _two_valued(wb, latent) == (path == "popcount")
-    popcounts = []
-    monkeypatch.setattr(hybrid, "bconv", lambda *a, **kw: popcounts.append(1) or kernel_bconv(*a, **kw))
-
-    conv, ref = IntegerConv(), NumpyConv()
-    w64 = np.asarray(wb, np.float64)
-    c, saved = conv.forward(x, wb, stride)
-    c_ref, saved_ref = ref.forward(x, np.asarray(wb), stride)
-    c_64, saved_64 = ref.forward(x.astype(np.float64), w64, stride)
-    assert (len(popcounts) > 0) == (path == "popcount"), f"popcount kernel called {len(popcounts)} times"
-    assert c.dtype == np.float32 and c.shape == c_ref.shape == (2, cout, -(-7 // stride), -(-7 // stride))
-    # |x| = 1 at every tap (the padding is +1 too): each output's terms sum to its channel's sum |w|
-    k = cin * 9
-    sum_abs = np.broadcast_to(np.abs(w64).sum(axis=(1, 2, 3))[None, :, None, None], c.shape)
-    oracle_error = float32_sum_bound(sum_abs, k, F64_UNIT)
-    assert_within_float32(c, c_64, F32_UNIT * (sum_abs + np.abs(c_64)) + oracle_error, "integer forward")
-    assert_within_float32(c_ref, c_64, float32_sum_bound(sum_abs, k) + oracle_error, "float forward")
-
-    gc = bits.b(rng.standard_normal(c_ref.shape).astype(np.float32), "conv output gradient")
-    gx, gw = conv.backward(gc, wb, stride, saved)
-    gx_ref, gw_ref = ref.backward(np.asarray(gc), np.asarray(wb), stride, saved_ref)
-    gx_64, gw_64 = ref.backward(np.asarray(gc, np.float64), w64, stride, saved_64)
-    assert gx.shape == x.shape and gw.shape == latent.shape and gx.dtype == gw.dtype == np.float32
-    abs_gc = np.abs(np.asarray(gc, np.float64))
-    # input gradient: per input value, Cout products per tap (BLAS), then up to 9 taps added by col2im; the integer
-    # path's scale product and rescaling are float64 roundings, then one float32 rounding; each float term is the
-    # product of two values rounded once
-    abs_gcols = abs_gc.transpose(0, 2, 3, 1).reshape(-1, cout) @ np.abs(w64).reshape(cout, -1)
-    sum_abs_gx = reference_col2im(abs_gcols, saved_ref[1], 3, stride, 1)
-    oracle_error = float32_sum_bound(sum_abs_gx, cout + 9, F64_UNIT)
-    bound = 2 * F32_UNIT * sum_abs_gx + (F32_UNIT + 3 * F64_UNIT) * np.abs(gx_64) + oracle_error
-    assert_within_float32(gx, gx_64, bound, "integer input gradient")
-    assert_within_float32(gx_ref, gx_64, float32_sum_bound(sum_abs_gx, cout + 9) + oracle_error, "float input gradient")
-    # weight gradient: per weight, one term gc * (±1) for every output position of every image
-    m = gc.shape[0] * gc.shape[2] * gc.shape[3]
-    sum_abs_gw = np.broadcast_to(abs_gc.sum(axis=(0, 2, 3))[:, None, None, None], gw.shape)
-    oracle_error = float32_sum_bound(sum_abs_gw, m, F64_UNIT)
-    assert_within_float32(gw, gw_64, F32_UNIT * sum_abs_gw + (F32_UNIT + F64_UNIT) * np.abs(gw_64) + oracle_error,
-                          "integer weight gradient")
-    assert_within_float32(gw_ref, gw_64, float32_sum_bound(sum_abs_gw, m) + oracle_error, "float weight gradient")
-
-
-@pytest.mark.parametrize("stride", [1, 2])
-def test_integer_conv_backward_in_chunks_is_the_whole_minibatchs_bit_for_bit(stride):
-    """The backward a few images at a time: integer sums split differently, the same gradients to the last bit."""
-    rng = np.random.default_rng(stride)
-    x = np.where(rng.standard_normal((7, 12, 6, 6)) >= 0, 1.0, -1.0).astype(np.float32)
-    bits = IntegerBits(8, 16, 8, "nearest", None)
-    wb = bits.f((0.1 * rng.standard_normal((5, 12, 3, 3))).astype(np.float32), "conv weights")
-    _, saved = IntegerConv(chunk=7).forward(x, wb, stride)
-    side = -(-6 // stride)
-    gc = bits.b(rng.standard_normal((7, 5, side, side)).astype(np.float32), "conv output gradient")
-    gx, gw = IntegerConv(chunk=7).backward(gc, wb, stride, saved)
-    assert np.abs(gw).max() > 0 and np.abs(gx).max() > 0
-    for chunk in (1, 3, 100):
-        gx_c, gw_c = IntegerConv(chunk=chunk).backward(gc, wb, stride, saved)
-        assert gx_c.dtype == gw_c.dtype == np.float32
-        np.testing.assert_array_equal(gx_c, gx, err_msg=f"input gradient, chunks of {chunk}")
-        np.testing.assert_array_equal(gw_c, gw, err_msg=f"weight gradient, chunks of {chunk}")
-
-# -- 5. one learning step of BlocksPart ------------------------------------------------------------------------------
+# -- 1. one learning step of BlocksPart ------------------------------------------------------------------------------
 
 def _step_setup(exported, kind, seed, options, n=6):
     """The device learner's part and the torch model's trainable part, with the same head rows, latent batch and
@@ -454,7 +231,7 @@ def test_fp32_step_equals_torch_autograd_sgd(exported, kind):
     assert learner.part.params[0].binary_input == (kind == "binary")
 
 
-# -- 6. inference after end ------------------------------------------------------------------------------------------
+# -- 2. inference after end ------------------------------------------------------------------------------------------
 
 def _copy_into_torch(learner, trainable, rows):
     with torch.no_grad():
@@ -499,7 +276,7 @@ def test_inference_after_end_equals_torch_with_the_trained_parameters(exported, 
         assert moved > 1e-2, f"{backend}: the logits moved by only {moved:.2g}"
 
 
-# -- 7. refusals ------------------------------------------------------------------------------------------------------
+# -- 3. refusals ------------------------------------------------------------------------------------------------------
 
 def test_plain_update_without_latent_weights_is_refused_naming_the_file(exported):
     _, path = exported("signs-only", CONFIGS["real"], 0, latent_weights=False)
@@ -528,7 +305,7 @@ def test_lr_layer_exported_frozen_is_refused_naming_the_file(exported):
     Learner(Model.load(path), device_options(8, lr_layer="block3"))  # where it was exported: fine
 
 
-# -- 8. determinism, resume, memory ---------------------------------------------------------------------------------
+# -- 4. determinism, resume, memory ---------------------------------------------------------------------------------
 
 def _experiences(n=8, seed=0):
     rng = np.random.default_rng(seed)

@@ -136,7 +136,7 @@ class ExperienceLoop:
         """The new patterns and the replayed ones as one minibatch (NumPy here; the simulation's are tensors)."""
         return np.concatenate([x, rx]), np.concatenate([y, ry])
 
-    def run_experience(self, labels: np.ndarray, new_batch, on_step=None) -> list:
+    def run_experience(self, labels: np.ndarray, new_batch, on_step=None) -> tuple[ExperiencePlan, list]:
         """The loop of the module docstring. ``new_batch(idx)``: the trainable part's input for new patterns ``idx``
         (with their labels: ``labels[idx]``). ``on_step(seconds)``: called after every step. Returns the plan and the
         losses."""

@@ -1,10 +1,7 @@
 """The binary kernels (:mod:`bnncl.device.kernels.binary`): bgemm, bconv and pack_below against their NumPy
 references and against oracles (±1 arithmetic in float64, bits packed with Python integers), and their refusals;
 and the popcount-peak microkernels of ``benchmarks/popcount_peak.py``, which count with this family's
-``popcount64``.
-
-``float_conv_oracle`` is also in test_floating.py and ``packed_bits_oracle`` in test_epilogue.py: test modules do not
-import one another (shared helpers belong in tests/fixtures.py)."""
+``popcount64``."""
 
 import importlib.util
 import sys
@@ -23,52 +20,14 @@ from bnncl.device.kernels import (
     pack_below,
     pack_below_reference,
 )
-
-ODD_CHANNELS = [1, 3, 33, 63, 64, 65, 70, 130]
-
+from fixtures import ODD_CHANNELS, float_conv_oracle, packed_bits_oracle, signs
 
 # -- oracles ---------------------------------------------------------------------------------------------------------
-
-def signs(a):
-    return np.where(a < 0, -1.0, 1.0)
-
-
-def float_conv_oracle(x, w, bias, stride, pad, pad_value=0.0):
-    """Direct float64 convolution, NHWC input, (Cout, kh, kw, Cin) weights, constant padding ``pad_value``."""
-    xp = np.pad(np.asarray(x, np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=pad_value)
-    w = np.asarray(w, np.float64)
-    n, h, wd, _ = xp.shape
-    cout, kh, kw, _ = w.shape
-    ho, wo = (h - kh) // stride + 1, (wd - kw) // stride + 1
-    out = np.zeros((n, ho, wo, cout))
-    for i in range(ho):
-        for j in range(wo):
-            win = xp[:, i * stride:i * stride + kh, j * stride:j * stride + kw]
-            out[:, i, j] = np.einsum("nyxc,oyxc->no", win, w)
-    if bias is not None:
-        out += np.asarray(bias, np.float64)
-    return out
-
 
 def float_conv_plus_one_padding(x, w, stride, pad):
     """Direct float convolution of sign(x) with sign(w), NHWC / (Cout, kh, kw, Cin), padding with +1."""
     return float_conv_oracle(signs(x), signs(w), None, stride, pad, pad_value=1.0)
 
-
-def packed_bits_oracle(below):
-    """Boolean (..., C) -> uint64 words (..., ceil(C/64)) with plain Python ints: bit j of word w is channel 64w+j."""
-    c = below.shape[-1]
-    nw = (c + 63) // 64
-    flat = below.reshape(-1, c)
-    out = np.zeros((flat.shape[0], nw), np.uint64)
-    for r in range(flat.shape[0]):
-        for t in range(nw):
-            word = 0
-            for j in range(min(64, c - 64 * t)):
-                if flat[r, 64 * t + j]:
-                    word |= 1 << j
-            out[r, t] = word
-    return out.reshape(*below.shape[:-1], nw)
 
 
 # -- binary GEMM -----------------------------------------------------------------------------------------------------

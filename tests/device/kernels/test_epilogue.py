@@ -1,31 +1,12 @@
 """The block epilogue (:mod:`bnncl.device.kernels.epilogue`) against its NumPy reference (bit for bit: one fixed
 order of float32 operations) and against a float64 oracle (within the float32 rounding bound,
-``fixtures.float32_sum_bound``), with exact dyadic values, ties at the threshold, and refusals.
-
-``packed_bits_oracle`` is also in test_binary.py: test modules do not import one another."""
+``fixtures.float32_sum_bound``), with exact dyadic values, ties at the threshold, and refusals."""
 
 import numpy as np
 import pytest
 
 from bnncl.device.kernels import block_epilogue, block_epilogue_reference
-from fixtures import assert_within_float32, float32_sum_bound
-
-
-def packed_bits_oracle(below):
-    """Boolean (..., C) -> uint64 words (..., ceil(C/64)) with plain Python ints: bit j of word w is channel 64w+j."""
-    c = below.shape[-1]
-    nw = (c + 63) // 64
-    flat = below.reshape(-1, c)
-    out = np.zeros((flat.shape[0], nw), np.uint64)
-    for r in range(flat.shape[0]):
-        for t in range(nw):
-            word = 0
-            for j in range(min(64, c - 64 * t)):
-                if flat[r, 64 * t + j]:
-                    word |= 1 << j
-            out[r, t] = word
-    return out.reshape(*below.shape[:-1], nw)
-
+from fixtures import assert_within_float32, float32_sum_bound, packed_bits_oracle
 
 # -- block epilogue -------------------------------------------------------------------------------------------------
 

@@ -3,9 +3,7 @@ references and against float64 oracles; sign_conv_float against bconv; global_av
 
 The kernels and their references compute in one fixed order of float32 operations, so they are held equal bit for
 bit, on every CPU; against the float64 oracle they are held within the float32 rounding bound of their sums
-(``fixtures.float32_sum_bound``).
-
-``signs`` and ``float_conv_oracle`` are also in test_binary.py: test modules do not import one another."""
+(``fixtures.float32_sum_bound``)."""
 
 import numpy as np
 import pytest
@@ -20,31 +18,7 @@ from bnncl.device.kernels import (
     global_avgpool,
     sign_conv_float,
 )
-from fixtures import F32_UNIT, assert_within_float32, float32_sum_bound
-
-ODD_CHANNELS = [1, 3, 33, 63, 64, 65, 70, 130]
-
-
-def signs(a):
-    return np.where(a < 0, -1.0, 1.0)
-
-
-def float_conv_oracle(x, w, bias, stride, pad, pad_value=0.0):
-    """Direct float64 convolution, NHWC input, (Cout, kh, kw, Cin) weights, constant padding ``pad_value``."""
-    xp = np.pad(np.asarray(x, np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=pad_value)
-    w = np.asarray(w, np.float64)
-    n, h, wd, _ = xp.shape
-    cout, kh, kw, _ = w.shape
-    ho, wo = (h - kh) // stride + 1, (wd - kw) // stride + 1
-    out = np.zeros((n, ho, wo, cout))
-    for i in range(ho):
-        for j in range(wo):
-            win = xp[:, i * stride:i * stride + kh, j * stride:j * stride + kw]
-            out[:, i, j] = np.einsum("nyxc,oyxc->no", win, w)
-    if bias is not None:
-        out += np.asarray(bias, np.float64)
-    return out
-
+from fixtures import F32_UNIT, ODD_CHANNELS, assert_within_float32, float32_sum_bound, float_conv_oracle, signs
 
 # -- float convolution ----------------------------------------------------------------------------------------------
 
