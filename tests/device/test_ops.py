@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bnncl.device import kernels as K
 from bnncl.device.bitpack import pack_signs
 from bnncl.device.ops import BACKENDS, Activation, Binarize, Block, FoldedStem, GlobalPool, Head, build_op, link
 from fixtures import F32_UNIT, assert_within_float32, float32_sum_bound
@@ -172,6 +173,43 @@ def test_block_on_both_backends_equals_the_hand_computed_block(binary_input, sho
         outs[backend] = out.real
     assert np.abs(exact).max() > 1 and (z < 0).any() and (z > 0).any()  # both sides of RPReLU are reached
     np.testing.assert_array_equal(outs["packed"], outs["float"])
+
+
+@pytest.mark.parametrize("binary_input", [False, True])
+def test_binary_shortcut_is_the_same_float32_arithmetic_on_both_backends(binary_input):
+    """The binary 1x1-conv shortcut (pool, threshold, ±1 conv, folded BN): ``(float32) dot * mult + bias`` in float32
+    (``kernels.shortcut_affine``, the C runtime's too), bit for bit on both backends, whose dots are the same
+    integers (int32 on the packed backend, float32 on the float one)."""
+    cin, cout, stride, name = 5, 10, 2, "block4"
+    block, w, arrays = make_block(name, cin, cout, 11, binary_input, "duplicate", stride)
+    rng = np.random.default_rng(12)
+    wsc = np.where(rng.standard_normal((cout, 1, 1, cin)) >= 0, 1.0, -1.0).astype(np.float32)
+    sc = {f"{name}.shortcut.threshold": (0.2 * rng.standard_normal(cin)).astype(np.float32),
+          f"{name}.shortcut.weight": pack_signs(wsc),
+          f"{name}.shortcut.mult": (0.05 + 0.1 * np.abs(rng.standard_normal(cout))).astype(np.float32),
+          f"{name}.shortcut.bias": (0.3 * rng.standard_normal(cout)).astype(np.float32)}
+    spec = {"cin": cin, "cout": cout, "stride": stride, "binary_input": binary_input,
+            "shortcut": {"kind": "binary", "stride": stride}}
+    block = Block(name, {**arrays, **sc}, spec)
+    x = rng.standard_normal((3, 6, 6, cin)).astype(np.float32)
+    signs = _signs(x, 0.0 if binary_input else arrays[f"{name}.threshold"])
+    outs = {}
+    for backend in BACKENDS:
+        act = Activation(cin, None if binary_input else x, _binary_part(signs, backend))
+        outs[backend] = (block._shortcut(act, backend), block.run(act, backend).real)
+    np.testing.assert_array_equal(outs["packed"][0], outs["float"][0])
+    np.testing.assert_array_equal(outs["packed"][1], outs["float"][1])
+    # the hand computation: the pooled input (2x2 means of the real input, or of the scaled signs) thresholded, the
+    # ±1 1x1 conv as an exact integer dot, then the two float32 roundings
+    src = signs * arrays[f"{name}.input_scale"] if binary_input else x
+    got = outs["packed"][0]
+    assert got.dtype == np.float32 and got.shape == (3, 3, 3, cout)
+    pooled = K.avgpool_reference(src.astype(np.float32), stride)
+    bits = np.where(pooled < sc[f"{name}.shortcut.threshold"], -1.0, 1.0)
+    dot = np.einsum("nhwc,oc->nhwo", bits, wsc[:, 0, 0, :].astype(np.float64)).astype(np.int64)
+    expected = dot.astype(np.float32) * sc[f"{name}.shortcut.mult"]
+    expected = expected + sc[f"{name}.shortcut.bias"]
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_block_refuses_an_input_the_previous_op_did_not_binarize():

@@ -173,7 +173,7 @@ class Block(Op):
         pooled = self._pool(x, backend)  # binary: pool -> threshold -> binary 1x1 conv -> folded BN
         dot = self._conv(_below(pooled, self.sc_threshold, backend), backend, self.sc_weight_kernel,
                          self.sc_weight_float if backend == "float" else None, 1, 0)
-        return (self.sc_mult * dot + self.sc_bias).astype(np.float32)
+        return K.shortcut_affine(dot, self.sc_mult, self.sc_bias)
 
     def run(self, act, backend):
         if act.bits is None:

@@ -43,7 +43,7 @@ from bnncl.device.kernels.binary import (
     pack_below_reference,
     popcount64,
 )
-from bnncl.device.kernels.epilogue import block_epilogue, block_epilogue_reference
+from bnncl.device.kernels.epilogue import block_epilogue, block_epilogue_reference, shortcut_affine
 from bnncl.device.kernels.floating import (
     avgpool,
     conv2d,
@@ -58,5 +58,5 @@ __all__ = [
     "KERNELS", "PARALLEL_MIN_WORK", "UNREGISTERED", "Kernel", "avgpool", "avgpool_reference", "bconv",
     "bconv_reference", "bgemm", "bgemm_reference", "block_epilogue", "block_epilogue_reference", "col2im",
     "col2im_reference", "conv2d", "conv2d_reference", "conv_weights_for_kernel", "global_avgpool", "imatmul",
-    "imatmul_reference", "pack_below", "pack_below_reference", "popcount64", "sign_conv_float",
+    "imatmul_reference", "pack_below", "pack_below_reference", "popcount64", "shortcut_affine", "sign_conv_float",
 ]

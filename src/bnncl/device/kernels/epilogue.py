@@ -60,3 +60,12 @@ def block_epilogue(dot, mult, bias, shortcut, shift_in, slope, shift_out, thresh
     _block_epilogue(np.ascontiguousarray(dot), f32(mult), f32(bias), f32(shortcut), f32(shift_in), f32(slope),
                     f32(shift_out), thr, real, bits, want_real, want_bits)
     return (real if want_real else None), (bits if want_bits else None)
+
+
+def shortcut_affine(dot: np.ndarray, mult: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The binary shortcut's folded BN (:class:`bnncl.device.ops.Block`): ``mult * dot + bias`` in float32 in the
+    epilogue's order (the int32 dot converted to float32, exact below 2^24; the product rounded, then the sum), the
+    same on both backends and in C (no float64, which a Cortex-M4F does in software)."""
+    z = np.asarray(dot).astype(np.float32) * np.asarray(mult, np.float32)
+    z += np.asarray(bias, np.float32)
+    return z

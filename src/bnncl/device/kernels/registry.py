@@ -55,4 +55,5 @@ UNREGISTERED: dict[str, str] = {
     "conv_weights_for_kernel": "a layout transform of the weights, done once at load (bconv is tested with both)",
     "sign_conv_float": "NumPy and BLAS only, no numba form; exact integers, tested equal to bconv",
     "global_avgpool": "NumPy only, its fixed order written out; no numba form",
+    "shortcut_affine": "NumPy only (an elementwise float32 product and sum): its own reference",
 }

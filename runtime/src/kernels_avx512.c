@@ -1,0 +1,81 @@
+/*
+ * kernels_avx512.c -- bnn_xnor_dot with AVX-512F + VPOPCNTDQ (build with -DBNN_USE_AVX512 -mavx512f
+ * -mavx512vpopcntdq -mpopcnt; Ice Lake and later, Zen 4 and later).
+ *
+ * Vectorized over output channels as in kernels_avx2.c, eight per 512-bit vector, and counted with vpopcntq, which
+ * gives each 64-bit lane its own count directly: per eight words, one xor (with the weights from memory), one
+ * popcount, one add. Four vectors (32 output channels) share each broadcast input word.
+ */
+#include "bnn_kernels.h"
+
+#ifdef BNN_USE_AVX512
+
+#if !defined(__AVX512F__) || !defined(__AVX512VPOPCNTDQ__)
+#error "kernels_avx512.c needs -mavx512f -mavx512vpopcntdq"
+#endif
+
+#include <immintrin.h>
+
+const char *bnn_kernels_path(void) { return "avx512"; }
+
+/* out[i] = k - 2 * lane i of `sum`, for the 8 lanes (the counts are < 2^31, so the low halves suffice). */
+static inline void store_dots(__m512i sum, int32_t k, int32_t *out)
+{
+    __m256i pop = _mm512_cvtepi64_epi32(sum);
+    __m256i dot = _mm256_sub_epi32(_mm256_set1_epi32(k), _mm256_slli_epi32(pop, 1));
+    _mm256_storeu_si256((__m256i *)out, dot);
+}
+
+static inline __m512i xor_popcount(__m512i xv, const uint64_t *w)
+{
+    return _mm512_popcnt_epi64(_mm512_xor_si512(xv, _mm512_loadu_si512((const void *)w)));
+}
+
+/* 32 output channels (four vectors). */
+static void dot32(bnn_column col, const uint64_t *w, size_t ldw, int32_t k, int32_t *out)
+{
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+    const uint64_t *row = w;
+    for (size_t s = 0; s < col.nseg; s++) {
+        const uint64_t *c = col.base + s * col.seg_stride;
+        for (size_t l = 0; l < col.seg_len; l++, row += ldw) {
+            const __m512i xv = _mm512_set1_epi64((long long)c[l]);
+            s0 = _mm512_add_epi64(s0, xor_popcount(xv, row));
+            s1 = _mm512_add_epi64(s1, xor_popcount(xv, row + 8));
+            s2 = _mm512_add_epi64(s2, xor_popcount(xv, row + 16));
+            s3 = _mm512_add_epi64(s3, xor_popcount(xv, row + 24));
+        }
+    }
+    store_dots(s0, k, out);
+    store_dots(s1, k, out + 8);
+    store_dots(s2, k, out + 16);
+    store_dots(s3, k, out + 24);
+}
+
+/* 8 output channels (one vector). */
+static void dot8(bnn_column col, const uint64_t *w, size_t ldw, int32_t k, int32_t *out)
+{
+    __m512i sum = _mm512_setzero_si512();
+    const uint64_t *row = w;
+    for (size_t s = 0; s < col.nseg; s++) {
+        const uint64_t *c = col.base + s * col.seg_stride;
+        for (size_t l = 0; l < col.seg_len; l++, row += ldw)
+            sum = _mm512_add_epi64(sum, xor_popcount(_mm512_set1_epi64((long long)c[l]), row));
+    }
+    store_dots(sum, k, out);
+}
+
+void bnn_xnor_dot(bnn_column col, const uint64_t *restrict w, size_t cout, int32_t k, int32_t *restrict out)
+{
+    size_t co = 0;
+    for (; co + 32 <= cout; co += 32)
+        dot32(col, w + co, cout, k, out + co);
+    for (; co + 8 <= cout; co += 8)
+        dot8(col, w + co, cout, k, out + co);
+    if (co < cout)
+        bnn_xnor_dot_portable(col, w + co, cout, cout - co, k, out + co);
+}
+
+#else
+typedef int bnn_avx512_not_selected; /* ISO C wants a declaration in every translation unit */
+#endif
