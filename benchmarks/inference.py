@@ -44,6 +44,7 @@ from bnncl.data.idx import load_idx_dataset
 from bnncl.device import Model
 from bnncl.device import kernels as K
 from bnncl.device.bitpack import WORD_BITS, words_for
+from bnncl.device.modelfile import read_model_file
 from bnncl.export import export_checkpoint
 from bnncl.layers import PAD_VALUE, BinaryConv2d, LearnableBias
 from bnncl.models.backbone import build_model, normalize_tensor, preset_config
@@ -282,7 +283,7 @@ def main():
 
     sizes = {"model_file": model_file.stat().st_size, "checkpoint": ckpt.stat().st_size,
              "fp32_state_dict": state_dict_fp32_bytes(model)}
-    sizes["model_file_arrays"] = sum(a.nbytes for a in np.load(model_file).values())
+    sizes["model_file_arrays"] = sum(a.nbytes for a in read_model_file(model_file)[1].values())
     sizes["checkpoint_over_model_file"] = sizes["checkpoint"] / sizes["model_file"]
     sizes["fp32_over_model_file"] = sizes["fp32_state_dict"] / sizes["model_file"]
     result.update(checkpoint=str(args.checkpoint), random_model=random_model, images=image_source, sizes=sizes,

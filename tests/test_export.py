@@ -217,3 +217,78 @@ def test_whole_fashion_mnist_test_set_same_predictions(tmp_path):
         clean &= ~diff.reshape(len(x), -1).any(axis=1)
     np.testing.assert_array_equal(act.signs()[clean], trace["binarize"][clean])
     assert clean.sum() >= len(x) // 2  # most images reach the LR layer with every sign equal to torch's
+
+
+def test_graph_and_input_tensors_describe_the_network_as_the_spec_says(exported):
+    """docs/model-format.md: ``graph`` (int32, one row of 20 per layer of the metadata's layer table, in order) and
+    ``input`` (int32: height, width, channels, classes). The tensor indices are checked against the file's own
+    tensor table, parsed with ``struct`` (count at 24, table at 28, 64-byte entries, the name's offset and length
+    first)."""
+    import struct
+    from pathlib import Path
+
+    from bnncl.device.modelfile import read_model_file
+
+    _, device, _ = exported
+    meta, arrays = read_model_file(device.path)
+    data = Path(device.path).read_bytes()
+    count, table = struct.unpack_from("<II", data, 24)
+    names = []
+    for i in range(count):
+        name_at, name_len = struct.unpack_from("<II", data, table + 64 * i)
+        names.append(data[name_at:name_at + name_len].decode())
+    index = {name: i for i, name in enumerate(names)}
+    assert set(index) == set(arrays) and len(index) == count
+    kinds = {"stem": 1, "block": 2, "binarize": 3, "pool": 4, "head": 5}
+    shortcuts = {"identity": 0, "duplicate": 1, "binary": 2}
+    fields = {  # column -> the tensor <layer>.<field> it names
+        "stem": {8: "weight", 9: "bias"},
+        "block": {8: "conv.weight", 9: "mult", 10: "bias", 11: "threshold", 12: "input_scale",
+                  13: "rprelu.shift_in", 14: "rprelu.slope", 15: "rprelu.shift_out", 16: "shortcut.weight",
+                  17: "shortcut.mult", 18: "shortcut.bias", 19: "shortcut.threshold"},
+        "binarize": {11: "threshold"}, "pool": {}, "head": {8: "weight"},
+    }
+    graph, layers = arrays["graph"], meta["layers"]
+    assert graph.dtype == np.int32 and graph.shape == (len(layers), 20)
+    assert [layer["name"] for layer in layers] == [op.name for op in device.ops]
+    seen = set()
+    for row, layer in zip(graph, layers):
+        kind, name = layer["kind"], layer["name"]
+        assert row[0] == kinds[kind], name
+        assert row[7] == int(name == meta["lr_layer"]), name
+        if kind == "block":
+            sc = layer["shortcut"]
+            assert tuple(row[1:7]) == (layer["cin"], layer["cout"], layer["stride"], int(layer["binary_input"]),
+                                       shortcuts[sc["kind"]], sc.get("repeat", 0)), name
+        else:
+            assert not row[4:7].any(), name
+        if kind == "stem":
+            cout, kh, kw, cin = arrays[f"{name}.weight"].shape
+            assert (kh, kw) == (3, 3) and arrays[f"{name}.weight"].dtype == np.float32
+            assert tuple(row[1:4]) == (cin, cout, layer["stride"]), name
+        if kind == "head":
+            classes, features = arrays[f"{name}.weight"].shape
+            assert classes == len(meta["class_names"]) and arrays[f"{name}.weight"].dtype == np.float32
+            assert tuple(row[1:3]) == (features, classes), name
+        for col in range(8, 20):
+            field = fields[kind].get(col)
+            expected = index.get(f"{name}.{field}", -1) if field else -1
+            assert row[col] == expected, f"{name} column {col}: {row[col]}, the tensor table has {expected}"
+            if expected >= 0:
+                seen.add(names[row[col]])
+        for col in (8, 9, 10, 13, 14, 15) if kind == "block" else ():
+            assert row[col] >= 0, f"{name} column {col}: every block has it"
+        if kind == "block":
+            assert (row[11] >= 0) != bool(layer["binary_input"]) and (row[12] >= 0) == bool(layer["binary_input"])
+            assert (row[16:20] >= 0).all() == (layer["shortcut"]["kind"] == "binary"), name
+            assert (row[16:20] >= 0).any() == (layer["shortcut"]["kind"] == "binary"), name
+    assert graph[:, 7].sum() == 1
+    # every tensor of the network (all but the learner's train.* and graph/input themselves) is named by the graph
+    assert seen == {n for n in names if not n.startswith("train.")} - {"graph", "input"}
+    assert arrays["input"].dtype == np.int32
+    assert arrays["input"].tolist() == [*meta["input_shape"], len(meta["class_names"])]
+    # the configurations exercise what the columns can say
+    if device.meta["architecture"].get("shortcut") == "binary":
+        assert (graph[:, 5] == 2).any()
+    if device.meta["architecture"].get("binary_boundary"):
+        assert (graph[graph[:, 0] == 2, 4] == 1).any()

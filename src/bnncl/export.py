@@ -30,6 +30,7 @@ from bnncl.checkpoint import load_model
 from bnncl.core.errors import ConfigError
 from bnncl.core.protocol import backbone_lr_layer, check_lr_layer
 from bnncl.device.fold import fold_binary_conv_bn, fold_conv_bn, pack_conv_weights
+from bnncl.device.kernels import conv_weights_for_kernel
 from bnncl.device.modelfile import write_model_file
 from bnncl.layers import BinarizeInput, BinaryBlock, BinaryConv2d, Downsample, PoolDuplicate
 from bnncl.models import BinaryResNet
@@ -51,9 +52,10 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def _binary_conv(conv: BinaryConv2d, bn: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """packed signs (Cout, kh, kw, words), alpha, mult, bias. alpha is computed by the forward's own torch code."""
+    """packed signs in the kernels' layout (kh, kw, words, Cout), alpha, mult, bias. alpha is computed by the forward's
+    own torch code."""
     alpha = _np(weight_scale(conv.weight).flatten())
-    packed = pack_conv_weights(_np(conv.weight))
+    packed = conv_weights_for_kernel(pack_conv_weights(_np(conv.weight)))
     mult, bias = fold_binary_conv_bn(alpha, _np(bn.weight), _np(bn.bias), _np(bn.running_mean), _np(bn.running_var),
                                      bn.eps)
     return packed, alpha, mult, bias

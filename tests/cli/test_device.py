@@ -33,6 +33,10 @@ def test_export_then_device_predict_and_info(capsys, tmp_path):
     assert report["accuracy_on_trained_classes"] == pytest.approx(np.mean(pred[:3] == np.arange(3)))
     assert main(["device", "info", str(tmp_path / "m.bnn")]) == 0
     assert "frozen [stem, block1, block2, block3, block4]" in capsys.readouterr().out
+    # the C runtime on the same file: the same predictions (random weights: the logits are far from ties here)
+    assert main([*argv[:-1], str(tmp_path / "c.json"), "--runtime", "c"]) == 0
+    c_report = json.loads((tmp_path / "c.json").read_text())
+    assert c_report["runtime"] == "c" and c_report["predictions"] == report["predictions"]
 
 
 def test_device_predict_bad_input(one_line_error, tmp_path):
@@ -97,7 +101,8 @@ def test_device_constants_are_the_runtimes():
     from bnncl.device.ops import BACKENDS
 
     predict = inspect.signature(Model.predict).parameters
-    assert DEVICE_BACKENDS == BACKENDS and predict["backend"].default == DEVICE_BACKENDS[0]
+    load = inspect.signature(Model.load).parameters
+    assert DEVICE_BACKENDS == BACKENDS and load["backend"].default == DEVICE_BACKENDS[0]
     assert DEVICE_PREDICT_BATCH == predict["batch_size"].default
     parser = build_parser()
     args = parser.parse_args(["device", "predict", "m.bnn"])

@@ -16,7 +16,6 @@ Oracles:
 from __future__ import annotations
 
 import copy
-import io
 import json
 import os
 import select
@@ -26,7 +25,6 @@ import struct
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +33,9 @@ import pytest
 from bnncl.checkpoint import save_checkpoint
 from bnncl.core.errors import ConfigError, DataError, LearnerStateError
 from bnncl.core.options import LearnOptions
-from bnncl.device import Learner
+from bnncl.device import Learner, modelfile
 from bnncl.device.integer_step import IntegerHeadStep
+from bnncl.device.learner import STATE_FORMAT, STATE_VERSION
 from bnncl.export import export_checkpoint
 from bnncl.models import BackboneConfig
 from fixtures import F32_UNIT, assert_within_float32, float32_chain_bound, randomized
@@ -376,35 +375,59 @@ def test_options_the_device_does_not_run_are_refused(models, tmp_path, change, m
 
 # -- 3. corrupt state -----------------------------------------------------------------------------------------------
 
-def _entry_data_offsets(data: bytes) -> dict[str, int]:
-    """Offset of the middle of every zip entry's data (every byte there is covered by the entry's CRC)."""
+def _tensor_spans(data: bytes) -> dict[str, tuple[int, int]]:
+    """Every tensor's data ``[start, end)`` in the flat state file, from its tensor table (docs/model-format.md: the
+    count at 24, the table's offset at 28; 64-byte entries, name offset and length at 0 and 4, data offset and size
+    at 40 and 48)."""
+    count, table = struct.unpack_from("<II", data, 24)
     out = {}
-    with zipfile.ZipFile(io.BytesIO(data)) as z:
-        for info in z.infolist():
-            name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
-            start = info.header_offset + 30 + name_len + extra_len
-            out[info.filename] = start + info.compress_size // 2
+    for i in range(count):
+        at = table + 64 * i
+        name_at, name_len = struct.unpack_from("<II", data, at)
+        offset, size = struct.unpack_from("<QQ", data, at + 40)
+        out[data[name_at:name_at + name_len].decode()] = (offset, offset + size)
     return out
 
 
-CORRUPTIONS = ["truncated", "byte flipped in the middle of the largest array", "byte flipped in each entry's data",
-               "garbage", "text", "a zip without metadata", "the model file"]
+def _structure_positions(data: bytes) -> list[int]:
+    """A byte of every header field, of every field of the first and the last table entry, the first byte and the NUL
+    of every name, the metadata's first, middle and last byte, and every byte of padding before the data."""
+    count, table, meta_at, meta_size, data_at = struct.unpack_from("<IIIII", data, 24)
+    header = [0, 7, 8, 12, 16, 23, 24, 28, 32, 36, 40, 44, 48, 59, 60, 63]
+    entries = [table + 64 * i + field for i in (0, count - 1) for field in (0, 4, 8, 12, 16, 36, 40, 48, 56)]
+    names = []
+    for i in range(count):
+        name_at, name_len = struct.unpack_from("<II", data, table + 64 * i)
+        names += [name_at, name_at + name_len]
+    meta = [meta_at, meta_at + meta_size // 2, meta_at + meta_size - 1]
+    return header + entries + names + meta + list(range(meta_at + meta_size, data_at))
+
+
+def _flip(data: bytes, pos: int, mask: int) -> bytes:
+    return data[:pos] + bytes([data[pos] ^ mask]) + data[pos + 1:]
+
+
+CORRUPTIONS = ["truncated", "byte flipped in the middle of the largest array", "byte flipped in each tensor's data",
+               "byte flipped in the header, the table, the names, the metadata and the padding", "garbage", "text",
+               "a zip without metadata", "the model file"]
 
 
 def corrupt(case: str, good: bytes, models, tmp_path) -> list[bytes]:
-    """The damaged versions of the state file ``good`` for ``case``."""
+    """The damaged versions of the state file ``good`` (the flat container) for ``case``."""
     n = len(good)
+    assert good.startswith(b"\x89BNNCL\r\n")
     if case == "truncated":
-        return [good[:cut] for cut in (0, 1, 30, n // 3, n // 2, n - 23, n - 1)]
+        return [good[:cut] for cut in (0, 1, 30, 63, 64, n // 3, n // 2, n - 23, n - 1)]
+    spans = _tensor_spans(good)
     if case == "byte flipped in the middle of the largest array":
-        with zipfile.ZipFile(io.BytesIO(good)) as z:
-            largest = max(z.infolist(), key=lambda info: info.compress_size).filename
-        pos = _entry_data_offsets(good)[largest]
-        return [good[:pos] + bytes([good[pos] ^ 0xFF]) + good[pos + 1:]]
-    if case == "byte flipped in each entry's data":
-        offsets = _entry_data_offsets(good)
-        assert len(offsets) >= 5
-        return [good[:pos] + bytes([good[pos] ^ 0x01]) + good[pos + 1:] for pos in offsets.values()]
+        start, end = max(spans.values(), key=lambda span: span[1] - span[0])
+        return [_flip(good, (start + end) // 2, 0xFF)]
+    if case == "byte flipped in each tensor's data":
+        assert len(spans) >= 5
+        return [_flip(good, pos, 0x01) for start, end in spans.values() if end > start
+                for pos in (start, (start + end) // 2, end - 1)]
+    if case == "byte flipped in the header, the table, the names, the metadata and the padding":
+        return [_flip(good, pos, 0x20) for pos in _structure_positions(good)]
     if case == "garbage":
         return [np.random.default_rng(0).integers(0, 256, n, dtype=np.uint8).tobytes()]
     if case == "text":
@@ -449,21 +472,19 @@ def test_flipped_bytes_anywhere_are_refused_or_harmless(models, saved_state, tmp
 
 @pytest.mark.parametrize("field", ["experiences", "rng"])
 def test_state_metadata_edited_is_refused(models, saved_state, tmp_path, field):
-    """The count of experiences or the random state rewritten (valid JSON, valid zip, arrays intact): refused by the
-    metadata's checksum instead of resuming from a state that never was."""
+    """The count of experiences or the random state rewritten (valid JSON, a valid container with both CRCs right,
+    arrays intact): refused by the metadata's checksum instead of resuming from a state that never was."""
     state, opts = copy_state(saved_state, tmp_path)
-    with np.load(state, allow_pickle=False) as z:
-        entries = {name: z[name] for name in z.files}
-    meta = json.loads(entries.pop("__meta__").tobytes())
+    meta, arrays = modelfile.read_container(state, STATE_FORMAT, STATE_VERSION, LearnerStateError, "state")
     assert field in meta
     meta[field] = meta[field] + 1 if field == "experiences" else {**meta[field], "edited": True}
-    with open(state, "wb") as f:
-        np.savez(f, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **entries)
+    state.write_bytes(modelfile.pack(2, json.dumps(meta).encode(), arrays))  # kind 2: a learner state
     files = file_id(state)
     with pytest.raises(LearnerStateError, match="metadata was altered") as e:
         Learner.open(models["a"], state, opts)
     assert str(state) in str(e.value)
     assert file_id(state) == files
+
 
 def test_another_models_state_is_refused(models, tmp_path):
     opts = options("ar1", 8)

@@ -241,7 +241,7 @@ def test_an_unknown_backend_is_refused_before_anything_runs(model):
     x = images(2)
     for run in (lambda: model.logits(x, "gpu"), lambda: model.predict(x, "Packed"), lambda: model.latent(x, "gpu"),
                 lambda: model.logits_from_latent(Activation(5, None, None), "fp16")):
-        with pytest.raises(ConfigError, match=r"unknown backend '\w+' \(valid: packed, float\)"):
+        with pytest.raises(ConfigError, match=r"unknown backend '\w+' \(valid: packed, float, c\)"):
             run()
 
 

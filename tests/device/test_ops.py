@@ -41,7 +41,8 @@ def make_block(name, cin, cout, seed, binary_input=False, shortcut="identity", s
     def vec(scale, shift=0.0, n=cout):
         return (shift + scale * rng.standard_normal(n)).astype(np.float32)
 
-    arrays = {f"{name}.conv.weight": pack_signs(w), f"{name}.mult": np.abs(vec(0.1, 0.05)),
+    arrays = {f"{name}.conv.weight": K.conv_weights_for_kernel(pack_signs(w)),
+              f"{name}.mult": np.abs(vec(0.1, 0.05)),
               f"{name}.bias": vec(0.3), f"{name}.rprelu.shift_in": vec(0.2), f"{name}.rprelu.slope": vec(0.1, 0.25),
               f"{name}.rprelu.shift_out": vec(0.2)}
     if binary_input:
@@ -185,7 +186,7 @@ def test_binary_shortcut_is_the_same_float32_arithmetic_on_both_backends(binary_
     rng = np.random.default_rng(12)
     wsc = np.where(rng.standard_normal((cout, 1, 1, cin)) >= 0, 1.0, -1.0).astype(np.float32)
     sc = {f"{name}.shortcut.threshold": (0.2 * rng.standard_normal(cin)).astype(np.float32),
-          f"{name}.shortcut.weight": pack_signs(wsc),
+          f"{name}.shortcut.weight": K.conv_weights_for_kernel(pack_signs(wsc)),
           f"{name}.shortcut.mult": (0.05 + 0.1 * np.abs(rng.standard_normal(cout))).astype(np.float32),
           f"{name}.shortcut.bias": (0.3 * rng.standard_normal(cout)).astype(np.float32)}
     spec = {"cin": cin, "cout": cout, "stride": stride, "binary_input": binary_input,

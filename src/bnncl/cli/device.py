@@ -56,6 +56,9 @@ def add_parsers(sub) -> None:
     d.add_argument("--backend", choices=DEVICE_BACKENDS, default=DEVICE_BACKENDS[0],
                    help="packed: bit-packed XNOR-popcount kernels (the device); float: the same model as float32 "
                         "NumPy (a baseline) (default: %(default)s)")
+    d.add_argument("--runtime", choices=("python", "c"), default="python",
+                   help="python: NumPy + numba, on --backend; c: the C runtime (runtime/, built with the package), "
+                        "the same results (default: %(default)s)")
     d.add_argument("--batch-size", type=int, default=DEVICE_PREDICT_BATCH, help="default: %(default)s")
     d.add_argument("--out", metavar="FILE", help="also write the report and every prediction as JSON")
     add_force(d)
@@ -138,7 +141,8 @@ def cmd_device_predict(args) -> int:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     check_json_output(args.out, [args.model, args.images, args.image_labels,
                                  *([] if args.images else data_files(args))], args.force)
-    model = Model.load(args.model)
+    backend = "c" if args.runtime == "c" else args.backend
+    model = Model.load(args.model, backend)
     images, labels, name = _device_images(args)
     try:
         images = model.check_images(images)
@@ -150,9 +154,10 @@ def cmd_device_predict(args) -> int:
         except BnnclError as e:
             raise type(e)(f"{args.image_labels or name}: {e}") from None
     t0 = time.perf_counter()
-    pred = model.predict(images, backend=args.backend, batch_size=args.batch_size)
+    pred = model.predict(images, batch_size=args.batch_size)
     seconds = time.perf_counter() - t0
-    report = {"model": args.model, "data": name, "backend": args.backend, "images": int(len(images)),
+    report = {"model": args.model, "data": name, "runtime": args.runtime, "backend": backend,
+              "images": int(len(images)),
               "seconds": round(seconds, 3), "images_per_second": round(len(images) / max(seconds, 1e-9), 1)}
     if labels is not None:
         report["accuracy"] = float(np.mean(pred == labels)) if len(labels) else None

@@ -41,10 +41,16 @@ def _check_meta(meta: dict, path) -> None:
     need(isinstance(meta.get("architecture", {}), dict), "architecture is not a table")
 
 
+# packed and float: the ops of bnncl.device.ops; c: the C runtime (bnncl.device.cruntime), the same file's bytes
+RUNTIME_BACKENDS = (*BACKENDS, "c")
+
+
 class Model:
-    def __init__(self, meta: dict, arrays: dict[str, np.ndarray], path: str = "<memory>"):
+    def __init__(self, meta: dict, arrays: dict[str, np.ndarray], path: str = "<memory>", backend: str = "packed"):
         _check_meta(meta, path)
         self.meta, self.path = meta, path
+        self.backend = self._check_backend(backend)  # what predict / logits / latent run on unless told otherwise
+        self._c_model = None
         self.input_shape = tuple(meta["input_shape"])  # (H, W, C)
         self.class_names = list(meta["class_names"])
         self.lr_layer = meta["lr_layer"]
@@ -80,11 +86,35 @@ class Model:
         self.frozen_ops, self.trainable_ops = self.ops[:k], self.ops[k:]
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Model":
+    def load(cls, path: str | os.PathLike, backend: str = "packed") -> "Model":
+        """The model file at ``path``; ``backend``: what it runs on by default (packed, float, or c: the C runtime,
+        which then checks and loads the same file too)."""
         if not isinstance(path, (str, os.PathLike)):
             raise ConfigError(f"Model.load takes the path of a model file, not {path!r}")
         meta, arrays = read_model_file(path)
-        return cls(meta, arrays, str(path))
+        model = cls(meta, arrays, str(path), backend)
+        if backend == "c":
+            model.c_model()
+        return model
+
+    def _check_backend(self, backend: str | None) -> str:
+        backend = self.backend if backend is None else backend
+        if backend not in RUNTIME_BACKENDS:
+            raise ConfigError(f"unknown backend {backend!r} (valid: {', '.join(RUNTIME_BACKENDS)})")
+        return backend
+
+    def c_model(self):
+        """The C runtime on this model file (:class:`bnncl.device.cruntime.CModel`), loaded on first use. It runs
+        the file's own latent-replay split."""
+        if self._c_model is None:
+            from bnncl.device.cruntime import CModel
+
+            try:
+                blob = open(self.path, "rb").read()
+            except OSError as e:
+                raise ModelFileError(f"{self.path}: cannot read the model file ({e.strerror})") from None
+            self._c_model = CModel(blob, self.path)
+        return self._c_model
 
     @property
     def num_classes(self) -> int:
@@ -136,28 +166,38 @@ class Model:
                 timings[op.name] = timings.get(op.name, 0.0) + time.perf_counter() - t0
         return act
 
-    def latent(self, images, backend: str = "packed", timings=None, peak: list | None = None) -> Activation:
+    def latent(self, images, backend: str | None = None, timings=None, peak: list | None = None) -> Activation:
         """The frozen part: images -> the activation at the LR layer (``.bits`` packed where it is binary)."""
+        backend = self._check_backend(backend)
+        if backend == "c":
+            if self.lr_layer != self.meta["lr_layer"]:
+                raise ConfigError(f"{self.path}: the C runtime runs the file's latent-replay layer "
+                                  f"{self.meta['lr_layer']!r}, not {self.lr_layer!r}")
+            out = self.c_model().latent(self.check_images(images))
+            channels = int(self.c_model().info.latent_channels)
+            return Activation(channels, None, out) if out.dtype == np.uint64 else Activation(channels, out)
         x = normalize_images(self.check_images(images))
         return self._run(self.frozen_ops, Activation(x.shape[-1], x), backend, timings, peak)
 
-    def logits_from_latent(self, latent: Activation, backend: str = "packed", timings=None) -> np.ndarray:
+    def logits_from_latent(self, latent: Activation, backend: str | None = None, timings=None) -> np.ndarray:
         """The trainable part: the LR layer's activation -> logits (N, classes)."""
-        return self._run(self.trainable_ops, latent, backend, timings).real
+        backend = self._check_backend(backend)
+        return self._run(self.trainable_ops, latent, "packed" if backend == "c" else backend, timings).real
 
-    def logits(self, images, backend: str = "packed", batch_size: int = 256, timings=None) -> np.ndarray:
+    def logits(self, images, backend: str | None = None, batch_size: int = 256, timings=None) -> np.ndarray:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"batch_size must be a whole number of images, at least 1 (not {batch_size!r})")
-        if backend not in BACKENDS:
-            raise ConfigError(f"unknown backend {backend!r} (valid: {', '.join(BACKENDS)})")
+        backend = self._check_backend(backend)
         images = self.check_images(images)
+        if backend == "c":
+            return self.c_model().logits(images)
         out = []
         for i in range(0, len(images), batch_size):
             act = self.latent(images[i:i + batch_size], backend, timings=timings)
             out.append(self.logits_from_latent(act, backend, timings))
         return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
 
-    def predict(self, images, backend: str = "packed", batch_size: int = 256) -> np.ndarray:
+    def predict(self, images, backend: str | None = None, batch_size: int = 256) -> np.ndarray:
         """Class indices (N,) int64."""
         return self.logits(images, backend, batch_size).argmax(axis=1)
 

@@ -119,15 +119,21 @@ class Block(Op):
         self.shortcut = spec["shortcut"]  # {"kind": identity | duplicate | binary, "stride": s}
         self.needs_real_input = not self.binary_input
         self.in_threshold = None if self.binary_input else arrays[f"{name}.threshold"]
-        # packed (Cout, 3, 3, words) in the file; the kernel's layout (3, 3, words, Cout) is the only copy kept
-        self.weight_kernel = K.conv_weights_for_kernel(arrays[f"{name}.conv.weight"])
+        # packed in the kernels' layout (3, 3, words, Cout), as the file holds them (the C runtime reads them in place)
+        self.weight_kernel = arrays[f"{name}.conv.weight"]
+        words = -(-self.cin // 64)
+        if self.weight_kernel.shape != (3, 3, words, self.cout) or self.weight_kernel.dtype != np.uint64:
+            raise ValueError(f"{name}.conv.weight is {self.weight_kernel.dtype} {self.weight_kernel.shape}, not the "
+                             f"packed (3, 3, {words}, {self.cout}) uint64 of a {self.cin} -> {self.cout} block")
         self.mult, self.bias = arrays[f"{name}.mult"], arrays[f"{name}.bias"]
         self.rprelu = tuple(arrays[f"{name}.rprelu.{k}"] for k in ("shift_in", "slope", "shift_out"))
         self.input_scale = arrays.get(f"{name}.input_scale")
         if self.shortcut["kind"] == "binary":
             sc = f"{name}.shortcut"
-            self.sc_threshold, self.sc_weight = arrays[f"{sc}.threshold"], arrays[f"{sc}.weight"]
-            self.sc_weight_kernel = K.conv_weights_for_kernel(self.sc_weight)
+            self.sc_threshold, self.sc_weight_kernel = arrays[f"{sc}.threshold"], arrays[f"{sc}.weight"]
+            if self.sc_weight_kernel.shape != (1, 1, words, self.cout) or self.sc_weight_kernel.dtype != np.uint64:
+                raise ValueError(f"{sc}.weight is {self.sc_weight_kernel.dtype} {self.sc_weight_kernel.shape}, not "
+                                 f"the packed (1, 1, {words}, {self.cout}) uint64")
             self.sc_mult, self.sc_bias = arrays[f"{sc}.mult"], arrays[f"{sc}.bias"]
 
     @cached_property
@@ -137,7 +143,7 @@ class Block(Op):
 
     @cached_property
     def sc_weight_float(self) -> np.ndarray:
-        return unpack_signs(self.sc_weight, self.cin)
+        return unpack_signs(np.ascontiguousarray(self.sc_weight_kernel.transpose(3, 0, 1, 2)), self.cin)
 
     def weight_bytes(self, backend: str) -> int:
         """Bytes of the parameters this block holds to run on ``backend``."""

@@ -138,7 +138,8 @@ def _bconv3x3(x, wt, k, stride, pad, out):
 
 
 def conv_weights_for_kernel(w: np.ndarray) -> np.ndarray:
-    """Packed weights (Cout, kh, kw, words) -> the kernel's layout (kh, kw, words, Cout). Do it once, at load."""
+    """Packed weights (Cout, kh, kw, words) -> the kernel's layout (kh, kw, words, Cout), the model file's. Do it
+    once (at export, or when the learner rebuilds a block)."""
     return np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0)))
 
 

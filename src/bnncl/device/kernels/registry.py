@@ -52,7 +52,7 @@ KERNELS: dict[str, Kernel] = {k.name: k for k in (
 # Public functions of the families that are not optimized kernels, and why they have no entry.
 UNREGISTERED: dict[str, str] = {
     "popcount64": "the ctpop intrinsic the binary kernels count with (callable from numba code only)",
-    "conv_weights_for_kernel": "a layout transform of the weights, done once at load (bconv is tested with both)",
+    "conv_weights_for_kernel": "a layout transform of the weights, done once at export (bconv is tested with both)",
     "sign_conv_float": "NumPy and BLAS only, no numba form; exact integers, tested equal to bconv",
     "global_avgpool": "NumPy only, its fixed order written out; no numba form",
     "shortcut_affine": "NumPy only (an elementwise float32 product and sum): its own reference",
