@@ -172,7 +172,8 @@ FMNIST = "/usr/share/datasets/fashion-mnist"
 
 def test_whole_fashion_mnist_test_set_same_predictions(tmp_path):
     """A briefly pretrained default backbone (binary boundary at block5, so the LR layer is 1-bit), exported: the
-    device runtime predicts exactly what torch predicts on all 10,000 test images, on both backends. Its signs at
+    device runtime predicts exactly what torch predicts on all 10,000 test images, on both backends and in the C
+    runtime, whose LR-layer bits equal the packed backend's on every image. Its signs at
     every binary layer up to the LR layer equal torch's, except at a tie: on 1,000 images, at the first layer where an
     image's signs differ (every sign before it equal, so the values differ by rounding only), every differing sign
     is at a value within float32 rounding of its threshold (``layer_bounds``: the network's rounding up to there);
@@ -191,8 +192,9 @@ def test_whole_fashion_mnist_test_set_same_predictions(tmp_path):
         theirs = np.concatenate([model(normalize_tensor(torch.from_numpy(test.x[i:i + 1000]))).argmax(1).numpy()
                                  for i in range(0, len(test), 1000)])
     assert (theirs == test.y).mean() > 0.5  # a real, if briefly trained, classifier
-    for backend in ("packed", "float"):
+    for backend in ("packed", "float", "c"):  # c: the C runtime on the same file
         np.testing.assert_array_equal(device.predict(test.x, backend), theirs, err_msg=backend)
+    np.testing.assert_array_equal(device.latent(test.x, "c").bits, device.latent(test.x, "packed").bits)
     x = test.x[:1000]
     trace, _ = torch_trace(model, x)
     bounds = layer_bounds(model, x)
