@@ -6,16 +6,18 @@
 #               simulation of the same settings
 #   make test   the same set-up, then the linter (ruff), the test suite, and the device tests once more compiled
 #               for another x86-64 CPU (without AVX-512, or without AVX on a CPU that lacks it): a result that is
-#               bit-identical on one CPU only fails here
+#               bit-identical on one CPU only fails here; then the C runtime's tests (make -C runtime test: the kernels
+#               and the model runtime on x86-64, AArch64 under qemu and 32-bit x86, and a short fuzz under
+#               AddressSanitizer), installing the cross compiler, qemu and the 32-bit libraries if missing
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test setup data clean bench
+.PHONY: demo test setup data runtime-tools clean bench
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard runtime/src/*.c runtime/include/*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,test]'
 	touch $@
@@ -29,6 +31,23 @@ data:
 	  echo "Fashion-MNIST is not in $(FMNIST_DIR) and apt cannot be used here: run 'sudo apt-get install dataset-fashion-mnist'"; exit 1; fi; \
 	echo "installing Debian's dataset-fashion-mnist"; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist
+
+# What make -C runtime test builds with, when missing and apt can be used (as for data): the AArch64 cross compiler
+# and qemu-user, and gcc's 32-bit multilib (gcc-<version>-multilib: Debian's gcc-multilib would remove the AArch64
+# cross compiler). The Cortex-M build (make -C runtime build-cortex-m, arm-none-eabi-gcc) is not part of the test.
+runtime-tools:
+	@pkgs=; \
+	command -v aarch64-linux-gnu-gcc >/dev/null || pkgs="$$pkgs gcc-aarch64-linux-gnu"; \
+	command -v qemu-aarch64 >/dev/null || pkgs="$$pkgs qemu-user"; \
+	probe=$$(mktemp); \
+	printf 'int main(void) { return 0; }\n' | gcc -m32 -fsanitize=address,undefined -x c - -o $$probe 2>/dev/null \
+	  || pkgs="$$pkgs gcc-$$(gcc -dumpversion | cut -d. -f1)-multilib"; \
+	rm -f $$probe; \
+	if [ -z "$$pkgs" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
+	  echo "the C runtime's tests need$$pkgs and apt cannot be used here: run 'sudo apt-get install$$pkgs'"; exit 1; fi; \
+	echo "installing$$pkgs"; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$pkgs
 
 # The pretrained backbone is kept in $(DEMO_DIR)/pretrain/ and reused by the next run.
 demo: setup data
@@ -49,10 +68,11 @@ demo: setup data
 # its agreement with the simulation (these two use make demo's backbone and model file). The bit-width study
 # (benchmarks/bits.py) takes hours and is run by hand, in pieces (see BENCHMARKS.md).
 
-test: setup data
+test: setup data runtime-tools
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 	$(PY) tools/cpu_target.py
+	$(MAKE) -C runtime test PYTHON=$(abspath $(PY))
 
 bench: setup data
 	$(PY) benchmarks/pretrain.py

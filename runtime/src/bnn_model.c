@@ -248,6 +248,10 @@ typedef struct {
 
 static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 
+/* a * b, or SIZE_MAX when it does not fit (then plan() refuses the model: a 32-bit size_t is a target) */
+static size_t smul(size_t a, size_t b) { return a && b > SIZE_MAX / a ? SIZE_MAX : a * b; }
+static size_t smul3(size_t a, size_t b, size_t c) { return smul(smul(a, b), c); }
+
 /* Checks the graph and computes the buffer sizes; fills m's layers when m is not NULL (bnn_arena_size plans without
  * a model: nothing large on the stack). */
 static bnn_status plan(const container *c, struct bnn_model *m, sizes *sz, bnn_error *err)
@@ -276,7 +280,7 @@ static bnn_status plan(const container *c, struct bnn_model *m, sizes *sz, bnn_e
     dims.classes = (uint32_t)in[3];
     size_t h = dims.height, w = dims.width, ch = dims.channels;
     int lr_count = 0;
-    sz->real = h * w * ch;
+    sz->real = smul3(h, w, ch);
     for (uint32_t i = 0; i < dims.n_layers; i++) {
         const int32_t *row = g + (size_t)i * GRAPH_COLUMNS;
         layer *L = m ? &m->layers[i] : &scratch_layer;
@@ -306,7 +310,7 @@ static bnn_status plan(const container *c, struct bnn_model *m, sizes *sz, bnn_e
             L->weight_f = p;
             if ((s = need(c, row, COL_STEM_BIAS, DT_F32, db, &p, what, err))) return s;
             L->bias = p;
-            sz->stem_weights = 9 * ch * L->cout;
+            sz->stem_weights = smul3(9, ch, L->cout);
             h = bnn_conv_out_size(h, 3, L->stride, 1), w = bnn_conv_out_size(w, 3, L->stride, 1), ch = L->cout;
             break;
         }
@@ -346,14 +350,14 @@ static bnn_status plan(const container *c, struct bnn_model *m, sizes *sz, bnn_e
                 L->sc_bias = p;
                 if ((s = need(c, row, COL_SC_THRESHOLD, DT_F32, di, &p, what, err))) return s;
                 L->sc_threshold = p;
-                sz->sc_bits = max_sz(sz->sc_bits, ho * wo * words);
+                sz->sc_bits = max_sz(sz->sc_bits, smul3(ho, wo, words));
             } else {
                 return fail(err, BNN_ERR_MODEL, "an unknown shortcut");
             }
-            sz->dot = max_sz(sz->dot, ho * wo * L->cout);
-            sz->shortcut = max_sz(sz->shortcut, ho * wo * max_sz(ch, L->cout));
-            sz->pooled = max_sz(sz->pooled, ho * wo * ch);
-            if (L->binary_input) sz->unpacked = max_sz(sz->unpacked, h * w * ch);
+            sz->dot = max_sz(sz->dot, smul3(ho, wo, L->cout));
+            sz->shortcut = max_sz(sz->shortcut, smul3(ho, wo, max_sz(ch, L->cout)));
+            sz->pooled = max_sz(sz->pooled, smul3(ho, wo, ch));
+            if (L->binary_input) sz->unpacked = max_sz(sz->unpacked, smul3(h, w, ch));
             sz->scratch = max_sz(sz->scratch, bnn_bconv3x3_scratch_words(ch));
             h = ho, w = wo, ch = L->cout;
             break;
@@ -384,11 +388,17 @@ static bnn_status plan(const container *c, struct bnn_model *m, sizes *sz, bnn_e
         }
         L->h_out = h, L->w_out = w;
         kinds[i] = L->kind, binary_inputs[i] = L->binary_input;
-        sz->real = max_sz(sz->real, h * w * ch);
-        sz->bits = max_sz(sz->bits, h * w * bnn_words_for(ch));
+        sz->real = max_sz(sz->real, smul3(h, w, ch));
+        sz->bits = max_sz(sz->bits, smul3(h, w, bnn_words_for(ch)));
     }
     if (lr_count != 1 || dims.lr == 0)
         return fail(err, BNN_ERR_MODEL, "the graph does not mark one latent-replay layer");
+    /* every buffer small enough that its bytes, aligned, and the arena's sum of them fit a size_t */
+    const size_t all[] = {sz->real, sz->bits, sz->dot, sz->shortcut, sz->pooled, sz->unpacked, sz->sc_bits,
+                          sz->scratch, sz->stem_weights, sz->classes};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
+        if (all[k] > SIZE_MAX / 256) return fail(err, BNN_ERR_MODEL, "the network needs more memory than this "
+                                                                     "machine can address");
     /* Which layer may follow which; and what each layer hands the next (ops.link): the next layer's input threshold
      * is fused into it, and its real output is kept only when the next layer reads it. */
     for (uint32_t i = 1; i < dims.n_layers; i++) {
@@ -556,7 +566,7 @@ bnn_status bnn_get_info(const bnn_model *m, bnn_info *info)
     info->layers = m->n_layers, info->lr_layer = m->lr;
     info->latent_channels = (uint32_t)L->cin, info->latent_height = (uint32_t)L->h_in;
     info->latent_width = (uint32_t)L->w_in;
-    info->latent_binary = L->kind == KIND_BLOCK && L->binary_input;
+    info->latent_binary = !m->layers[m->lr - 1].keep_real; /* only the signs cross the split (ops.link) */
     info->arena_bytes = m->arena_bytes;
     return BNN_OK;
 }

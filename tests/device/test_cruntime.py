@@ -4,7 +4,7 @@ Oracles: the packed backend on the same model file (the same kernels' order of f
 bit); the head's float32 sum bound (``gamma_F * sum|x w|``, twice: two float32 sums in different orders, C's fixed
 one and BLAS's) for the logits; the predictions equal wherever the top two logits are further apart than that.
 Bad blobs: every damage refused with a ModelFileError naming the file, never a crash (the C side is also fuzzed
-under AddressSanitizer by ``make -C runtime test-asan``).
+under AddressSanitizer by ``make -C runtime fuzz``, part of ``make test``).
 """
 
 from __future__ import annotations
