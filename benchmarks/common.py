@@ -192,3 +192,32 @@ def compare(fns: dict, seconds: float, rounds: int) -> dict:
             t = time_calls(fn, seconds / rounds)
             best[k], calls[k] = min(best[k], min(t)), calls[k] + len(t)
     return {k: {"seconds": best[k], "calls": calls[k]} for k in fns}
+
+
+# -- models --------------------------------------------------------------------------------------------------------
+
+def random_checkpoint(path, binary_boundary: str | None = None) -> None:
+    """The fmnist backbone (``binary_boundary``: e.g. the demo's block5), seed 0, with random BN statistics, shifts and
+    scales so that nothing is trivially degenerate (speed does not depend on the weights), saved as a checkpoint."""
+    import torch
+    from torch import nn
+
+    from bnncl.checkpoint import save_checkpoint
+    from bnncl.layers import LearnableBias, LearnableScale
+    from bnncl.models import build_model, preset_config
+
+    torch.manual_seed(0)
+    model = build_model(preset_config("fmnist", 10, binary_boundary=binary_boundary))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.1)
+            elif isinstance(m, LearnableBias):
+                m.bias.normal_(0.0, 0.1)
+            elif isinstance(m, LearnableScale):
+                m.scale.uniform_(0.5, 1.5)
+    model.eval()
+    save_checkpoint(path, model)

@@ -39,16 +39,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnncl.binarizers import magnitude_aware_sign
-from bnncl.checkpoint import load_model, save_checkpoint
+from bnncl.checkpoint import load_model
 from bnncl.data.idx import load_idx_dataset
 from bnncl.device import Model
 from bnncl.device import kernels as K
 from bnncl.device.bitpack import WORD_BITS, words_for
 from bnncl.device.modelfile import read_model_file
 from bnncl.export import export_checkpoint
-from bnncl.layers import PAD_VALUE, BinaryConv2d, LearnableBias
-from bnncl.models.backbone import build_model, normalize_tensor, preset_config
-from common import compare, cpu_name, describe_machine, kib, machine_info, reps_for, table, write_json
+from bnncl.layers import PAD_VALUE, BinaryConv2d
+from bnncl.models.backbone import normalize_tensor
+from common import (
+    compare,
+    cpu_name,
+    describe_machine,
+    kib,
+    machine_info,
+    random_checkpoint,
+    reps_for,
+    table,
+    write_json,
+)
 from popcount_peak import popcount_sweeps_against_key, xor_popcount_sweeps
 
 BATCHES = (1, 64)
@@ -79,23 +89,6 @@ def per_layer(fns: dict, seconds: float, rounds: int) -> dict:
 
 
 # -- the models ----------------------------------------------------------------------------------------------------
-
-def random_checkpoint(path: Path) -> None:
-    """The fmnist backbone, seed 0, with random BN statistics and shifts so that nothing is trivially degenerate."""
-    torch.manual_seed(0)
-    model = build_model(preset_config("fmnist", 10))
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0.0, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.1)
-            elif isinstance(m, LearnableBias):
-                m.bias.normal_(0.0, 0.1)
-    model.eval()
-    save_checkpoint(path, model)
-
 
 def prebinarize(model: nn.Module) -> nn.Module:
     """A copy whose binary convs use sign(W) * mean|W| computed once: the forward is input binarizer, +1 padding and

@@ -45,15 +45,13 @@ from pathlib import Path
 import numba
 import numpy as np
 import torch
-from torch import nn
 
-from bnncl.checkpoint import load_model, save_checkpoint
+from bnncl.checkpoint import load_model
 from bnncl.data.idx import load_idx_dataset
 from bnncl.device import Model
 from bnncl.export import export_checkpoint
-from bnncl.layers import LearnableBias, LearnableScale
-from bnncl.models.backbone import build_model, normalize_tensor, preset_config
-from common import compare, describe_machine, machine_info, table, write_json
+from bnncl.models.backbone import normalize_tensor
+from common import compare, describe_machine, machine_info, random_checkpoint, table, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "peers_worker.py"
@@ -220,26 +218,6 @@ def other_load(before: dict, after: dict) -> dict:
 
 # -- bnncl's side ------------------------------------------------------------------------------------------------
 
-def random_checkpoint(path: Path) -> None:
-    """The demo's backbone (fmnist, binary boundary at block5), seed 0, with random BN statistics, shifts and scales
-    so that nothing is trivially degenerate."""
-    torch.manual_seed(0)
-    model = build_model(preset_config("fmnist", 10, binary_boundary="block5"))
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0.0, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.1)
-            elif isinstance(m, LearnableBias):
-                m.bias.normal_(0.0, 0.1)
-            elif isinstance(m, LearnableScale):
-                m.scale.uniform_(0.5, 1.5)
-    model.eval()
-    save_checkpoint(path, model)
-
-
 def expected_shapes(arch: dict, lr_layer: str) -> dict:
     """(H, W, C) of the frozen part's output (the input of ``lr_layer``) and (classes,) of the logits."""
     h, w, _ = arch["input_shape"]
@@ -299,7 +277,7 @@ def main():
     # -- bnncl and torch ---------------------------------------------------------------------------------------
     ckpt = Path(args.checkpoint) if args.checkpoint else tmp / "random.pt"
     if not args.checkpoint:
-        random_checkpoint(ckpt)
+        random_checkpoint(ckpt, "block5")
     model_file = tmp / "model.bnn"
     export_checkpoint(ckpt, model_file)
     m = Model.load(model_file)
