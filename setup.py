@@ -3,9 +3,10 @@
 ctypes. ``pip install -e .`` and ``make setup`` both run it.
 
 The popcount inner loop is chosen for the CPU that builds (AVX-512 VPOPCNTDQ, AVX2, NEON, else portable C);
-``BNNCL_SIMD=portable|avx2|avx512|neon`` overrides it. Only the SIMD file gets that instruction set's flags: every
-other file is the same portable C on every machine, compiled without fused multiply-add (``-ffp-contract=off``), so
-its float results are the same bit for bit everywhere (runtime/README.md).
+``BNNCL_SIMD=portable|avx2|avx512|neon`` overrides it. Every file is compiled for that instruction set at -O3, so the
+float kernels vectorize across channels; each value's operations stay in their fixed order (no fused multiply-add:
+``-ffp-contract=off``; no -ffast-math), so the float results are the same bit for bit on every build
+(runtime/README.md; tests/device/test_cruntime.py holds this build to the Python runtime).
 """
 
 import os
@@ -16,7 +17,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 RUNTIME = Path("runtime")
-COMMON = ["-std=c11", "-O2", "-ffp-contract=off", "-fPIC"]
+COMMON = ["-std=c11", "-O3", "-ffp-contract=off", "-fPIC"]
 PATHS = {  # path -> (define, SIMD file, its ISA flags, the /proc/cpuinfo flags it needs)
     "avx512": ("BNN_USE_AVX512", "kernels_avx512.c", ["-mavx512f", "-mavx512vpopcntdq", "-mpopcnt"],
                {"avx512f", "avx512_vpopcntdq"}),
@@ -42,7 +43,8 @@ def simd_path() -> str:
 
 
 class BuildRuntime(build_ext):
-    """Each source with its own flags (the SIMD file alone with its ISA's), linked into one shared library."""
+    """The portable sources and the path's SIMD file, for the path's instruction set, linked into one shared
+    library."""
 
     def build_extension(self, ext):
         path = simd_path()
@@ -54,7 +56,7 @@ class BuildRuntime(build_ext):
         for src in sorted((RUNTIME / "src").glob("*.c")):
             if src.name.startswith("kernels_") and src.name not in ("kernels_portable.c", simd_file):
                 continue
-            flags = COMMON + (isa if src.name == simd_file else [])
+            flags = COMMON + isa
             objects += self.compiler.compile([str(src)], output_dir=str(tmp), macros=macros,
                                              include_dirs=[str(RUNTIME / "include")], extra_postargs=flags)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -214,6 +214,8 @@ static void conv3x3_pixel(const float *restrict x, bnn_dims in, const float *res
                           const float *restrict bias, size_t b, ptrdiff_t y0, ptrdiff_t x0, float *restrict o)
 {
     size_t tap = in.c * cout; /* distance between two taps' weight rows */
+    for (size_t co = 0; co < cout; co++) /* acc = bias: the sum starts there (0 without one), as the reference's */
+        o[co] = bias ? bias[co] : 0.0f;
     for (size_t ci = 0; ci < in.c; ci++) {
         float a0 = tap_or_zero(x, in, b, y0, x0, ci), a1 = tap_or_zero(x, in, b, y0, x0 + 1, ci);
         float a2 = tap_or_zero(x, in, b, y0, x0 + 2, ci), a3 = tap_or_zero(x, in, b, y0 + 1, x0, ci);
@@ -231,8 +233,7 @@ static void conv3x3_pixel(const float *restrict x, bnn_dims in, const float *res
             p = p + a6 * wc[6 * tap + co];
             p = p + a7 * wc[7 * tap + co];
             p = p + a8 * wc[8 * tap + co];
-            float acc = ci == 0 ? (bias ? bias[co] : 0.0f) : o[co];
-            o[co] = acc + p;
+            o[co] = o[co] + p; /* a loop over independent output channels: the compiler may vectorize it */
         }
     }
 }
@@ -328,32 +329,51 @@ static float epilogue_value(const bnn_epilogue_params *p, size_t co, int32_t dot
     z = z + p->bias[co];
     z = z + shortcut;
     z = z + p->shift_in[co];
-    z = z >= 0.0f ? z : z * p->slope[co];
+    float negative = z * p->slope[co]; /* made either way: a select, not a branch on the data */
+    z = z >= 0.0f ? z : negative;
     return z + p->shift_out[co];
+}
+
+/* The epilogue of channels [c0, c0 + n) of one pixel into z (n <= EPILOGUE_CHUNK), in the reference's order per
+ * value; a loop without branches over independent channels (the compiler may vectorize it). */
+enum { EPILOGUE_CHUNK = 256 };
+
+static void epilogue_chunk(const bnn_epilogue_params *p, const int32_t *restrict d, const float *restrict sc,
+                           size_t shortcut_channels, size_t c0, size_t n, float *restrict z)
+{
+    if (shortcut_channels >= c0 + n) { /* the shortcut has these channels itself (identity, binary) */
+        for (size_t k = 0; k < n; k++)
+            z[k] = epilogue_value(p, c0 + k, d[c0 + k], sc[c0 + k]);
+        return;
+    }
+    for (size_t k = 0; k < n; k++) /* the duplicate shortcut: output channel co reads co % shortcut_channels */
+        z[k] = epilogue_value(p, c0 + k, d[c0 + k], sc[(c0 + k) % shortcut_channels]);
 }
 
 void bnn_block_epilogue(const int32_t *restrict dot, size_t pixels, size_t channels, const bnn_epilogue_params *p,
                         const float *restrict shortcut, size_t shortcut_channels, float *restrict real,
                         uint64_t *restrict bits)
 {
-    /* One pass: each value is made once and goes to the real output, the next op's bits, or both. The bits are
-     * collected into a word while the channels run, so nothing is stored when only the signs are wanted. */
+    /* Each value is made once and goes to the real output, the next op's bits, or both; channels in chunks of
+     * EPILOGUE_CHUNK (a multiple of 64), so that a chunk's bits are whole words. */
     size_t words = bnn_words_for(channels);
+    float z[EPILOGUE_CHUNK];
     for (size_t px = 0; px < pixels; px++) {
         const int32_t *d = dot + px * channels;
         const float *sc = shortcut + px * shortcut_channels;
-        uint64_t word = 0;
-        size_t j = 0; /* co % shortcut_channels */
-        for (size_t co = 0; co < channels; co++) {
-            float z = epilogue_value(p, co, d[co], sc[j]);
-            j = j + 1 == shortcut_channels ? 0 : j + 1;
+        for (size_t c0 = 0; c0 < channels; c0 += EPILOGUE_CHUNK) {
+            size_t n = channels - c0 < EPILOGUE_CHUNK ? channels - c0 : EPILOGUE_CHUNK;
+            epilogue_chunk(p, d, sc, shortcut_channels, c0, n, z);
             if (real)
-                real[px * channels + co] = z;
+                for (size_t k = 0; k < n; k++)
+                    real[px * channels + c0 + k] = z[k];
             if (bits) {
-                word |= (uint64_t)(z < p->threshold[co]) << (co % BNN_WORD_BITS);
-                if (co % BNN_WORD_BITS == BNN_WORD_BITS - 1 || co + 1 == channels) {
-                    bits[px * words + co / BNN_WORD_BITS] = word;
-                    word = 0;
+                for (size_t t = 0; t * BNN_WORD_BITS < n; t++) {
+                    uint64_t word = 0;
+                    size_t end = n - t * BNN_WORD_BITS < BNN_WORD_BITS ? n - t * BNN_WORD_BITS : BNN_WORD_BITS;
+                    for (size_t j = 0; j < end; j++)
+                        word |= (uint64_t)(z[t * BNN_WORD_BITS + j] < p->threshold[c0 + t * BNN_WORD_BITS + j]) << j;
+                    bits[px * words + (c0 / BNN_WORD_BITS) + t] = word;
                 }
             }
         }
