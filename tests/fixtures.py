@@ -384,3 +384,12 @@ def packed_bits_oracle(below):
                     word |= 1 << j
             out[r, t] = word
     return out.reshape(*below.shape[:-1], nw)
+
+
+def head_bound(model, latent) -> np.ndarray:
+    """Per logit, how far two float32 computations of a device model's bias-free head may differ (the C runtime's
+    fixed order against BLAS's): twice ``gamma_F * sum_f |feature_f * weight_f|``, the features computed from the LR
+    layer's ``latent`` (an ``Activation``) by the packed backend."""
+    feats = model._run(model.trainable_ops[:-1], latent, "packed").real.astype(np.float64)
+    w = model.ops[-1].weight.astype(np.float64)
+    return 2 * float32_sum_bound(np.abs(feats) @ np.abs(w).T, w.shape[1])

@@ -452,15 +452,23 @@ static size_t layout(const sizes *sz, unsigned char *base, struct bnn_model *m)
     return at;
 }
 
+/* The container opened (header and payload CRCs) and the graph planned without a model: the arena it needs. */
+static bnn_status checked_size(const void *blob, size_t blob_size, container *c, sizes *sz, size_t *arena_bytes,
+                               bnn_error *err)
+{
+    bnn_status s;
+    if ((s = open_container(blob, blob_size, c, err)) || (s = plan(c, NULL, sz, err))) return s;
+    *arena_bytes = layout(sz, NULL, NULL) + ALIGN; /* + ALIGN: the arena itself may start anywhere */
+    return BNN_OK;
+}
+
 bnn_status bnn_arena_size(const void *blob, size_t blob_size, size_t *arena_bytes, bnn_error *err)
 {
     container c;
     sizes sz;
-    bnn_status s;
     if (!arena_bytes) return fail(err, BNN_ERR_ARGUMENT, "no place for the arena size");
-    if ((s = open_container(blob, blob_size, &c, err)) || (s = plan(&c, NULL, &sz, err))) return s;
-    *arena_bytes = layout(&sz, NULL, NULL) + ALIGN; /* + ALIGN: the arena itself may start anywhere */
-    return ok(err);
+    bnn_status s = checked_size(blob, blob_size, &c, &sz, arena_bytes, err);
+    return s ? s : ok(err);
 }
 
 bnn_status bnn_init(const void *blob, size_t blob_size, void *arena, size_t arena_bytes, bnn_model **model,
@@ -472,13 +480,12 @@ bnn_status bnn_init(const void *blob, size_t blob_size, void *arena, size_t aren
     bnn_status s;
     if (!arena || !model) return fail(err, BNN_ERR_ARGUMENT, "no arena or no place for the model");
     *model = NULL;
-    if ((s = bnn_arena_size(blob, blob_size, &need, err))) return s;
+    if ((s = checked_size(blob, blob_size, &c, &sz, &need, err))) return s;
     if (arena_bytes < need) return fail(err, BNN_ERR_ARGUMENT, "the arena is smaller than bnn_arena_size()");
     unsigned char *base = (unsigned char *)arena + (ALIGN - (uintptr_t)arena % ALIGN) % ALIGN;
     struct bnn_model *m = (struct bnn_model *)(void *)base;
     memset(m, 0, sizeof *m);
-    open_container(blob, blob_size, &c, NULL);
-    plan(&c, m, &sz, NULL);
+    plan(&c, m, &sz, NULL); /* checked above: now into the model, in the arena */
     m->arena_bytes = need;
     layout(&sz, base, m);
     /* The stem's weights into the kernel's layout (kh, kw, cin, cout): 9 * cin * cout floats, the one copy made. */

@@ -13,7 +13,7 @@ images (seeded: the same files on every run) go
 through ``bnncl.device.Model``'s packed backend: its ``latent`` (``.bits`` where the LR layer is binary, else
 ``.real``) and its ``logits``, with the float64 bound of the head's sums per logit: twice ``gamma_F * sum_f
 |feature_f * weight_cf|`` (two float32 sums of F terms in different orders: C's fixed one and BLAS's; as
-``head_bound`` in tests/device/test_cruntime.py).
+``fixtures.head_bound``).
 
 Files (all little-endian):
 
@@ -47,20 +47,13 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "tests"))  # tests/fixtures.py
 
-from fixtures import EXPORT_CONFIGS, float32_sum_bound, randomized  # noqa: E402
+from fixtures import EXPORT_CONFIGS, head_bound, randomized  # noqa: E402
 
 CASES = {"fmnist": ("fmnist", None), "boundary": ("boundary", None), "odd": ("odd", None),
          "odd-binarize": ("odd", "binarize"), "strided-stem-head": ("strided-stem", "head")}
 IMAGES = 6
 CLASSES = 7
 MAGIC = b"BNNMOD1\0"
-
-
-def head_bound(model, latent) -> np.ndarray:
-    """Twice the float32 bound of the head's sums, per logit (tests/device/test_cruntime.py's head_bound)."""
-    feats = model._run(model.trainable_ops[:-1], latent, "packed").real.astype(np.float64)
-    w = model.ops[-1].weight.astype(np.float64)
-    return 2 * float32_sum_bound(np.abs(feats) @ np.abs(w).T, w.shape[1])
 
 
 def export(name: str, out: Path, seed: int) -> None:

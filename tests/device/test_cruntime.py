@@ -19,7 +19,7 @@ from bnncl.core.errors import ConfigError, ModelFileError
 from bnncl.device import Model
 from bnncl.device import modelfile as mf
 from bnncl.device.cruntime import CModel, build_path
-from fixtures import EXPORT_CONFIGS, exported_randomized, float32_sum_bound
+from fixtures import EXPORT_CONFIGS, exported_randomized, head_bound
 
 pytestmark = pytest.mark.usefixtures("one_numba_thread")
 
@@ -31,13 +31,6 @@ def exported(request, tmp_path_factory):
     rng = np.random.default_rng(5)
     more = rng.integers(0, 256, (40, *model.input_shape), dtype=np.uint8)
     return model, d / "model.bnn", np.concatenate([images, more])
-
-
-def head_bound(model: Model, images) -> np.ndarray:
-    """Twice the float32 bound of the head's sums (two float32 computations in different orders), per logit."""
-    feats = model._run(model.trainable_ops[:-1], model.latent(images, "packed"), "packed").real.astype(np.float64)
-    w = model.ops[-1].weight.astype(np.float64)
-    return 2 * float32_sum_bound(np.abs(feats) @ np.abs(w).T, w.shape[1])
 
 
 def test_the_library_names_its_build():
@@ -55,7 +48,7 @@ def test_c_runtime_equals_the_packed_backend(exported):
     else:
         np.testing.assert_array_equal(ours.real, theirs.real)
     logits_c, logits_py = c.logits(images), model.logits(images, "packed")
-    bound = head_bound(model, images)
+    bound = head_bound(model, model.latent(images, "packed"))
     assert (np.abs(logits_c.astype(np.float64) - logits_py) <= bound).all()
     top2 = np.sort(logits_py, axis=1)[:, -2:]
     clear = (top2[:, 1] - top2[:, 0]) > 2 * bound.max(axis=1)

@@ -194,8 +194,6 @@ class Learner(ExperienceLoop):
             return self._measured_step(x, y)
         return self.part.train_step(x, y)
 
-    train_step = step  # the name before the experience protocol's
-
     def _measured_step(self, x, y) -> float:
         tracing = tracemalloc.is_tracing()
         if not tracing:

@@ -27,7 +27,7 @@ from functools import cached_property
 import numpy as np
 
 from bnncl.device import kernels as K
-from bnncl.device.bitpack import unpack_signs
+from bnncl.device.bitpack import unpack_signs, words_for
 
 BACKENDS = ("packed", "float")
 
@@ -121,7 +121,7 @@ class Block(Op):
         self.in_threshold = None if self.binary_input else arrays[f"{name}.threshold"]
         # packed in the kernels' layout (3, 3, words, Cout), as the file holds them (the C runtime reads them in place)
         self.weight_kernel = arrays[f"{name}.conv.weight"]
-        words = -(-self.cin // 64)
+        words = words_for(self.cin)
         if self.weight_kernel.shape != (3, 3, words, self.cout) or self.weight_kernel.dtype != np.uint64:
             raise ValueError(f"{name}.conv.weight is {self.weight_kernel.dtype} {self.weight_kernel.shape}, not the "
                              f"packed (3, 3, {words}, {self.cout}) uint64 of a {self.cin} -> {self.cout} block")
