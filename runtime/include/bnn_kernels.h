@@ -39,10 +39,12 @@
  *   - the head: a float32 dot product in one fixed order (documented there), the same on every build; tested
  *     within gamma_F * sum|x_f w_f| of the exact value (the reference's BLAS picks its own order).
  *
- * Build-time selection of the popcount-heavy inner loop (bnn_xnor_dot, under every binary conv and bgemm):
- * define at most one of BNN_USE_AVX2, BNN_USE_AVX512 (AVX-512F + VPOPCNTDQ), BNN_USE_NEON and link the matching
- * src/kernels_<path>.c beside src/kernels_portable.c; with none defined the portable C loop is used. Everything
- * else is portable C on every build, and bnn_xnor_dot_portable is always linked.
+ * Build-time selection of the two loops that need the instruction set's own operations, the popcount-heavy inner
+ * loop (bnn_xnor_dot, under every binary conv and bgemm) and the threshold test (bnn_pack_below, under the stem and
+ * every epilogue: C has no way to say "compare, then collect the lanes' signs into bits"): define at most one of
+ * BNN_USE_AVX2, BNN_USE_AVX512 (AVX-512F + VPOPCNTDQ), BNN_USE_NEON and link the matching src/kernels_<path>.c
+ * beside src/kernels_portable.c; with none defined the portable C loops are used. Everything else is portable C on
+ * every build, and the *_portable forms are always linked.
  */
 #ifndef BNN_KERNELS_H
 #define BNN_KERNELS_H
@@ -117,21 +119,28 @@ static inline bnn_column bnn_column_contiguous(const uint64_t *base, size_t len)
     return c;
 }
 
+/* The columns one call of the inner loop takes at most in the kernels below (an output row's pixels, in chunks). */
+#define BNN_COLUMNS 8
+
 /*
- * The XNOR-popcount inner loop every binary kernel runs on: one column of packed inputs against a matrix of packed
- * weights. w: (len, cout) uint64, row l holding word l of every output channel;
- *   out[co] = k - 2 * sum_l popcount(col[l] xor w[l * cout + co]), co < cout (int32),
+ * The XNOR-popcount inner loop every binary kernel runs on: columns of packed inputs against one matrix of packed
+ * weights. w: (len, cout) uint64, row l holding word l of every output channel; for column i < ncols (each of the
+ * same len):
+ *   out[i * cout + co] = k - 2 * sum_l popcount(cols[i][l] xor w[l * cout + co]), co < cout (int32),
  * k the number of real inputs the len words hold (their tail bits 0), k <= 2^30.
- * Selected at build time (BNN_USE_*); the SIMD forms vectorize over output channels.
+ * Selected at build time (BNN_USE_*); the SIMD forms vectorize over output channels. Several columns per call (a
+ * row of output pixels) keep the call and its setup out of the per-pixel cost.
  * Speed, not correctness: w 64-byte aligned with cout a multiple of 8 keeps every SIMD weight load inside one
  * cache line (a split 512-bit load costs about a third more on Zen 4); the model-level arena should align so.
  */
-void bnn_xnor_dot(bnn_column col, const uint64_t *BNN_RESTRICT w, size_t cout, int32_t k, int32_t *BNN_RESTRICT out);
+void bnn_xnor_dot(const bnn_column *cols, size_t ncols, const uint64_t *BNN_RESTRICT w, size_t cout, int32_t k,
+                  int32_t *BNN_RESTRICT out);
 
 /*
- * The portable form, on a column block of a wider matrix: w points at the first of `ncols` columns, rows are `ldw`
- * words apart (ldw >= ncols); out[j] for j < ncols. bnn_xnor_dot_portable(col, w, cout, cout, k, out) is the
- * portable bnn_xnor_dot. Always linked: the SIMD forms finish their odd output channels with it.
+ * The portable form for one column, on a block of output channels of a wider weight matrix: w points at the first
+ * of `ncols` output channels, rows are `ldw` words apart (ldw >= ncols); out[j] for j < ncols.
+ * bnn_xnor_dot_portable(col, w, cout, cout, k, out) is the portable bnn_xnor_dot of one column. Always linked: the
+ * SIMD forms finish their odd output channels with it.
  */
 void bnn_xnor_dot_portable(bnn_column col, const uint64_t *BNN_RESTRICT w, size_t ldw, size_t ncols, int32_t k,
                            int32_t *BNN_RESTRICT out);
@@ -144,8 +153,9 @@ void bnn_xnor_dot_portable(bnn_column col, const uint64_t *BNN_RESTRICT w, size_
 void bnn_bgemm(const uint64_t *BNN_RESTRICT a, size_t m, size_t words, const uint64_t *BNN_RESTRICT wt, size_t n,
                int32_t k, int32_t *BNN_RESTRICT out);
 
-/* Scratch of bnn_bconv3x3, in uint64 words: the 3x3 window of a border pixel (one in the padding), 9 * words(cin). */
-static inline size_t bnn_bconv3x3_scratch_words(size_t cin) { return 9 * bnn_words_for(cin); }
+/* Scratch of bnn_bconv3x3, in uint64 words: the 3x3 windows of the border pixels (those reaching into the padding)
+ * of one call of the inner loop, BNN_COLUMNS * 9 * words(cin). */
+static inline size_t bnn_bconv3x3_scratch_words(size_t cin) { return BNN_COLUMNS * 9 * bnn_words_for(cin); }
 
 /*
  * 3x3 binary convolution, +1 padding of 1 (bnncl.device.kernels.bconv_reference with pad = 1).
@@ -171,9 +181,35 @@ void bnn_bconv1x1(const uint64_t *BNN_RESTRICT x, bnn_dims in, const uint64_t *B
  * Threshold test and packing (bnncl.device.kernels.pack_below_reference): x (pixels, channels) float32,
  * threshold (channels) -> out (pixels, words(channels)) uint64, bit set where x < threshold (false for NaN).
  * sign(x + b) with sign(0) = +1 is exactly x < -b in IEEE arithmetic: the model file stores threshold = -b.
+ * Selected at build time as bnn_xnor_dot (a vector compare whose lane mask becomes the bits); exact on every path.
  */
 void bnn_pack_below(const float *BNN_RESTRICT x, size_t pixels, size_t channels, const float *BNN_RESTRICT threshold,
                     uint64_t *BNN_RESTRICT out);
+
+/* The portable form of bnn_pack_below, always linked (the SIMD forms finish a pixel's last channels with it). */
+void bnn_pack_below_portable(const float *BNN_RESTRICT x, size_t pixels, size_t channels,
+                             const float *BNN_RESTRICT threshold, uint64_t *BNN_RESTRICT out);
+
+/* bnn_pack_below as the SIMD forms write it, word by word: word(x, threshold, c, end) gives the bits of channels
+ * [c, end) of one pixel, c = 64 t. The backbones' 32 channels, and whole words, with end - c a constant, so that
+ * the inlined word's loop unrolls. */
+typedef uint64_t (*bnn_pack_word_fn)(const float *x, const float *threshold, size_t c, size_t end);
+
+static inline void bnn_pack_below_by_words(const float *BNN_RESTRICT x, size_t pixels, size_t channels,
+                                           const float *BNN_RESTRICT threshold, uint64_t *BNN_RESTRICT out,
+                                           bnn_pack_word_fn word)
+{
+    size_t words = bnn_words_for(channels);
+    for (size_t p = 0; p < pixels; p++, x += channels, out += words) {
+        if (channels == 32) {
+            out[0] = word(x, threshold, 0, 32);
+            continue;
+        }
+        for (size_t t = 0; t < words; t++)
+            out[t] = channels - 64 * t >= 64 ? word(x, threshold, 64 * t, 64 * t + 64)
+                                             : word(x, threshold, 64 * t, channels);
+    }
+}
 
 /* ---- float kernels (exact: one fixed float32 order) -------------------------------------------------------- */
 

@@ -540,7 +540,9 @@ static int run_image(struct bnn_model *m, const uint8_t *image, uint32_t upto)
                 sc_channels = L->cout;
             }
             bnn_epilogue_params ep = {L->mult, L->bias, L->shift_in, L->slope, L->shift_out, L->out_threshold};
-            bnn_block_epilogue(m->dot, px, L->cout, &ep, sc, sc_channels, L->keep_real ? m->real[nxt] : NULL,
+            /* the real output always (a buffer of the arena either way): the epilogue then tests all pixels'
+             * thresholds in one pass; whether a layer above reads it is keep_real's business */
+            bnn_block_epilogue(m->dot, px, L->cout, &ep, sc, sc_channels, m->real[nxt],
                                L->out_threshold ? m->bits[nxt] : NULL);
             cur = nxt;
             break;

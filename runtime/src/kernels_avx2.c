@@ -1,5 +1,5 @@
 /*
- * kernels_avx2.c -- bnn_xnor_dot with AVX2 (build with -DBNN_USE_AVX2 -mavx2 -mpopcnt).
+ * kernels_avx2.c -- bnn_xnor_dot and bnn_pack_below with AVX2 (build with -DBNN_USE_AVX2 -mavx2 -mpopcnt).
  *
  * Vectorized over output channels: the weight matrix is (len, cout), so one 256-bit load holds word l of four
  * consecutive output channels, each in its own 64-bit lane, and the input word is broadcast to all four. The count
@@ -103,7 +103,9 @@ static void dot4(bnn_column col, const uint64_t *w, size_t ldw, int32_t k, int32
     store_dots(sum, k, 4, out);
 }
 
-void bnn_xnor_dot(bnn_column col, const uint64_t *restrict w, size_t cout, int32_t k, int32_t *restrict out)
+/* One column against every output channel. */
+static inline void xnor_dot_column(bnn_column col, const uint64_t *restrict w, size_t cout, int32_t k,
+                                   int32_t *restrict out)
 {
     size_t co = 0;
     for (; co + 16 <= cout; co += 16)
@@ -112,6 +114,35 @@ void bnn_xnor_dot(bnn_column col, const uint64_t *restrict w, size_t cout, int32
         dot4(col, w + co, cout, k, out + co);
     if (co < cout)
         bnn_xnor_dot_portable(col, w + co, cout, cout - co, k, out + co);
+}
+
+void bnn_xnor_dot(const bnn_column *cols, size_t ncols, const uint64_t *restrict w, size_t cout, int32_t k,
+                  int32_t *restrict out)
+{
+    for (size_t i = 0; i < ncols; i++)
+        xnor_dot_column(cols[i], w, cout, k, out + i * cout);
+}
+
+/* The bits of one pixel's channels [c, end) of word t (c = 64 t), 8 per compare (vcmpps, its lanes' signs collected
+ * by vmovmskps), the channels after the last whole 8 one by one. */
+static inline uint64_t pack_word(const float *x, const float *threshold, size_t c, size_t end)
+{
+    uint64_t word = 0;
+    size_t whole = c + (end - c) / 8 * 8;
+    for (; c < whole; c += 8) {
+        __m256 lt = _mm256_cmp_ps(_mm256_loadu_ps(x + c), _mm256_loadu_ps(threshold + c), _CMP_LT_OQ);
+        word |= (uint64_t)(unsigned)_mm256_movemask_ps(lt) << (c % 64);
+    }
+    for (; c < end; c++)
+        word |= (uint64_t)(x[c] < threshold[c]) << (c % 64);
+    return word;
+}
+
+/* The threshold test. */
+void bnn_pack_below(const float *restrict x, size_t pixels, size_t channels, const float *restrict threshold,
+                    uint64_t *restrict out)
+{
+    bnn_pack_below_by_words(x, pixels, channels, threshold, out, pack_word);
 }
 
 #else

@@ -1,5 +1,5 @@
 /*
- * kernels_avx512.c -- bnn_xnor_dot with AVX-512F + VPOPCNTDQ (build with -DBNN_USE_AVX512 -mavx512f
+ * kernels_avx512.c -- bnn_xnor_dot and bnn_pack_below with AVX-512F + VPOPCNTDQ (build with -DBNN_USE_AVX512 -mavx512f
  * -mavx512vpopcntdq -mpopcnt; Ice Lake and later, Zen 4 and later).
  *
  * Vectorized over output channels as in kernels_avx2.c, eight per 512-bit vector, and counted with vpopcntq, which
@@ -31,14 +31,15 @@ static inline __m512i xor_popcount(__m512i xv, const uint64_t *w)
     return _mm512_popcnt_epi64(_mm512_xor_si512(xv, _mm512_loadu_si512((const void *)w)));
 }
 
-/* 32 output channels (four vectors). */
-static void dot32(bnn_column col, const uint64_t *w, size_t ldw, int32_t k, int32_t *out)
+/* 32 output channels (four vectors), the column's runs `len` words long: inlined with the windows' common run
+ * lengths as constants (3 and 6 words: a 3x3 window of 64 and of 128 input channels), the loop over a run unrolls. */
+static inline void dot32_runs(bnn_column col, size_t len, const uint64_t *w, size_t ldw, int32_t k, int32_t *out)
 {
     __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
     const uint64_t *row = w;
     for (size_t s = 0; s < col.nseg; s++) {
         const uint64_t *c = col.base + s * col.seg_stride;
-        for (size_t l = 0; l < col.seg_len; l++, row += ldw) {
+        for (size_t l = 0; l < len; l++, row += ldw) {
             const __m512i xv = _mm512_set1_epi64((long long)c[l]);
             s0 = _mm512_add_epi64(s0, xor_popcount(xv, row));
             s1 = _mm512_add_epi64(s1, xor_popcount(xv, row + 8));
@@ -50,6 +51,16 @@ static void dot32(bnn_column col, const uint64_t *w, size_t ldw, int32_t k, int3
     store_dots(s1, k, out + 8);
     store_dots(s2, k, out + 16);
     store_dots(s3, k, out + 24);
+}
+
+static void dot32(bnn_column col, const uint64_t *w, size_t ldw, int32_t k, int32_t *out)
+{
+    if (col.seg_len == 3)
+        dot32_runs(col, 3, w, ldw, k, out);
+    else if (col.seg_len == 6)
+        dot32_runs(col, 6, w, ldw, k, out);
+    else
+        dot32_runs(col, col.seg_len, w, ldw, k, out);
 }
 
 /* 8 output channels (one vector). */
@@ -65,7 +76,9 @@ static void dot8(bnn_column col, const uint64_t *w, size_t ldw, int32_t k, int32
     store_dots(sum, k, out);
 }
 
-void bnn_xnor_dot(bnn_column col, const uint64_t *restrict w, size_t cout, int32_t k, int32_t *restrict out)
+/* One column against every output channel. */
+static inline void xnor_dot_column(bnn_column col, const uint64_t *restrict w, size_t cout, int32_t k,
+                                   int32_t *restrict out)
 {
     size_t co = 0;
     for (; co + 32 <= cout; co += 32)
@@ -74,6 +87,63 @@ void bnn_xnor_dot(bnn_column col, const uint64_t *restrict w, size_t cout, int32
         dot8(col, w + co, cout, k, out + co);
     if (co < cout)
         bnn_xnor_dot_portable(col, w + co, cout, cout - co, k, out + co);
+}
+
+void bnn_xnor_dot(const bnn_column *cols, size_t ncols, const uint64_t *restrict w, size_t cout, int32_t k,
+                  int32_t *restrict out)
+{
+    for (size_t i = 0; i < ncols; i++)
+        xnor_dot_column(cols[i], w, cout, k, out + i * cout);
+}
+
+/* The bits of one pixel of `groups` whole groups of 16 channels (groups a constant where inlined: the loop unrolls). */
+static inline void pack_pixel16(const float *x, const float *threshold, size_t groups, uint64_t *out)
+{
+    for (size_t t = 0; t < (groups + 3) / 4; t++) {
+        uint64_t word = 0;
+        for (size_t g = 4 * t; g < groups && g < 4 * t + 4; g++) {
+            __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + 16 * g), _mm512_loadu_ps(threshold + 16 * g),
+                                             _CMP_LT_OQ);
+            word |= (uint64_t)m << (16 * (g % 4));
+        }
+        out[t] = word;
+    }
+}
+
+/* The threshold test, 16 channels per compare: the compare's mask register is the bits themselves. Channel counts
+ * in whole groups of 16 take the unmasked form (the backbones' 32, 64 and 128 with the group count a constant); any
+ * other ends in a masked compare of masked loads (the lanes beyond `channels` neither read nor set). */
+void bnn_pack_below(const float *restrict x, size_t pixels, size_t channels, const float *restrict threshold,
+                    uint64_t *restrict out)
+{
+    size_t words = bnn_words_for(channels), groups = (channels + 15) / 16;
+    if (channels % 16 == 0) {
+        for (size_t p = 0; p < pixels; p++, x += channels, out += words) {
+            if (groups == 2)
+                pack_pixel16(x, threshold, 2, out);
+            else if (groups == 4)
+                pack_pixel16(x, threshold, 4, out);
+            else if (groups == 8)
+                pack_pixel16(x, threshold, 8, out);
+            else
+                pack_pixel16(x, threshold, groups, out);
+        }
+        return;
+    }
+    const __mmask16 all = (__mmask16)0xffff, last = (__mmask16)((1u << (channels % 16)) - 1);
+    for (size_t p = 0; p < pixels; p++, x += channels, out += words) {
+        for (size_t t = 0; t < words; t++) {
+            uint64_t word = 0;
+            size_t g1 = 4 * t + 4 < groups ? 4 * t + 4 : groups;
+            for (size_t g = 4 * t; g < g1; g++) {
+                __mmask16 lanes = g + 1 == groups ? last : all;
+                __m512 v = _mm512_maskz_loadu_ps(lanes, x + 16 * g);
+                __m512 th = _mm512_maskz_loadu_ps(lanes, threshold + 16 * g);
+                word |= (uint64_t)_mm512_mask_cmp_ps_mask(lanes, v, th, _CMP_LT_OQ) << (16 * (g % 4));
+            }
+            out[t] = word;
+        }
+    }
 }
 
 #else

@@ -1,5 +1,5 @@
 /*
- * kernels_neon.c -- bnn_xnor_dot with NEON / Advanced SIMD (build with -DBNN_USE_NEON; AArch64, where NEON is
+ * kernels_neon.c -- bnn_xnor_dot and bnn_pack_below with NEON / Advanced SIMD (build with -DBNN_USE_NEON; AArch64, where NEON is
  * always present, or 32-bit ARM with -mfpu=neon).
  *
  * Vectorized over output channels as in kernels_avx2.c, two per 128-bit vector. vcntq_u8 counts each byte; the byte
@@ -87,7 +87,9 @@ static void dot2(bnn_column col, const uint64_t *w, size_t ldw, int32_t k, int32
     store_dots(sum, k, out);
 }
 
-void bnn_xnor_dot(bnn_column col, const uint64_t *restrict w, size_t cout, int32_t k, int32_t *restrict out)
+/* One column against every output channel. */
+static inline void xnor_dot_column(bnn_column col, const uint64_t *restrict w, size_t cout, int32_t k,
+                                   int32_t *restrict out)
 {
     size_t co = 0;
     for (; co + 8 <= cout; co += 8)
@@ -96,6 +98,49 @@ void bnn_xnor_dot(bnn_column col, const uint64_t *restrict w, size_t cout, int32
         dot2(col, w + co, cout, k, out + co);
     if (co < cout)
         bnn_xnor_dot_portable(col, w + co, cout, cout - co, k, out + co);
+}
+
+void bnn_xnor_dot(const bnn_column *cols, size_t ncols, const uint64_t *restrict w, size_t cout, int32_t k,
+                  int32_t *restrict out)
+{
+    for (size_t i = 0; i < ncols; i++)
+        xnor_dot_column(cols[i], w, cout, k, out + i * cout);
+}
+
+/* The bits of 16 channels: four compares (all-ones lanes where x < threshold), narrowed to 16 bytes of 0xff or 0,
+ * each kept as its bit's weight within its byte (1, 2, .., 128, twice), and the two halves summed pairwise into two
+ * bytes of mask. Plain NEON, so that 32-bit ARM builds it too (AArch64's vaddv is not there). */
+static inline unsigned mask16(const float *x, const float *th)
+{
+    static const uint8_t weights[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    uint16x8_t lo = vcombine_u16(vmovn_u32(vcltq_f32(vld1q_f32(x), vld1q_f32(th))),
+                                 vmovn_u32(vcltq_f32(vld1q_f32(x + 4), vld1q_f32(th + 4))));
+    uint16x8_t hi = vcombine_u16(vmovn_u32(vcltq_f32(vld1q_f32(x + 8), vld1q_f32(th + 8))),
+                                 vmovn_u32(vcltq_f32(vld1q_f32(x + 12), vld1q_f32(th + 12))));
+    uint8x16_t bits = vandq_u8(vcombine_u8(vmovn_u16(lo), vmovn_u16(hi)), vld1q_u8(weights));
+    uint64x2_t sums = vpaddlq_u32(vpaddlq_u16(vpaddlq_u8(bits)));
+    return (unsigned)vgetq_lane_u64(sums, 0) | (unsigned)vgetq_lane_u64(sums, 1) << 8;
+}
+
+/* The bits of one pixel's channels [c, end) of word t (c = 64 t), 16 at a time, the channels after the last whole
+ * 16 one by one. */
+static inline uint64_t pack_word(const float *x, const float *threshold, size_t c, size_t end)
+{
+    uint64_t word = 0;
+    size_t whole = c + (end - c) / 16 * 16;
+    for (; c < whole; c += 16) {
+        word |= (uint64_t)mask16(x + c, threshold + c) << (c % 64);
+    }
+    for (; c < end; c++)
+        word |= (uint64_t)(x[c] < threshold[c]) << (c % 64);
+    return word;
+}
+
+/* The threshold test. */
+void bnn_pack_below(const float *restrict x, size_t pixels, size_t channels, const float *restrict threshold,
+                    uint64_t *restrict out)
+{
+    bnn_pack_below_by_words(x, pixels, channels, threshold, out, pack_word);
 }
 
 #else

@@ -118,7 +118,7 @@ SIZES = ((1, 1), (2, 3), (5, 5), (7, 7), (8, 6), (6, 9), (14, 14))
 
 
 def pack_below_cases(w: Writer, rng) -> None:
-    for i, c in enumerate(CHANNELS + (1, 300)):
+    for i, c in enumerate(CHANNELS + (1, 300, 16, 32, 256)):  # 16, 32, 256: the SIMD forms' unrolled cases
         n, (h, wd) = 1 + 2 * (i % 2), SIZES[i % len(SIZES)]
         x = rough_f32(rng, (n, h, wd, c))
         thr = f32(rng, c, 0.5)

@@ -490,7 +490,7 @@ static int selftest_xnor_dot(int *checks)
                             agree += (int32_t)((~(buf[(l / run) * stride + l % run] ^ w[l * cout + co]) >> bit) & 1);
                     want[co] = 2 * agree - k; /* agreements minus disagreements */
                 }
-                bnn_xnor_dot(col, w, cout, k, got);
+                bnn_xnor_dot(&col, 1, w, cout, k, got);
                 int ok = memcmp(got, want, cout * sizeof *got) == 0 && (cout % 5 != 0 || want[0] == -k);
                 bnn_xnor_dot_portable(col, w, cout, cout, k, got);
                 if (!ok || memcmp(got, want, cout * sizeof *got) != 0) {
