@@ -5,7 +5,8 @@ trains and exports it; random weights, seed 0: speed does not depend on the weig
 
 - bnncl's device runtime, numba (``Model.load(path).latent(images, backend="packed")`` for the frozen part,
   ``.logits(images, backend="packed")`` for the whole network; threads by ``numba.set_num_threads``);
-- bnncl's C runtime, when ``Model.load(path, backend="c")`` exists ("not built" otherwise);
+- bnncl's C runtime, ``Model.load(path, backend="c")`` ("not built" when the library is not; threads by
+  ``cruntime.set_num_threads``);
 - torch fp32 eager on the same binary network (``bnncl.models.build_model``, or ``--checkpoint``), as inference.py;
 - TensorFlow Lite fp32 with its default delegate XNNPack, on the float twin of the architecture (every binary conv a
   float conv: the network a user would deploy instead of a BNN), built in Keras, converted with TFLiteConverter;
@@ -48,7 +49,7 @@ import torch
 
 from bnncl.checkpoint import load_model
 from bnncl.data.idx import load_idx_dataset
-from bnncl.device import Model
+from bnncl.device import Model, cruntime
 from bnncl.export import export_checkpoint
 from bnncl.models.backbone import normalize_tensor
 from common import compare, describe_machine, machine_info, random_checkpoint, table, write_json
@@ -243,12 +244,10 @@ def load_c_runtime(path: Path):
 
 
 def c_build_path() -> str | None:
-    """The popcount path the C runtime was built with, where it says."""
+    """The popcount path the C runtime was built with."""
     try:
-        from bnncl.device import cruntime
-
         return cruntime.build_path()
-    except Exception:  # noqa: BLE001 - an older or newer C runtime: only informative
+    except Exception:  # noqa: BLE001 - not built: said where it is loaded
         return None
 
 
@@ -394,8 +393,7 @@ def main():
                         if side == "local":
                             numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
                             torch.set_num_threads(threads)
-                            if c_model is not None and hasattr(c_model, "set_num_threads"):
-                                c_model.set_num_threads(threads)
+                            cruntime.set_num_threads(threads)
                             for k in [k for k in fns if k not in errors]:
                                 try:
                                     add(compare({k: fns[k]}, seconds / rounds, 1))
@@ -446,8 +444,8 @@ def main():
     result["c_build_path"] = c_path
     print("bnncl C runtime: " + (f"not built ({c_error})" if c_model is None else "loaded with "
                                  'Model.load(path, backend="c")' + (f", built for {c_path}" if c_path else "")
-                                 + ("" if hasattr(c_model, "set_num_threads") else "; its thread count is its own "
-                                    "(no set_num_threads): the same calls in both thread columns")))
+                                 + "; threads by cruntime.set_num_threads (a batch split over models on the "
+                                 "same bytes)"))
     print(f"XNNPack: {'; '.join(xnnpack_log) or 'no XNNPACK line in the worker log'}"
           + (f"; delegate over the whole graph in {sum(r.get('xnnpack_whole_graph', False) for r in tfl)} of "
              f"{len(tfl)} TFLite interpreters" if (tfl := [r for k, r in setup.get("runners", {}).items()

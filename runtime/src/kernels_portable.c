@@ -495,6 +495,7 @@ static inline void divide_by_count(float *restrict o, size_t c, size_t count)
 static inline void avgpool_pixel(const float *restrict img, size_t w, size_t c, size_t y0, size_t y1, size_t x0,
                                  size_t x1, float *restrict o)
 {
+    size_t count = (y1 - y0) * (x1 - x0);
     for (size_t ch = 0; ch < c; ch++)
         o[ch] = 0.0f;
     for (size_t iy = y0; iy < y1; iy++) {
@@ -504,7 +505,7 @@ static inline void avgpool_pixel(const float *restrict img, size_t w, size_t c, 
                 o[ch] = o[ch] + px[ch];
         }
     }
-    divide_by_count(o, c, (y1 - y0) * (x1 - x0));
+    divide_by_count(o, c, count);
 }
 
 void bnn_avgpool_f32(const float *restrict x, bnn_dims in, size_t s, float *restrict out)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from bnncl.core.errors import ConfigError, ModelFileError
-from bnncl.device import Model
+from bnncl.device import Model, cruntime
 from bnncl.device import modelfile as mf
 from bnncl.device.cruntime import CModel, build_path
 from fixtures import EXPORT_CONFIGS, exported_randomized, head_bound
@@ -54,6 +54,38 @@ def test_c_runtime_equals_the_packed_backend(exported):
     clear = (top2[:, 1] - top2[:, 0]) > 2 * bound.max(axis=1)
     assert clear.mean() > 0.9  # most images are far from a tie, so the check below covers them
     np.testing.assert_array_equal(c.predict(images)[clear], model.predict(images, "packed")[clear])
+
+
+@pytest.fixture
+def two_c_threads():
+    before = cruntime.get_num_threads()
+    cruntime.set_num_threads(2)
+    yield
+    cruntime.set_num_threads(before)
+
+
+def test_a_batch_split_over_threads_gives_every_image_what_it_gets_alone(exported, two_c_threads):
+    """The batch goes to two models on the same bytes in two threads: each image's latent and logits are the ones
+    it gets alone, bit for bit (the chunk boundary falls inside the batch: 2 * MIN_IMAGES_PER_THREAD images and
+    more)."""
+    _, path, images = exported
+    images = np.concatenate([images] * (1 + 2 * cruntime.MIN_IMAGES_PER_THREAD // len(images)))[:37]
+    assert len(images) >= 2 * cruntime.MIN_IMAGES_PER_THREAD
+    c = CModel(path.read_bytes(), str(path))
+    latent, logits, labels = c.latent(images), c.logits(images), c.predict(images)
+    assert len(c._workers) == 2  # the second model was made and used
+    alone = [(c.latent(x[None]), c.logits(x[None]), c.predict(x[None])) for x in images]
+    np.testing.assert_array_equal(latent, np.concatenate([a[0] for a in alone]))
+    np.testing.assert_array_equal(logits, np.concatenate([a[1] for a in alone]))
+    np.testing.assert_array_equal(labels, np.concatenate([a[2] for a in alone]))
+    cruntime.set_num_threads(1)
+    np.testing.assert_array_equal(c.logits(images), logits)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_set_num_threads_refuses_what_is_not_a_count(bad):
+    with pytest.raises(ConfigError, match="number of threads"):
+        cruntime.set_num_threads(bad)
 
 
 def test_the_c_runtime_runs_the_files_own_split(exported):
