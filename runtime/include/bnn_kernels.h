@@ -168,6 +168,21 @@ void bnn_bconv3x3(const uint64_t *BNN_RESTRICT x, bnn_dims in, const uint64_t *B
                   size_t stride, uint64_t *BNN_RESTRICT scratch, int32_t *BNN_RESTRICT out);
 
 /*
+ * The same 3x3 conv for inputs of at most 32 channels, two taps per word: such a pixel is one word whose upper half is
+ * 0, so a window's nine words fit in five (word j: tap 2j in the low half, tap 2j + 1 in the high half; word 4: tap
+ * 8) and the inner loop counts five words, not nine (popcount(a xor b) adds over the disjoint halves). Same arguments
+ * and result as bnn_bconv3x3 (in.c <= 32), but wp: the weights paired the same way, (5, cout) uint64, as
+ * bnn_pair_taps3x3 makes them from bnn_bconv3x3's; scratch: bnn_bconv3x3_paired_scratch_words() words.
+ */
+static inline size_t bnn_bconv3x3_paired_scratch_words(void) { return BNN_COLUMNS * 5; }
+
+void bnn_bconv3x3_paired(const uint64_t *BNN_RESTRICT x, bnn_dims in, const uint64_t *BNN_RESTRICT wp, size_t cout,
+                         size_t stride, uint64_t *BNN_RESTRICT scratch, int32_t *BNN_RESTRICT out);
+
+/* w: bnn_bconv3x3's weights (3, 3, 1, cout) of at most 32 input channels -> wp (5, cout), paired as above. */
+void bnn_pair_taps3x3(const uint64_t *BNN_RESTRICT w, size_t cout, uint64_t *BNN_RESTRICT wp);
+
+/*
  * 1x1 binary convolution, no padding (bconv_reference with kh = kw = 1, pad = 0): the conv of the binary shortcut
  * (Downsample: avgpool -> threshold -> this -> bnn_shortcut_affine; ops.py runs it with stride 1 on the pooled
  * input, stride 2 is the same conv without the pool).

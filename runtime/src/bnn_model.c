@@ -49,6 +49,7 @@ typedef struct {
     const uint64_t *weight_b, *sc_weight;
     const float *out_threshold; /* the next layer's input threshold, fused into this one */
     float *stem_weight;         /* the stem's weights in the kernel's layout (kh, kw, cin, cout), in the arena */
+    uint64_t *weight_paired;    /* a block of at most 32 input channels: its weights two taps per word, in the arena */
 } layer;
 
 struct bnn_model {
@@ -62,6 +63,7 @@ struct bnn_model {
     int32_t *dot, *sc_dot;
     float *shortcut, *pooled, *unpacked, *logits;
     uint64_t *sc_bits, *scratch;
+    uint64_t *paired; /* every such block's paired weights, one after the other */
 };
 
 /* ---- errors ------------------------------------------------------------------------------------------------ */
@@ -243,8 +245,11 @@ static bnn_status need(const container *c, const int32_t *row, int col, uint32_t
 /* ---- planning: every layer checked against the previous one, and the arena it needs ---------------------------- */
 
 typedef struct {
-    size_t real, bits, dot, shortcut, pooled, unpacked, sc_bits, scratch, stem_weights, features, classes;
+    size_t real, bits, dot, shortcut, pooled, unpacked, sc_bits, scratch, stem_weights, paired, features, classes;
 } sizes;
+
+/* A block whose input is at most 32 channels runs bnn_bconv3x3_paired: five words per window, not nine. */
+#define PAIRED_MAX_CHANNELS 32
 
 static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 
@@ -359,6 +364,10 @@ static bnn_status plan(const container *c, struct bnn_model *m, sizes *sz, bnn_e
             sz->pooled = max_sz(sz->pooled, smul3(ho, wo, ch));
             if (L->binary_input) sz->unpacked = max_sz(sz->unpacked, smul3(h, w, ch));
             sz->scratch = max_sz(sz->scratch, bnn_bconv3x3_scratch_words(ch));
+            if (ch <= PAIRED_MAX_CHANNELS) { /* at most MAX_LAYERS * 5 * 65536 words in all: no overflow */
+                sz->paired += 5 * L->cout;
+                sz->scratch = max_sz(sz->scratch, bnn_bconv3x3_paired_scratch_words());
+            }
             h = ho, w = wo, ch = L->cout;
             break;
         }
@@ -395,7 +404,7 @@ static bnn_status plan(const container *c, struct bnn_model *m, sizes *sz, bnn_e
         return fail(err, BNN_ERR_MODEL, "the graph does not mark one latent-replay layer");
     /* every buffer small enough that its bytes, aligned, and the arena's sum of them fit a size_t */
     const size_t all[] = {sz->real, sz->bits, sz->dot, sz->shortcut, sz->pooled, sz->unpacked, sz->sc_bits,
-                          sz->scratch, sz->stem_weights, sz->classes};
+                          sz->scratch, sz->stem_weights, sz->paired, sz->classes};
     for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
         if (all[k] > SIZE_MAX / 256) return fail(err, BNN_ERR_MODEL, "the network needs more memory than this "
                                                                      "machine can address");
@@ -448,6 +457,7 @@ static size_t layout(const sizes *sz, unsigned char *base, struct bnn_model *m)
     CARVE(scratch, uint64_t, sz->scratch);
     CARVE(logits, float, sz->classes);
     CARVE(layers[0].stem_weight, float, sz->stem_weights);
+    CARVE(paired, uint64_t, sz->paired);
 #undef CARVE
     return at;
 }
@@ -494,6 +504,16 @@ bnn_status bnn_init(const void *blob, size_t blob_size, void *arena, size_t aren
         for (size_t t = 0; t < 9; t++)
             for (size_t ci = 0; ci < stem->cin; ci++)
                 stem->stem_weight[(t * stem->cin + ci) * stem->cout + co] = stem->weight_f[(co * 9 + t) * stem->cin + ci];
+    /* The paired weights of the blocks of at most 32 input channels (5 * cout words each). */
+    uint64_t *paired = m->paired;
+    for (uint32_t i = 0; i < m->n_layers; i++) {
+        layer *L = &m->layers[i];
+        if (L->kind == KIND_BLOCK && L->cin <= PAIRED_MAX_CHANNELS) {
+            L->weight_paired = paired;
+            bnn_pair_taps3x3(L->weight_b, L->cout, paired);
+            paired += 5 * L->cout;
+        }
+    }
     *model = m;
     return ok(err);
 }
@@ -519,7 +539,10 @@ static int run_image(struct bnn_model *m, const uint8_t *image, uint32_t upto)
             cur = nxt;
             break;
         case KIND_BLOCK: {
-            bnn_bconv3x3(m->bits[cur], in, L->weight_b, L->cout, L->stride, m->scratch, m->dot);
+            if (L->weight_paired)
+                bnn_bconv3x3_paired(m->bits[cur], in, L->weight_paired, L->cout, L->stride, m->scratch, m->dot);
+            else
+                bnn_bconv3x3(m->bits[cur], in, L->weight_b, L->cout, L->stride, m->scratch, m->dot);
             const float *src = m->real[cur], *sc;
             size_t sc_channels = L->cin;
             if (L->binary_input) { /* the input is ±1 only: the shortcut scales the signs per channel */

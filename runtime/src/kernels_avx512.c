@@ -32,7 +32,8 @@ static inline __m512i xor_popcount(__m512i xv, const uint64_t *w)
 }
 
 /* 32 output channels (four vectors), the column's runs `len` words long: inlined with the windows' common run
- * lengths as constants (3 and 6 words: a 3x3 window of 64 and of 128 input channels), the loop over a run unrolls. */
+ * lengths as constants (3 and 6 words: a 3x3 window of 64 and of 128 input channels; 5: a paired window), the loop
+ * over a run unrolls. */
 static inline void dot32_runs(bnn_column col, size_t len, const uint64_t *w, size_t ldw, int32_t k, int32_t *out)
 {
     __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
@@ -57,6 +58,8 @@ static void dot32(bnn_column col, const uint64_t *w, size_t ldw, int32_t k, int3
 {
     if (col.seg_len == 3)
         dot32_runs(col, 3, w, ldw, k, out);
+    else if (col.seg_len == 5) /* a paired window (bnn_bconv3x3_paired) */
+        dot32_runs(col, 5, w, ldw, k, out);
     else if (col.seg_len == 6)
         dot32_runs(col, 6, w, ldw, k, out);
     else

@@ -214,6 +214,60 @@ void bnn_bconv3x3(const uint64_t *restrict x, bnn_dims in, const uint64_t *restr
     }
 }
 
+/* The paired window of output pixel (y0 + 1, x0 + 1) of image b: tap t (row by row) in half t % 2 of word t / 2, a
+ * tap in the padding 0. */
+static void gather_paired3x3(const uint64_t *restrict x, bnn_dims in, size_t b, ptrdiff_t y0, ptrdiff_t x0,
+                             uint64_t *restrict col)
+{
+    const uint64_t *img = x + b * in.h * in.w;
+    uint64_t v[9];
+    if (y0 >= 0 && x0 >= 0 && y0 + 3 <= (ptrdiff_t)in.h && x0 + 3 <= (ptrdiff_t)in.w) { /* inside: no tests */
+        const uint64_t *row = img + (size_t)y0 * in.w + (size_t)x0;
+        for (size_t dy = 0; dy < 3; dy++, row += in.w)
+            v[3 * dy] = row[0], v[3 * dy + 1] = row[1], v[3 * dy + 2] = row[2];
+    } else {
+        for (ptrdiff_t dy = 0; dy < 3; dy++) {
+            for (ptrdiff_t dx = 0; dx < 3; dx++) {
+                ptrdiff_t iy = y0 + dy, ix = x0 + dx;
+                int inside = iy >= 0 && iy < (ptrdiff_t)in.h && ix >= 0 && ix < (ptrdiff_t)in.w;
+                const uint64_t *src = inside ? img + (size_t)iy * in.w + (size_t)ix : img;
+                v[dy * 3 + dx] = *src & ((uint64_t)0 - (uint64_t)inside);
+            }
+        }
+    }
+    for (size_t j = 0; j < 4; j++)
+        col[j] = v[2 * j] | v[2 * j + 1] << 32;
+    col[4] = v[8];
+}
+
+void bnn_bconv3x3_paired(const uint64_t *restrict x, bnn_dims in, const uint64_t *restrict wp, size_t cout,
+                         size_t stride, uint64_t *restrict scratch, int32_t *restrict out)
+{
+    size_t ho = bnn_conv_out_size(in.h, 3, stride, 1), wo = bnn_conv_out_size(in.w, 3, stride, 1);
+    int32_t k = (int32_t)(9 * in.c);
+    bnn_column cols[BNN_COLUMNS];
+    for (size_t b = 0; b < in.n; b++) {
+        for (size_t oy = 0; oy < ho; oy++) {
+            for (size_t ox0 = 0; ox0 < wo; ox0 += BNN_COLUMNS) {
+                size_t count = wo - ox0 < BNN_COLUMNS ? wo - ox0 : BNN_COLUMNS;
+                for (size_t j = 0; j < count; j++) {
+                    gather_paired3x3(x, in, b, (ptrdiff_t)(oy * stride) - 1, (ptrdiff_t)((ox0 + j) * stride) - 1,
+                                     scratch + 5 * j);
+                    cols[j] = bnn_column_contiguous(scratch + 5 * j, 5);
+                }
+                bnn_xnor_dot(cols, count, wp, cout, k, out + ((b * ho + oy) * wo + ox0) * cout);
+            }
+        }
+    }
+}
+
+void bnn_pair_taps3x3(const uint64_t *restrict w, size_t cout, uint64_t *restrict wp)
+{
+    for (size_t j = 0; j < 5; j++)
+        for (size_t co = 0; co < cout; co++)
+            wp[j * cout + co] = w[2 * j * cout + co] | (j < 4 ? w[(2 * j + 1) * cout + co] << 32 : 0);
+}
+
 void bnn_bconv1x1(const uint64_t *restrict x, bnn_dims in, const uint64_t *restrict w, size_t cout, size_t stride,
                   int32_t *restrict out)
 {

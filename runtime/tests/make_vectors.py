@@ -133,12 +133,16 @@ def bconv3x3_cases(w: Writer, rng) -> None:
     shapes = [(cin, s, i) for i, (cin, s) in enumerate((c, s) for c in CHANNELS + (300,) for s in (1, 2))]
     cases = [(1 + 2 * (i % 2), *SIZES[i % len(SIZES)], cin, couts[i % len(couts)], s) for cin, s, i in shapes]
     cases += [(1, 7, 7, 128, 128, 1), (1, 14, 14, 64, 128, 2), (2, 4, 4, 512, 36, 1), (3, 9, 8, 1, 3, 2)]
+    cases += [(1, 28, 28, 32, 32, 2), (2, 14, 14, 32, 32, 1), (1, 14, 14, 32, 64, 2), (3, 5, 7, 17, 9, 1),
+              (1, 1, 1, 32, 8, 1), (2, 2, 3, 31, 40, 2)]  # the demo's 32-channel blocks, and more at most 32
     for n, h, wd, cin, cout, stride in cases:
         x = random_signs(rng, (n, h, wd, cin))
         wt = random_signs(rng, (cout, 3, 3, cin))
         dot = bconv_reference(x, wt, cin, stride, 1)
-        w.add("bconv3x3", **{"in.x": x, "in.w": conv_weights_for_kernel(wt), "cin": cin, "stride": stride,
-                             "out.dot": dot})
+        arrays = {"in.x": x, "in.w": conv_weights_for_kernel(wt), "cin": cin, "stride": stride, "out.dot": dot}
+        w.add("bconv3x3", **arrays)
+        if cin <= 32:  # the same case through bnn_bconv3x3_paired (its weights paired by bnn_pair_taps3x3)
+            w.add("bconv3x3_paired", **arrays)
 
 
 def bconv1x1_cases(w: Writer, rng) -> None:

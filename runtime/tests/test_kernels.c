@@ -240,6 +240,21 @@ static void run_bconv3x3(const case_t *c, io_t *io)
     free(scratch);
 }
 
+/* The same cases (at most 32 input channels) through the paired form, its weights paired here. */
+static void run_bconv3x3_paired(const case_t *c, io_t *io)
+{
+    const array_t *x = need(c, "in.x", DT_U64), *w = need(c, "in.w", DT_U64);
+    bnn_dims d = dims4(x);
+    d.c = scalar(c, "cin");
+    size_t cout = w->dims[3];
+    uint64_t *scratch = malloc(bnn_bconv3x3_paired_scratch_words() * sizeof *scratch);
+    uint64_t *wp = malloc(5 * cout * sizeof *wp);
+    bnn_pair_taps3x3(w->data, cout, wp);
+    bnn_bconv3x3_paired(x->data, d, wp, cout, scalar(c, "stride"), scratch, io->got[0]);
+    free(wp);
+    free(scratch);
+}
+
 static void run_bconv1x1(const case_t *c, io_t *io)
 {
     const array_t *x = need(c, "in.x", DT_U64), *w = need(c, "in.w", DT_U64);
@@ -318,6 +333,7 @@ typedef struct {
 static kernel_t kernels[] = {
     {"pack_below", run_pack_below, {"out.bits"}, 0, 0, 0},
     {"bconv3x3", run_bconv3x3, {"out.dot"}, 0, 0, 0},
+    {"bconv3x3_paired", run_bconv3x3_paired, {"out.dot"}, 0, 0, 0},
     {"bconv1x1", run_bconv1x1, {"out.dot"}, 0, 0, 0},
     {"bgemm", run_bgemm, {"out.dot"}, 0, 0, 0},
     {"conv2d", run_conv2d, {"out.y"}, 0, 0, 0},
