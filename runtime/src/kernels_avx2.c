@@ -66,20 +66,28 @@ static inline void steps16(const uint64_t *c, size_t n, const uint64_t *w, size_
 
 static void dot16(bnn_column col, const uint64_t *w, size_t ldw, int32_t k, int32_t *out)
 {
+    /* The byte counts run on across the column's runs (a window's three) until MAX_BYTE_STEPS words are in them,
+     * then fold into the 64-bit sums: one fold per 31 words, not one per run. */
     const __m256i zero = _mm256_setzero_si256();
-    __m256i sum[4] = {zero, zero, zero, zero};
+    __m256i sum[4] = {zero, zero, zero, zero}, bytes[4] = {zero, zero, zero, zero};
+    size_t counted = 0; /* words in `bytes` */
     for (size_t s = 0; s < col.nseg; s++) {
         const uint64_t *c = col.base + s * col.seg_stride;
-        for (size_t l0 = 0; l0 < col.seg_len; l0 += MAX_BYTE_STEPS) {
-            size_t n = col.seg_len - l0 < MAX_BYTE_STEPS ? col.seg_len - l0 : MAX_BYTE_STEPS;
-            __m256i bytes[4] = {zero, zero, zero, zero};
+        for (size_t l0 = 0; l0 < col.seg_len;) {
+            size_t n = col.seg_len - l0 < MAX_BYTE_STEPS - counted ? col.seg_len - l0 : MAX_BYTE_STEPS - counted;
             steps16(c + l0, n, w + (s * col.seg_len + l0) * ldw, ldw, bytes);
-            for (int j = 0; j < 4; j++) /* the 8 byte counts of each 64-bit lane, summed into the lane */
-                sum[j] = _mm256_add_epi64(sum[j], _mm256_sad_epu8(bytes[j], zero));
+            l0 += n, counted += n;
+            if (counted == MAX_BYTE_STEPS) {
+                for (int j = 0; j < 4; j++) /* the 8 byte counts of each 64-bit lane, summed into the lane */
+                    sum[j] = _mm256_add_epi64(sum[j], _mm256_sad_epu8(bytes[j], zero)), bytes[j] = zero;
+                counted = 0;
+            }
         }
     }
-    for (int j = 0; j < 4; j++)
+    for (int j = 0; j < 4; j++) {
+        sum[j] = _mm256_add_epi64(sum[j], _mm256_sad_epu8(bytes[j], zero));
         store_dots(sum[j], k, 4, out + 4 * j);
+    }
 }
 
 /* 4 output channels (one vector). */
