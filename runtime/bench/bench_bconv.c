@@ -1,12 +1,14 @@
 /*
- * bench_bconv.c -- times the binary 3x3 conv of the demo backbone's large layers with this build's inner loop,
- * beside the best popcount loop this path's instruction set allows (the "peak"), so the conv's share of it shows.
+ * bench_bconv.c -- times the binary 3x3 convs of the demo backbone (its six blocks at their sizes, and its two
+ * large shapes on a 7x7 / 14x14 map) with this build's inner loop, beside the best popcount loop this path's
+ * instruction set allows (the "peak"), so each conv's share of it shows. Blocks of at most 32 input channels run as
+ * the model runs them, bnn_bconv3x3_paired (two taps per word: five words per window, the work counted as run).
  *
  *   bench_bconv [--label NAME] [--header]
  *
  * --header prints the CPU model and its popcount-related flags first (the Makefile's `bench` runs one binary per
  * path and passes it to the first). Work is counted in words of xor-popcount: one 64-bit xor and its popcount.
- * A conv does ho * wo * cout * 9 * words(cin) of them. One thread. Each figure is the best of 3 rounds (peak and
+ * A conv does ho * wo * cout * 9 * words(cin) of them (paired: ho * wo * cout * 5). One thread. Each figure is the best of 3 rounds (peak and
  * convs in turn) of the best of 301 runs of at least 0.2 ms: on a machine other processes load, the least disturbed.
  *
  * Peak loops over 8 KB buffers (in L1), popcount(a xor b) and popcount(a xor key), the faster of the two:
@@ -236,12 +238,16 @@ typedef struct {
     uint64_t *x, *weights, *scratch;
     int32_t *out;
     bnn_dims in;
+    int paired; /* cin <= 32: bnn_bconv3x3_paired on weights paired by bnn_pair_taps3x3 */
 } conv_ctx;
 
 static void run_conv(void *p)
 {
     conv_ctx *c = p;
-    bnn_bconv3x3(c->x, c->in, c->weights, c->cout, c->stride, c->scratch, c->out);
+    if (c->paired)
+        bnn_bconv3x3_paired(c->x, c->in, c->weights, c->cout, c->stride, c->scratch, c->out);
+    else
+        bnn_bconv3x3(c->x, c->in, c->weights, c->cout, c->stride, c->scratch, c->out);
 }
 
 /* Buffers 64-byte aligned, as the model-level arena lays them out: a 512-bit load of a weight row that straddles
@@ -279,6 +285,13 @@ static void conv_setup(conv_ctx *c)
     }
     c->scratch = alloc64(bnn_bconv3x3_scratch_words(c->cin) * sizeof *c->scratch);
     c->out = alloc64(ho * wo * c->cout * sizeof *c->out);
+    c->paired = c->cin <= 32;
+    if (c->paired) { /* the weights two taps per word, as bnn_init pairs them */
+        uint64_t *paired = alloc64(5 * c->cout * sizeof *paired);
+        bnn_pair_taps3x3(c->weights, c->cout, paired);
+        free(c->weights);
+        c->weights = paired;
+    }
 }
 
 static void print_cpu(void)
@@ -305,7 +318,7 @@ static void print_cpu(void)
         fclose(f);
     model[strcspn(model, "\n")] = 0;
     printf("CPU: %s\nflags (popcount-related): %s\n\n", model, flags[0] ? flags : "none found");
-    printf("%-16s %-26s %10s %9s %9s %6s %10s\n", "path", "conv", "ns/conv", "Gwords/s", "peak", "share",
+    printf("%-16s %-38s %10s %9s %9s %6s %10s\n", "path", "conv", "ns/conv", "Gwords/s", "peak", "share",
            "checksum");
 }
 
@@ -321,8 +334,14 @@ int main(int argc, char **argv)
 
     peak_ctx peak = {random_words(PEAK_WORDS, 64), random_words(PEAK_WORDS, 64), 1, 0};
     conv_ctx convs[] = {
-        {"128->128 7x7 s1", 128, 128, 7, 7, 1, NULL, NULL, NULL, NULL, {0, 0, 0, 0}},
-        {"64->128 14x14 s2", 64, 128, 14, 14, 2, NULL, NULL, NULL, NULL, {0, 0, 0, 0}},
+        {"128->128 7x7 s1", 128, 128, 7, 7, 1, NULL, NULL, NULL, NULL, {0, 0, 0, 0}, 0},
+        {"64->128 14x14 s2", 64, 128, 14, 14, 2, NULL, NULL, NULL, NULL, {0, 0, 0, 0}, 0},
+        {"block1 32->32 28x28 s2", 32, 32, 28, 28, 2, NULL, NULL, NULL, NULL, {0, 0, 0, 0}, 0},
+        {"block2 32->32 14x14 s1", 32, 32, 14, 14, 1, NULL, NULL, NULL, NULL, {0, 0, 0, 0}, 0},
+        {"block3 32->64 14x14 s2", 32, 64, 14, 14, 2, NULL, NULL, NULL, NULL, {0, 0, 0, 0}, 0},
+        {"block4 64->64 7x7 s1", 64, 64, 7, 7, 1, NULL, NULL, NULL, NULL, {0, 0, 0, 0}, 0},
+        {"block5 64->128 7x7 s2", 64, 128, 7, 7, 2, NULL, NULL, NULL, NULL, {0, 0, 0, 0}, 0},
+        {"block6 128->128 4x4 s1", 128, 128, 4, 4, 1, NULL, NULL, NULL, NULL, {0, 0, 0, 0}, 0},
     };
     enum { NCONVS = sizeof convs / sizeof convs[0] };
     for (size_t i = 0; i < NCONVS; i++)
@@ -347,13 +366,14 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < NCONVS; i++) {
         conv_ctx *c = &convs[i];
         size_t ho = bnn_conv_out_size(c->h, 3, c->stride, 1), wo = bnn_conv_out_size(c->w, 3, c->stride, 1);
-        double t = conv_seconds[i], work = (double)(ho * wo * c->cout * 9 * bnn_words_for(c->cin));
+        double t = conv_seconds[i];
+        double work = (double)(ho * wo * c->cout * (c->paired ? 5 : 9 * bnn_words_for(c->cin)));
         long long checksum = 0; /* the same on every path: the same dot products */
         for (size_t j = 0; j < ho * wo * c->cout; j++)
             checksum += c->out[j] * (long long)(j % 97 + 1);
-        char conv[64];
-        snprintf(conv, sizeof conv, "%s (%.0f kw)", c->name, work / 1e3);
-        printf("%-16s %-26s %10.0f %9.2f %9.2f %5.0f%% %10lld\n", label, conv, t * 1e9, work / t * 1e-9, peak_rate,
+        char conv[96];
+        snprintf(conv, sizeof conv, "%s (%.0f kw%s)", c->name, work / 1e3, c->paired ? ", paired" : "");
+        printf("%-16s %-38s %10.0f %9.2f %9.2f %5.0f%% %10lld\n", label, conv, t * 1e9, work / t * 1e-9, peak_rate,
                100 * (work / t * 1e-9) / peak_rate, checksum);
         free(c->x);
         free(c->weights);
