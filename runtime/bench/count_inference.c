@@ -1,5 +1,5 @@
 /*
- * count_inference.c -- runs N inferences of one fixed image through a model, for an instruction counter to difference:
+ * count_inference.c -- N inferences of one fixed image through a model, for an instruction counter to difference:
  * the instructions of one inference are (count(N = 1 + K) - count(N = 1)) / K, free of the program's start-up, the
  * model's loading and bnn_init (bench/icount_aarch64.sh does this under qemu-aarch64; valgrind --tool=callgrind on
  * the host works the same way).
