@@ -1,8 +1,9 @@
 """The exported model on the device runtime against the torch model in eval mode, on the whole Fashion-MNIST test set.
 
 For each checkpoint: export it, run the frozen part and the whole network on both device backends (packed: the
-bit-packed kernels; float: the NumPy float equivalent) and in torch, and count where they differ: predictions, the
-latent-replay layer's signs (where it is binary) or its largest relative error (where it is real-valued), logits.
+bit-packed kernels, the C runtime's; float: the NumPy float equivalent) and in torch, and count where they differ:
+predictions, the latent-replay layer's signs (where it is binary) or its largest relative error (where it is
+real-valued), logits.
 
     python benchmarks/equivalence.py [CHECKPOINT ...]
         (default: runs/bench/pretrain/model.pt runs/demo/pretrain/model.pt)

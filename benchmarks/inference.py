@@ -1,17 +1,21 @@
 """Inference benchmark of the device runtime (bit-packed XNOR-popcount kernels) on the default Fashion-MNIST backbone.
 
+The packed backend runs the C runtime's kernels (``runtime/``, through ctypes, a batch split over
+``cruntime.set_num_threads`` threads); the popcount peak of section 4 is measured by numba microkernels
+(``popcount_peak.py``) on as many threads.
+
 Sections, all measured in one run (the machine is shared: every timing is the minimum per-call time over interleaved
 rounds of repeats, and only ratios measured in this run are compared):
 
 1. sizes: the exported model file vs the checkpoint vs the fp32 state dict;
 2. the frozen part (stem -> the latent-replay layer) and the whole network at batch 1 and 64: the device's packed
-   backend vs torch fp32 eager (as trained, and with the binary weights binarized once beforehand) vs the NumPy float
-   equivalent of the exported model;
+   backend (the C kernels) vs torch fp32 eager (as trained, and with the binary weights binarized once beforehand) vs
+   the NumPy float equivalent of the exported model;
 3. per-layer times of every backend;
 4. the binary convs' throughput against this CPU's xor-popcount peak (measured before and after the layers);
-5. CPU facts: AVX-512 flags, numba's target, whether the compiled bconv uses vpopcntq, and bconv built for
-   x86-64-v3 (AVX2, no AVX-512);
-6. numba start-up: compiling on the first call vs loading the on-disk cache.
+5. CPU facts: the popcount and AVX-512 flags, the C library's kernel path (portable, avx2, avx512 or neon: chosen
+   when the package was built), the threads;
+6. start-up: ``import bnncl.device; Model.load(path).predict(one image)`` in a fresh process (numba not imported).
 
 Usage: python benchmarks/inference.py [--checkpoint runs/bench/pretrain/model.pt] [--out runs/bench/inference.json]
        [--quick]
@@ -23,7 +27,6 @@ import atexit
 import copy
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -31,7 +34,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import llvmlite.binding as llvm
 import numba
 import numpy as np
 import torch
@@ -41,7 +43,7 @@ from torch import nn
 from bnncl.binarizers import magnitude_aware_sign
 from bnncl.checkpoint import load_model
 from bnncl.data.idx import load_idx_dataset
-from bnncl.device import Model
+from bnncl.device import Model, cruntime
 from bnncl.device import kernels as K
 from bnncl.device.bitpack import WORD_BITS, words_for
 from bnncl.device.modelfile import read_model_file
@@ -63,7 +65,7 @@ from popcount_peak import popcount_sweeps_against_key, xor_popcount_sweeps
 
 BATCHES = (1, 64)
 IMPLS = ("packed", "torch", "torch_prebin", "float")
-LABELS = {"packed": "device packed (numba)", "torch": "torch fp32 eager",
+LABELS = {"packed": "device packed (C kernels)", "torch": "torch fp32 eager",
           "torch_prebin": "torch fp32, weights pre-binarized",
           "float": "NumPy float equivalent"}
 PEAK_WORDS = (256, 512, 1024, 2048)
@@ -141,7 +143,7 @@ def random_packed(rng, shape, channels: int) -> np.ndarray:
 def popcount_peak(rng, seconds: float, repeats: int) -> dict:
     """Two loops over cache-resident words, each sized by PEAK_WORDS: xor of two arrays + popcount (two loads per
     word), and xor against a per-sweep key + popcount (one load per word, the conv kernels' mix). The peak is the
-    best of both."""
+    best of both. On numba's threads (main sets them to the C kernels' count)."""
     threads = numba.get_num_threads()
     forms = {
         "two arrays": lambda a, b, n: xor_popcount_sweeps(a, b, n),
@@ -169,34 +171,6 @@ def popcount_peak(rng, seconds: float, repeats: int) -> dict:
 
 # -- subprocesses --------------------------------------------------------------------------------------------------
 
-BCONV_SCRIPT = r"""
-import json, re, sys, time
-import numpy as np
-from bnncl.device import Model
-from bnncl.device import kernels as K
-cfg = json.loads(sys.argv[1])
-m = Model.load(cfg["model"])
-ops = {op.name: op for op in m.binary_layers()}
-rng = np.random.default_rng(1)
-t0 = time.perf_counter()
-K.bconv(np.zeros((1, 4, 4, 1), np.uint64), np.zeros((3, 3, 1, 8), np.uint64), 8, 1, 1, w_is_kernel_layout=True)
-res = {"compile_seconds": time.perf_counter() - t0, "cache_misses": sum(K._bconv3x3.stats.cache_misses.values())}
-asm = K._bconv3x3.inspect_asm(K._bconv3x3.signatures[0])  # the kernel every 3x3 binary conv runs
-res["asm"] = {"vpopcntq": asm.count("vpopcntq"), "scalar_popcnt": len(re.findall(r"(?<![v\w])popcnt", asm)),
-              "vpshufb": asm.count("vpshufb"), "zmm": asm.count("%zmm"), "ymm": asm.count("%ymm")}
-res["layers"] = {}
-for layer in cfg["layers"]:
-    op = ops[layer["name"]]
-    x = np.frombuffer(rng.bytes(8 * int(np.prod(layer["shape"]))), np.uint64).reshape(layer["shape"]).copy()
-    f = lambda: K.bconv(x, op.weight_kernel, op.cin, op.stride, 1, w_is_kernel_layout=True)
-    f()
-    best, t_end = float("inf"), time.perf_counter() + cfg["seconds"]
-    while time.perf_counter() < t_end:
-        t0 = time.perf_counter(); f(); best = min(best, time.perf_counter() - t0)
-    res["layers"][layer["name"]] = {"seconds": best, "gwords_per_s": layer["words"] / best / 1e9}
-print(json.dumps(res))
-"""
-
 STARTUP_SCRIPT = r"""
 import time
 t0 = time.perf_counter()
@@ -209,17 +183,13 @@ image = np.load(sys.argv[2])
 label = Model.load(sys.argv[1]).predict(image)
 t2 = time.perf_counter()
 print(json.dumps({"import_seconds": t1 - t0, "load_predict_seconds": t2 - t1, "label": int(label[0]),
-                  "torch_imported": "torch" in sys.modules}))
+                  "torch_imported": "torch" in sys.modules, "numba_imported": "numba" in sys.modules}))
 """
 
 
-def run_json(code: str, args: list, env_extra: dict) -> tuple[dict, float]:
-    # numba's target comes from env_extra alone: the "native" build is the host's even when this benchmark runs
-    # under tools/cpu_target.py
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
-    env.update(env_extra)
+def run_json(code: str, args: list) -> tuple[dict, float]:
     t0 = perf()
-    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True)
     wall = perf() - t0
     if proc.returncode:
         raise RuntimeError(f"subprocess failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -249,8 +219,10 @@ def main():
     seconds, rounds = (0.15, 2) if args.quick else (1.5, 6)  # per measurement, interleaved in rounds
     peak_seconds, peak_repeats = (0.1, 2) if args.quick else (0.3, 3)
     torch.set_num_threads(2)
+    threads = cruntime.get_num_threads()  # the packed backend's C kernels
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # the popcount peak's
     t_start = perf()
-    tmp = Path(tempfile.mkdtemp(prefix="bnncl-bench-"))  # model file, random checkpoint, numba cache dirs
+    tmp = Path(tempfile.mkdtemp(prefix="bnncl-bench-"))  # model file, random checkpoint
     atexit.register(shutil.rmtree, tmp, True)
     result = {"quick": args.quick, "machine": machine_info()}
 
@@ -282,8 +254,9 @@ def main():
     result.update(checkpoint=str(args.checkpoint), random_model=random_model, images=image_source, sizes=sizes,
                   model=m.describe(), lr_layer=m.lr_layer)
 
-    print(f"machine: {describe_machine(result['machine'])}; numba {numba.__version__} "
-          f"({numba.get_num_threads()} threads), "
+    print(f"machine: {describe_machine(result['machine'])}; packed backend: the C kernels "
+          f"({cruntime.build_path()} path, {threads} threads); numba {numba.__version__} (the popcount peak, "
+          f"{numba.get_num_threads()} threads), "
           f"numpy {np.__version__}{'; QUICK run (few repeats)' if args.quick else ''}")
     if random_model:
         print(f"NOTE: {args.checkpoint} does not exist: a randomly initialized fmnist model (seed 0, random BN "
@@ -398,7 +371,7 @@ def main():
     peak_before = popcount_peak(rng, peak_seconds, peak_repeats)
     shapes = block_input_shapes(m)
     nb = max(BATCHES)
-    conv_rows, sub_layers = [], []
+    conv_rows = []
     for op in m.binary_layers():
         h, w = shapes[op.name]
         nw = words_for(op.cin)
@@ -413,7 +386,6 @@ def main():
         conv_rows.append({"name": op.name, "input": [nb, h, w, op.cin], "output": list(out.shape), "stride": op.stride,
                           "words_per_pixel": nw, "words": words, "weights": op.cout * op.cin * 9, "seconds": t,
                           "gwords_per_s": words / t / 1e9})
-        sub_layers.append({"name": op.name, "shape": [nb, h, w, nw], "words": words})
     peak_after = popcount_peak(rng, peak_seconds, peak_repeats)
     peak = max(peak_before["gwords_per_s"], peak_after["gwords_per_s"])
     widest = max(r["output"][-1] for r in conv_rows)
@@ -456,56 +428,30 @@ def main():
           f"{pc['large_layers_percent_of_peak']:.0f} % of peak. 'bconv / block time': the conv's share of the block's "
           f"packed time at batch {nb} in section 3 (the rest: epilogue, shortcut pooling, allocation).\n")
 
-    # -- 5. CPU facts and the build without AVX-512 ------------------------------------------------------------------
-    largest = max(conv_rows, key=lambda r: (r["weights"], r["words"]))
-    sub_cfg = {"model": str(model_file), "layers": sub_layers, "seconds": 0.3 if args.quick else 1.0}
-    native, native_wall = run_json(BCONV_SCRIPT, [json.dumps(sub_cfg)], {"NUMBA_CACHE_DIR": tempfile.mkdtemp(dir=tmp)})
-    v3, v3_wall = run_json(BCONV_SCRIPT, [json.dumps(sub_cfg)],
-                           {"NUMBA_CACHE_DIR": tempfile.mkdtemp(dir=tmp), "NUMBA_CPU_NAME": "x86-64-v3",
-                            "NUMBA_CPU_FEATURES": ""})  # "": only the features x86-64-v3 implies, not the host's
+    # -- 5. CPU facts ---------------------------------------------------------------------------------------------
     flags = cpu_flags()
     cpu = {"describe_machine": describe_machine(result["machine"]), "model_name": cpu_name(), "flags": flags,
-           "numba_host_cpu": llvm.get_host_cpu_name(), "numba_threading_layer": numba.threading_layer(),
-           "numba_threads": numba.get_num_threads(), "native_fresh_build": native, "x86_64_v3_build": v3,
-           "largest_layer": largest["name"]}
+           "c_kernels_path": cruntime.build_path(), "c_threads": threads, "numba_threads": numba.get_num_threads()}
     result["cpu"] = cpu
-    print("## 5. CPU and code generation\n")
+    print("## 5. CPU and the C kernels\n")
     print(f"machine: {cpu['describe_machine']}")
     print(f"CPU model (/proc/cpuinfo): {cpu['model_name']}; flags: "
           + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in flags.items()))
-    print(f"numba target CPU: {result['machine']['numba']['cpu_name']} (llvmlite host CPU name: "
-          f"{cpu['numba_host_cpu']}); threading layer "
-          f"{cpu['numba_threading_layer']}, {cpu['numba_threads']} threads\n")
-    table(["bconv build (fresh NUMBA_CACHE_DIR)", "compile s", "vpopcntq", "scalar popcnt", "vpshufb", "zmm refs",
-           "ymm refs"],
-          [[name, f"{b['compile_seconds']:.1f}", b["asm"]["vpopcntq"], b["asm"]["scalar_popcnt"], b["asm"]["vpshufb"],
-            b["asm"]["zmm"], b["asm"]["ymm"]] for name, b in (("native (host CPU)", native),
-                                                              ("NUMBA_CPU_NAME=x86-64-v3 (AVX2, no AVX-512)", v3))])
-    rows = []
-    for r in conv_rows:
-        n, a = native["layers"][r["name"]]["gwords_per_s"], v3["layers"][r["name"]]["gwords_per_s"]
-        rows.append([r["name"] + (" (largest)" if r is largest else ""), f"{r['gwords_per_s']:.2f}", f"{n:.2f}",
-                     f"{a:.2f}", f"{a / n:.2f}", f"{100 * a / peak:.0f} %"])
-    table(["layer (batch 64)", "native, cached (sec. 4) Gwords/s", "native, fresh subprocess", "x86-64-v3 subprocess",
-           "v3 / native", "v3 % of native peak"], rows)
-    v3_ratio = v3["layers"][largest["name"]]["gwords_per_s"] / native["layers"][largest["name"]]["gwords_per_s"]
-    cpu["v3_over_native_largest"] = v3_ratio
-    print(f"bconv uses vpopcntq (native build): {'yes' if native['asm']['vpopcntq'] else 'NO'}; without AVX-512 "
-          f"(x86-64-v3) the largest layer ({largest['name']}) runs at {v3_ratio:.2f}x the native throughput.\n")
+    print(f"C kernels: the {cpu['c_kernels_path']} path (chosen when the package was built: setup.py, BNNCL_SIMD), "
+          f"{threads} threads (cruntime.set_num_threads); the popcount peak on {cpu['numba_threads']} numba "
+          "threads\n")
 
-    # -- 6. numba start-up -------------------------------------------------------------------------------------------
+    # -- 6. start-up -------------------------------------------------------------------------------------------------
     np.save(tmp / "image.npy", images[:1])
-    cache_dir = tempfile.mkdtemp(dir=tmp, prefix="numba-cache-")
     startup = []
-    for label in ("1st: empty cache (compiles)", "2nd: same cache dir", "3rd: same cache dir"):
-        res, wall = run_json(STARTUP_SCRIPT, [model_file, tmp / "image.npy"], {"NUMBA_CACHE_DIR": cache_dir})
+    for label in ("1st process", "2nd process", "3rd process"):
+        res, wall = run_json(STARTUP_SCRIPT, [model_file, tmp / "image.npy"])
         startup.append({"run": label, "wall_seconds": wall, **res})
     result["startup"] = startup
-    print("## 6. numba start-up: `import bnncl.device; Model.load(path).predict(one image)` in a fresh process\n")
-    table(["run (NUMBA_CACHE_DIR = one fresh dir)", "process wall s", "import s", "load + first predict s",
-           "torch imported"],
+    print("## 6. Start-up: `import bnncl.device; Model.load(path).predict(one image)` in a fresh process\n")
+    table(["run", "process wall s", "import s", "load + first predict s", "torch imported", "numba imported"],
           [[r["run"], f"{r['wall_seconds']:.2f}", f"{r['import_seconds']:.2f}", f"{r['load_predict_seconds']:.2f}",
-            "yes" if r["torch_imported"] else "no"] for r in startup])
+            "yes" if r["torch_imported"] else "no", "yes" if r["numba_imported"] else "no"] for r in startup])
 
     # -- summary -------------------------------------------------------------------------------------------------
     summary = {}

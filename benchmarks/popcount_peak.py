@@ -1,6 +1,7 @@
 """The popcount-peak microkernels of ``inference.py`` (section 4: the binary convs' throughput against this CPU's
-xor-popcount peak). Benchmark code, not part of the library: they count with the library's own ``popcount64``
-intrinsic, so the peak is measured with the instruction the binary kernels use.
+xor-popcount peak). Benchmark code, not part of the library: numba loops that count with :func:`popcount64`, an
+intrinsic that emits LLVM's ``ctpop`` (numba has no popcount function): ``vpopcntq`` or ``popcnt`` on the host's
+target, the instructions the C kernels' popcount paths use.
 
 Two loops over cache-resident words, one row per numba thread: :func:`xor_popcount_sweeps` (xor of two arrays +
 popcount: two loads per word) and :func:`popcount_sweeps_against_key` (xor against a per-sweep key + popcount: one
@@ -10,8 +11,20 @@ times the call. Compiled once and cached on disk (``cache=True``, in ``__pycache
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import intrinsic
 
-from bnncl.device.kernels.binary import popcount64
+
+@intrinsic
+def popcount64(typingctx, x):
+    """The number of set bits of an integer (numba code only): LLVM's ``ctpop``."""
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return x(x), codegen
 
 
 @numba.njit(parallel=True, cache=True)

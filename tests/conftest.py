@@ -16,12 +16,17 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def one_numba_thread():
-    """One numba thread while a module runs (use it autouse in the module): on a shared machine, waking a parallel
-    kernel's threads for tiny matrices costs far more than the work."""
+def one_kernel_thread():
+    """The device kernels on one thread while a module runs (use it autouse in the module): numba's (the learning
+    step's integer kernels) and the C runtime's (the packed backend's kernels and the C model, ``cruntime``). On a
+    shared machine, waking a parallel kernel's threads for tiny matrices costs far more than the work."""
     import numba
 
-    before = numba.get_num_threads()
+    from bnncl.device import cruntime
+
+    before = numba.get_num_threads(), cruntime.get_num_threads()
     numba.set_num_threads(1)
+    cruntime.set_num_threads(1)
     yield
-    numba.set_num_threads(before)
+    numba.set_num_threads(before[0])
+    cruntime.set_num_threads(before[1])

@@ -386,6 +386,25 @@ def packed_bits_oracle(below):
     return out.reshape(*below.shape[:-1], nw)
 
 
+def assert_same_bits(got, ref, what):
+    """The same values of the same shape; float arrays also of the same dtype and bit patterns (signed zeros, NaNs).
+    Tuples (the epilogue's (real, bits)) element by element; None only against None."""
+    if isinstance(ref, tuple):
+        assert isinstance(got, tuple) and len(got) == len(ref), what
+        for i, (g, r) in enumerate(zip(got, ref)):
+            assert_same_bits(g, r, f"{what}[{i}]")
+        return
+    if ref is None or got is None:
+        assert got is None and ref is None, what
+        return
+    assert got.shape == ref.shape, what
+    np.testing.assert_array_equal(got, ref, err_msg=what)
+    if np.issubdtype(ref.dtype, np.floating):
+        assert got.dtype == ref.dtype, what
+        bits = np.dtype(f"u{ref.dtype.itemsize}")
+        np.testing.assert_array_equal(got.view(bits), ref.view(bits), err_msg=what)
+
+
 def head_bound(model, latent) -> np.ndarray:
     """Per logit, how far two float32 computations of a device model's bias-free head may differ (the C runtime's
     fixed order against BLAS's): twice ``gamma_F * sum_f |feature_f * weight_f|``, the features computed from the LR

@@ -10,7 +10,10 @@ again with every library that picks its code by CPU told to pick another one:
   compiled for one target is never loaded for the other);
 * NumPy's dispatch leaves out the same instruction sets (``NPY_DISABLE_CPU_FEATURES``), torch's ATen and oneDNN
   too (``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``; torch is the oracle of some device tests and the baseline
-  of the benchmarks), and OpenBLAS takes its Haswell (AVX2) kernels (``OPENBLAS_CORETYPE``) for x86-64-v3.
+  of the benchmarks), and OpenBLAS takes its Haswell (AVX2) kernels (``OPENBLAS_CORETYPE``) for x86-64-v3;
+* the C runtime, which runs the device's inference kernels, is built again for the target (setup.py with
+  ``BNNCL_SIMD``: the AVX2 path, every file at -mavx2, for x86-64-v3; the portable path, SSE2, for x86-64-v2) into
+  a directory of its own, and loaded from there (``BNNCL_LIBRARY``).
 
 This is the host's microarchitecture running another instruction set, not another CPU: caches, ports and clock stay
 the host's. Elsewhere than x86-64 (an ARM host) there is no second target to compile for here: the script says so and
@@ -41,6 +44,7 @@ TARGETS = {
     "x86-64-v3": (V3, AVX512, "avx2", "AVX2", "Haswell"),
     "x86-64-v2": (V2, ("X86_V3", "AVX", "F16C", "FMA3", "AVX2") + AVX512, "default", "SSE41", "Nehalem"),
 }
+C_PATHS = {"x86-64-v3": "avx2", "x86-64-v2": "portable"}  # the C runtime's path (setup.py's BNNCL_SIMD) per target
 
 
 def cpu_flags() -> set[str]:
@@ -75,6 +79,15 @@ def environment(target: str) -> dict[str, str]:
     return env
 
 
+def c_library(target: str) -> Path:
+    """The C runtime built for ``target`` (setup.py build_ext into a directory of its own under the venv)."""
+    out = Path(sys.prefix) / f"bnn-{target}"
+    env = dict(os.environ, BNNCL_SIMD=C_PATHS[target])
+    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(out), "--build-temp",
+                    str(out / "tmp")], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    return next(out.glob("bnncl/device/_bnn*.so"))
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,9 +101,11 @@ def main(argv: list[str]) -> int:
         print(f"other CPU target: none on {platform.machine()} (the device tests ran on the host's target only)")
         return 0
     env = environment(target)
+    env["BNNCL_LIBRARY"] = str(c_library(target))
     print(f"as {target}: numba features {env['NUMBA_CPU_FEATURES']}; NumPy without "
           f"{env['NPY_DISABLE_CPU_FEATURES'] or 'nothing'}; ATen {env['ATEN_CPU_CAPABILITY']}; oneDNN "
-          f"{env['ONEDNN_MAX_CPU_ISA']}; OpenBLAS {env['OPENBLAS_CORETYPE']}", flush=True)
+          f"{env['ONEDNN_MAX_CPU_ISA']}; OpenBLAS {env['OPENBLAS_CORETYPE']}; the C runtime's {C_PATHS[target]} "
+          f"path ({env['BNNCL_LIBRARY']})", flush=True)
     command = args.command or [sys.executable, "-m", "pytest", "-q", "tests/device"]
     return subprocess.call(command, cwd=ROOT, env=env)
 

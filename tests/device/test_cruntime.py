@@ -9,6 +9,7 @@ under AddressSanitizer by ``make -C runtime fuzz``, part of ``make test``).
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 
@@ -21,7 +22,7 @@ from bnncl.device import modelfile as mf
 from bnncl.device.cruntime import CModel, build_path
 from fixtures import EXPORT_CONFIGS, exported_randomized, head_bound
 
-pytestmark = pytest.mark.usefixtures("one_numba_thread")
+pytestmark = pytest.mark.usefixtures("one_kernel_thread")
 
 
 @pytest.fixture(scope="module", params=sorted(EXPORT_CONFIGS))
@@ -37,16 +38,39 @@ def test_the_library_names_its_build():
     assert build_path() in ("portable", "avx2", "avx512", "neon")
 
 
+def test_bnncl_library_names_the_build_to_load(tmp_path):
+    """$BNNCL_LIBRARY (tools/cpu_target.py's build for another instruction set) is the library loaded; a missing
+    file is a ConfigError naming it (in a fresh process: the library is loaded once per process)."""
+    import subprocess
+    import sys
+
+    code = ("from bnncl.device import cruntime\n"
+            "try:\n    print(cruntime.build_path())\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+    missing = tmp_path / "nothing.so"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "BNNCL_LIBRARY": str(missing)},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.startswith("ConfigError") and str(missing) in out
+    ours = cruntime.library()._name
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "BNNCL_LIBRARY": ours},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == build_path()
+
+
 def test_c_runtime_equals_the_packed_backend(exported):
     model, path, images = exported
     c = Model.load(path, backend="c")
     assert c.backend == "c" and c.c_model().arena_bytes > 0
-    ours, theirs = c.latent(images), model.latent(images, "packed")
-    if theirs.real is None:  # a binary LR layer: the packed bits themselves
-        assert ours.real is None and ours.bits.dtype == np.uint64
-        np.testing.assert_array_equal(ours.bits, theirs.bits)
-    else:
-        np.testing.assert_array_equal(ours.real, theirs.real)
+    ours = c.latent(images)
+    # packed: the same C kernels called op by op from Python; float: NumPy (±1 convs by BLAS) -- independent of C
+    for backend in ("packed", "float"):
+        theirs = model.latent(images, backend)
+        if ours.real is None:  # a binary LR layer: the packed bits (packed), the ±1 signs (float)
+            assert ours.bits.dtype == np.uint64 and theirs.real is None
+            if backend == "packed":
+                np.testing.assert_array_equal(ours.bits, theirs.bits)
+            np.testing.assert_array_equal(ours.signs(), theirs.signs(), err_msg=backend)
+        else:
+            np.testing.assert_array_equal(ours.real, theirs.real, err_msg=backend)
     logits_c, logits_py = c.logits(images), model.logits(images, "packed")
     bound = head_bound(model, model.latent(images, "packed"))
     assert (np.abs(logits_c.astype(np.float64) - logits_py) <= bound).all()

@@ -47,7 +47,7 @@ from fixtures import F32_UNIT, F64_UNIT, assert_within_float32, float32_head_ste
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread(one_numba_thread):
+def _one_thread(one_kernel_thread):
     yield
 
 

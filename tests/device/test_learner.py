@@ -54,7 +54,7 @@ def tiny_randomized(seed: int):
     return randomized(BackboneConfig(**TINY), seed)
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread(one_numba_thread):  # also the kill test's worker sets one thread
+def _one_thread(one_kernel_thread):  # also the kill test's worker sets one thread
     yield
 
 
@@ -562,7 +562,7 @@ def test_sigkill_at_random_moments_leaves_a_state_that_loads_and_resumes_exactly
     run_dir.mkdir()
     state, prev = run_dir / "state.bnst", run_dir / "state.bnst.prev"
     cmd = [sys.executable, str(WORKER), str(models["a"]), str(state), str(data), json.dumps(opts.to_dict())]
-    env = {**os.environ, "NUMBA_NUM_THREADS": "1"}  # see one_numba_thread
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1"}  # see one_kernel_thread
 
     def start():
         """The worker, once it is ready to learn; returns (process, experiences it starts from)."""

@@ -11,13 +11,16 @@ tests/test_export.py; the file format: test_modelfile.py."""
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from bnncl.checkpoint import save_checkpoint
 from bnncl.core.errors import ConfigError, DataError, ModelFileError
-from bnncl.device import Model
+from bnncl.device import Model, cruntime
+from bnncl.device.kernels import _native
 from bnncl.device.modelfile import read_model_file
 from bnncl.device.ops import Activation, Binarize, Block, FoldedStem, GlobalPool, Head
 from bnncl.export import export_checkpoint
@@ -31,7 +34,7 @@ NAMES = ["stem", "block1", "binarize", "block2", "block3", "pool", "head"]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread(one_numba_thread):
+def _one_thread(one_kernel_thread):
     yield
 
 
@@ -255,3 +258,46 @@ def test_timings_and_peak_count_every_op_that_ran(model):
     timings = {}
     model.logits(x, timings=timings)
     assert sorted(timings) == sorted(NAMES)
+
+
+def test_the_packed_backend_split_over_threads_gives_every_image_what_it_gets_alone(exported, monkeypatch):
+    """Every kernel call split over three threads (however small: MIN_NS_PER_THREAD 0) gives the latents and logits
+    of one thread, and of each image run alone, bit for bit."""
+    _, model, x = exported
+    latent, logits = model.latent(x, "packed"), model.logits(x, "packed")
+    alone = [model.latent(x[i:i + 1], "packed") for i in range(len(x))]
+    before = cruntime.get_num_threads()
+    monkeypatch.setattr(_native, "MIN_NS_PER_THREAD", 0)
+    cruntime.set_num_threads(3)
+    try:
+        split_latent, split_logits = model.latent(x, "packed"), model.logits(x, "packed")
+    finally:
+        cruntime.set_num_threads(before)
+    for part in ("real", "bits"):
+        ours = getattr(split_latent, part)
+        assert (ours is None) == (getattr(latent, part) is None)
+        if ours is not None:
+            np.testing.assert_array_equal(ours, getattr(latent, part))
+            np.testing.assert_array_equal(ours, np.concatenate([getattr(a, part) for a in alone]))
+    np.testing.assert_array_equal(split_logits, logits)
+
+
+# -- what inference imports -----------------------------------------------------------------------------------------
+
+def test_packed_inference_does_not_import_numba(exported, tmp_path):
+    """numba compiles the learner's integer kernels only: loading a model and running it on the packed backend (the
+    C kernels, the binary 1x1 shortcut of "odd" included) imports NumPy and the C library, never numba. In a fresh
+    process, which gives what this one gives."""
+    _, model, x = exported
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys\n"
+            "import numpy as np\n"
+            "from bnncl.device import Model\n"
+            f"m = Model.load({model.path!r})\n"
+            f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
+            "print(','.join(map(str, m.predict(x, 'packed'))))\n"
+            "m.latent(x, 'packed')\n"
+            "assert 'numba' not in sys.modules, 'numba was imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ",".join(map(str, model.predict(x, "packed")))

@@ -62,7 +62,7 @@ def test_device_predict_runs_without_torch(python, tmp_path):
     api = ("import sys, numpy as np\n"
            "from bnncl.device import Model\n"
            f"pred = Model.load({str(tmp_path / 'model.bnn')!r}).predict(np.load({str(tmp_path / 'x.npy')!r}))\n"
-           "assert 'torch' not in sys.modules\n"
+           "assert 'torch' not in sys.modules and 'numba' not in sys.modules\n"
            "print(','.join(map(str, pred)))\n")
     proc = subprocess.run([python, "-c", api], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -20,7 +20,7 @@ from fixtures import F32_UNIT, assert_within_float32, float32_sum_bound
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread(one_numba_thread):
+def _one_thread(one_kernel_thread):
     yield
 
 

@@ -54,7 +54,7 @@ BN_KEYS = ("bn_weight", "bn_bias", "running_mean", "running_var")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread(one_numba_thread):
+def _one_thread(one_kernel_thread):
     yield
 
 

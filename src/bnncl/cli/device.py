@@ -57,8 +57,9 @@ def add_parsers(sub) -> None:
                    help="packed: bit-packed XNOR-popcount kernels (the device); float: the same model as float32 "
                         "NumPy (a baseline) (default: %(default)s)")
     d.add_argument("--runtime", choices=("python", "c"), default="python",
-                   help="python: NumPy + numba, on --backend; c: the C runtime (runtime/, built with the package), "
-                        "the same results (default: %(default)s)")
+                   help="python: the layers in Python, on --backend (packed: on the C library's kernels); c: the C "
+                        "runtime (runtime/, built with the package) end to end, the same results (default: "
+                        "%(default)s)")
     d.add_argument("--batch-size", type=int, default=DEVICE_PREDICT_BATCH, help="default: %(default)s")
     d.add_argument("--out", metavar="FILE", help="also write the report and every prediction as JSON")
     add_force(d)

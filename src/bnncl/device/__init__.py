@@ -1,7 +1,9 @@
-"""The device runtime: NumPy + numba only, never torch (``pip install bnncl`` without the ``train`` extra).
+"""The device runtime: NumPy, numba and the C runtime the installation builds, never torch (``pip install bnncl``
+without the ``train`` extra).
 
-``Model.load(path).predict(images)`` runs an exported model file with bit-packed XNOR-popcount kernels;
-``Learner.open(path, state).learn(images, labels)`` keeps learning on the device (integer arithmetic, 1-bit replay).
+``Model.load(path).predict(images)`` runs an exported model file with bit-packed XNOR-popcount kernels (the C
+runtime's, through ctypes: inference never imports numba); ``Learner.open(path, state).learn(images, labels)`` keeps
+learning on the device (integer arithmetic, numba's integer kernels, 1-bit replay).
 
 The names below load on first use, so that importing one module (``bnncl.device.kernels``) does not import them all.
 """

@@ -8,7 +8,8 @@ float32 rounding of the packed backend's (the head sums in its own fixed order w
 Threads: the library itself is single-threaded (one model, one arena, one image at a time: what a device runs). On
 a host, a batch is split into contiguous chunks run at once by as many models on the same bytes, each with its own
 arena, from a thread pool (ctypes releases the GIL during each call): ``set_num_threads`` (default: the CPUs this
-process may run on), as numba's. Every image's result is the one it gets alone.
+process may run on). Every image's result is the one it gets alone. The packed backend's kernels (the same library's,
+:mod:`bnncl.device.kernels`) split their batches over the same threads and pool.
 """
 
 from __future__ import annotations
@@ -37,14 +38,23 @@ class Info(ctypes.Structure):
                                                      "latent_binary")] + [("arena_bytes", ctypes.c_size_t)]
 
 
+LIBRARY_VARIABLE = "BNNCL_LIBRARY"  # another build of the library to load (tools/cpu_target.py: another ISA's path)
+
+
 @lru_cache(maxsize=1)
 def library() -> ctypes.CDLL:
-    """The built C runtime, or a ConfigError saying how to build it."""
-    spec = importlib.util.find_spec("bnncl.device._bnn")
-    if spec is None or not spec.origin:
-        raise ConfigError("the C runtime is not built: reinstall bnncl (pip install -e . or make setup builds it "
-                          "with the system C compiler)")
-    lib = ctypes.CDLL(spec.origin)
+    """The built C runtime (the package's, or the file $BNNCL_LIBRARY names), or a ConfigError saying how to build
+    it."""
+    path = os.environ.get(LIBRARY_VARIABLE)
+    if path and not os.path.isfile(path):
+        raise ConfigError(f"{LIBRARY_VARIABLE}={path}: no such file")
+    if not path:
+        spec = importlib.util.find_spec("bnncl.device._bnn")
+        if spec is None or not spec.origin:
+            raise ConfigError("the C runtime is not built: reinstall bnncl (pip install -e . or make setup builds it "
+                              "with the system C compiler)")
+        path = spec.origin
+    lib = ctypes.CDLL(path)
     p, size = ctypes.c_void_p, ctypes.c_size_t
     err = ctypes.POINTER(Error)
     lib.bnn_arena_size.argtypes = [p, size, ctypes.POINTER(size), err]
@@ -92,7 +102,9 @@ def get_num_threads() -> int:
     return _threads
 
 
-def _executor() -> ThreadPoolExecutor:
+def executor() -> ThreadPoolExecutor:
+    """The thread pool the batches are split over (CModel's and the packed backend's kernels,
+    :mod:`bnncl.device.kernels`), made on first use with ``get_num_threads()`` workers."""
     global _pool, _pool_size
     with _pool_lock:
         if _pool is None or _pool_size < _threads:  # made again, larger, when more threads are asked for
@@ -152,7 +164,7 @@ class CModel:
             outs = [None if o is None else o[a:b].ctypes.data for o in outputs]
             self._check(call(self._workers[j][0], images[a:b].ctypes.data, b - a, *outs, ctypes.byref(err)), err)
 
-        for future in [_executor().submit(part, j) for j in range(chunks)]:
+        for future in [executor().submit(part, j) for j in range(chunks)]:
             future.result()
 
     @property

@@ -1,5 +1,5 @@
 """The device runtime's model: load an exported model file, run the frozen part to the latent-replay layer, and
-predict. NumPy + numba only.
+predict. NumPy and the C runtime's kernels (the packed backend) only: inference never imports numba.
 
     from bnncl.device import Model
     model = Model.load("model.bnn")

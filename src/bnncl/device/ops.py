@@ -1,9 +1,11 @@
-"""The device's inference layers, built from a model file's arrays (NumPy + numba, no torch).
+"""The device's inference layers, built from a model file's arrays (NumPy and the C runtime's kernels, no torch, no
+numba).
 
 Each op maps an :class:`Activation` to the next one and runs on one of two backends:
 
 * ``packed`` (the device): binary activations as bits packed into uint64 words, XNOR-popcount convs, integer dot
-  products rescaled once per output by the folded BN;
+  products rescaled once per output by the folded BN; the kernels of :mod:`bnncl.device.kernels`, the C runtime's
+  (through ctypes, a batch split over ``cruntime.set_num_threads`` threads);
 * ``float`` (the exported model's float equivalent): the same folded parameters, binary activations as ±1 float32
   tensors and every binary conv an im2col matrix product (BLAS; exact, the sums being small integers). It shares no
   code with the packed kernels, so it is both the NumPy baseline of ``benchmarks/inference.py`` and an independent

@@ -1,11 +1,5 @@
 """The binary kernels (:mod:`bnncl.device.kernels.binary`): bgemm, bconv and pack_below against their NumPy
-references and against oracles (±1 arithmetic in float64, bits packed with Python integers), and their refusals;
-and the popcount-peak microkernels of ``benchmarks/popcount_peak.py``, which count with this family's
-``popcount64``."""
-
-import importlib.util
-import sys
-from pathlib import Path
+references and against oracles (±1 arithmetic in float64, bits packed with Python integers), and their refusals."""
 
 import numpy as np
 import pytest
@@ -69,7 +63,7 @@ def test_bad_operands_are_refused():
 
 @pytest.mark.parametrize("n,h,w,cin,cout,k,stride,pad", [
     (1, 5, 5, 1, 2, 3, 1, 1), (2, 7, 7, 70, 5, 3, 1, 1), (2, 7, 7, 70, 5, 3, 2, 1), (1, 6, 5, 64, 3, 3, 2, 1),
-    (1, 4, 4, 130, 4, 1, 1, 0), (3, 9, 8, 33, 6, 3, 2, 0),
+    (3, 9, 8, 33, 6, 3, 3, 1), (1, 1, 1, 65, 3, 3, 2, 1), (1, 4, 4, 130, 4, 1, 1, 0), (2, 7, 6, 33, 6, 1, 2, 0),
 ])
 def test_bconv_equals_reference_and_float_oracle(n, h, w, cin, cout, k, stride, pad):
     rng = np.random.default_rng(h * 1000 + cin)
@@ -80,16 +74,44 @@ def test_bconv_equals_reference_and_float_oracle(n, h, w, cin, cout, k, stride, 
     np.testing.assert_array_equal(bconv(px, pw, cin, stride, pad), oracle)
 
 
-@pytest.mark.parametrize("cin,stride,pad", [(1, 1, 1), (33, 2, 1), (64, 1, 0), (65, 2, 0), (130, 1, 1)])
-def test_bconv_kernel_layout_equals_default(cin, stride, pad):
-    rng = np.random.default_rng([cin, stride, pad])
-    x, wt = rng.standard_normal((2, 7, 6, cin)), rng.standard_normal((5, 3, 3, cin))
+@pytest.mark.parametrize("k,pad", [(2, 0), (3, 0), (1, 1), (2, 1)])
+def test_bconv_reference_takes_the_shapes_the_optimized_kernel_refuses(k, pad):
+    """The optimized kernel runs the backbones' convs only (3x3 with padding 1, 1x1 without): other kernel sizes and
+    paddings are refused, and the reference computes them."""
+    rng = np.random.default_rng([k, pad])
+    x, wt = rng.standard_normal((2, 6, 5, 33)), rng.standard_normal((4, k, k, 33))
     px, pw = pack_signs(x), pack_signs(wt)
-    kw = conv_weights_for_kernel(pw)
-    assert kw.shape == (3, 3, pw.shape[-1], 5) and kw.flags.c_contiguous
-    default = bconv(px, pw, cin, stride, pad)
-    np.testing.assert_array_equal(bconv(px, kw, cin, stride, pad, w_is_kernel_layout=True), default)
-    np.testing.assert_array_equal(default, float_conv_plus_one_padding(x, wt, stride, pad))
+    np.testing.assert_array_equal(bconv_reference(px, pw, 33, 2, pad), float_conv_plus_one_padding(x, wt, 2, pad))
+    with pytest.raises(ValueError, match="3x3 convs with padding 1 and 1x1 convs without padding"):
+        bconv(px, pw, 33, 2, pad)
+
+
+@pytest.mark.parametrize("cin,stride", [(1, 1), (33, 2), (64, 1), (65, 2), (130, 1)])
+def test_bconv_kernel_layout_equals_default(cin, stride):
+    rng = np.random.default_rng([cin, stride])
+    for k, pad in ((3, 1), (1, 0)):
+        x, wt = rng.standard_normal((2, 7, 6, cin)), rng.standard_normal((5, k, k, cin))
+        px, pw = pack_signs(x), pack_signs(wt)
+        kw = conv_weights_for_kernel(pw)
+        assert kw.shape == (k, k, pw.shape[-1], 5) and kw.flags.c_contiguous
+        default = bconv(px, pw, cin, stride, pad)
+        np.testing.assert_array_equal(bconv(px, kw, cin, stride, pad, w_is_kernel_layout=True), default)
+        np.testing.assert_array_equal(default, float_conv_plus_one_padding(x, wt, stride, pad))
+
+
+def test_bconv_refusals():
+    px, pw = pack_signs(np.ones((1, 4, 4, 70))), pack_signs(np.ones((3, 3, 3, 70)))
+    with pytest.raises(ValueError, match="same word count"):
+        bconv(px, pack_signs(np.ones((3, 3, 3, 200))), 70)
+    with pytest.raises(ValueError, match="same word count"):
+        bconv(px.astype(np.int64), pw, 70)
+    with pytest.raises(ValueError, match="same word count"):
+        bconv(px[0], pw, 70)
+    for cin in (0, 64, 129):  # the channels must fill the words they are packed in (the C kernel reads them all)
+        with pytest.raises(ValueError, match="input channels"):
+            bconv(px, pw, cin)
+    with pytest.raises(ValueError, match="stride"):
+        bconv(px, pw, 70, 0)
 
 
 # -- fused threshold + pack ------------------------------------------------------------------------------------------
@@ -130,42 +152,3 @@ def test_pack_below_equals_reference_and_oracle(c):
             assert (int(got[b, y, xx, ch // 64]) >> (ch % 64)) & 1 == 0
     if c % 64:  # unused tail bits are zero
         assert not np.any(got[..., -1] >> np.uint64(c % 64))
-
-
-# -- the popcount-peak microkernels (benchmarks/popcount_peak.py) ----------------------------------------------------
-
-_spec = importlib.util.spec_from_file_location("popcount_peak",
-                                               Path(__file__).parents[3] / "benchmarks" / "popcount_peak.py")
-# registered under its name, as the recipe of importlib's documentation does: numba's cached code imports the
-# module of the kernel it runs
-popcount_peak = sys.modules["popcount_peak"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(popcount_peak)
-xor_popcount_sweeps = popcount_peak.xor_popcount_sweeps
-
-
-@pytest.mark.parametrize("threads,nw,sweeps", [(1, 1, 1), (2, 5, 3), (4, 7, 10), (3, 33, 0), (8, 64, 5)])
-def test_xor_popcount_sweeps_checksum(threads, nw, sweeps):
-    rng = np.random.default_rng([threads, nw, sweeps])
-    a = rng.integers(0, 2**64, (threads, nw), dtype=np.uint64, endpoint=False)
-    b = rng.integers(0, 2**64, (threads, nw), dtype=np.uint64, endpoint=False)
-    expected = 0
-    for i in range(threads):
-        row = sum((int(a[i, t]) ^ int(b[i, t])).bit_count() for t in range(nw))
-        for s in range(sweeps):
-            expected += row + s
-    got = xor_popcount_sweeps(a, b, sweeps)
-    assert isinstance(got, int)
-    assert got == expected
-
-
-@pytest.mark.parametrize("threads,nw,sweeps", [(1, 1, 1), (2, 5, 3), (4, 7, 10), (3, 33, 0), (8, 64, 5)])
-def test_popcount_sweeps_against_key_checksum(threads, nw, sweeps):
-    rng = np.random.default_rng([threads, nw, sweeps, 1])
-    a = rng.integers(0, 2**64, (threads, nw), dtype=np.uint64, endpoint=False)
-    expected = 0
-    for s in range(sweeps):
-        key = (s * 0x9E3779B97F4A7C15) % 2**64  # the kernel's uint64 product, wrapped
-        expected += sum((int(v) ^ key).bit_count() for v in a.ravel())
-    got = popcount_peak.popcount_sweeps_against_key(a, sweeps)
-    assert isinstance(got, int)
-    assert got == expected

@@ -10,6 +10,8 @@ Oracles:
   ``PARALLEL_MIN_WORK`` multiply-adds, the parallel kernel from there on) and on transposed operands; the exact
   product in Python integers for every integer type up to its extremes; and its refusal of shapes that do not chain.
 
+And that numba, which compiles this family, compiles for the CPU target ``tools/cpu_target.py`` tells it.
+
 Each kernel against its reference on random inputs: test_registry.py. The learning step's pieces that call them:
 tests/device/test_integer_step.py."""
 
@@ -152,3 +154,29 @@ def test_imatmul_mixed_types_past_the_int32_range():
 def test_imatmul_refuses_shapes_that_do_not_chain():
     with pytest.raises(ValueError, match="do not chain"):
         imatmul(np.zeros((2, 3), np.int32), np.zeros((4, 2), np.int32))
+
+
+# -- the CPU numba compiles for --------------------------------------------------------------------------------------
+
+def test_numba_compiles_for_the_target_it_is_told():
+    """``tools/cpu_target.py`` runs the device tests again with numba (this family's compiler) told to compile for
+    another CPU: check that it does (no 512-bit register in a vectorized loop's code when the target's features leave
+    AVX-512 out, no 256-bit one without AVX), so that second run really covers another vector width."""
+    import numba
+    from numba.core.codegen import get_host_cpu_features
+
+    @numba.njit
+    def add(a, b, out):
+        for i in range(a.shape[0]):
+            out[i] = a[i] + b[i]
+
+    a = np.arange(1024, dtype=np.float32)
+    out = np.empty_like(a)
+    add(a, a, out)
+    np.testing.assert_array_equal(out, 2 * a)
+    features = (numba.config.CPU_FEATURES or get_host_cpu_features()).split(",")
+    asm = "\n".join(add.inspect_asm().values())
+    if "+avx512f" not in features:
+        assert "zmm" not in asm, "AVX-512 code although the target has no AVX-512"
+    if "+avx" not in features:
+        assert "ymm" not in asm, "AVX code although the target has no AVX"

@@ -1,15 +1,20 @@
 """The block epilogue (:func:`block_epilogue`): folded BatchNorm, the shortcut, RPReLU and the next layer's threshold
-bits in one pass over a binary conv's output, beside its NumPy reference in the same order of float32 operations."""
+bits in one pass over a binary conv's output, the C runtime's kernel (:mod:`._native`) beside its NumPy reference in
+the same order of float32 operations; :func:`shortcut_affine`, the binary shortcut's folded BN (NumPy)."""
 
 from __future__ import annotations
 
-import numba
+import ctypes
+
 import numpy as np
 
 from bnncl.device.bitpack import words_for
-from bnncl.device.kernels.binary import _pack_row, pack_below_reference
+from bnncl.device.kernels import _native
+from bnncl.device.kernels.binary import pack_below_reference
 
 # -- block epilogue: folded BN + shortcut + RPReLU, then the next layer's threshold ---------------------------------
+
+EPILOGUE_VECTORS = tuple(name for name, _ in _native.EpilogueParams._fields_)  # mult, bias, ..., threshold
 
 def block_epilogue_reference(dot, mult, bias, shortcut, shift_in, slope, shift_out, threshold=None, want_real=True):
     """``z = mult * dot + bias + shortcut`` (shortcut channels tiled to Cout), then RPReLU
@@ -20,46 +25,32 @@ def block_epilogue_reference(dot, mult, bias, shortcut, shift_in, slope, shift_o
     return (z if want_real else None), (pack_below_reference(z, threshold) if threshold is not None else None)
 
 
-@numba.njit(parallel=True, cache=True)
-def _block_epilogue(dot, mult, bias, sc, shift_in, slope, shift_out, threshold, real, bits, want_real, want_bits):
-    n, h, w, c = dot.shape
-    cs = sc.shape[3]
-    reps = c // cs
-    for r in numba.prange(n * h):
-        b = r // h
-        y = r % h
-        z = np.empty(c, np.float32)
-        for xx in range(w):
-            for k in range(reps):  # output channel k * cs + j reads shortcut channel j (channel repetition)
-                for j in range(cs):
-                    co = k * cs + j
-                    v = mult[co] * np.float32(dot[b, y, xx, co]) + bias[co] + sc[b, y, xx, j] + shift_in[co]
-                    if v < 0:
-                        v = v * slope[co]
-                    z[co] = v + shift_out[co]
-            if want_real:
-                real[b, y, xx] = z
-            if want_bits:
-                _pack_row(z, threshold, bits[b, y, xx])
-
-
 def block_epilogue(dot, mult, bias, shortcut, shift_in, slope, shift_out, threshold=None, want_real=True):
-    """The numba form of :func:`block_epilogue_reference` (one pass over the conv output)."""
+    """:func:`block_epilogue_reference` in one pass over the conv output (C: bnn_block_epilogue, the pixels split
+    over the threads): ``dot`` (N, H, W, C), ``shortcut`` (N, H, W, Cs) with Cs dividing C."""
+    if dot.ndim != 4:
+        raise ValueError(f"block_epilogue: conv output {dot.shape} is not (N, H, W, C)")
     n, h, w, c = dot.shape
-    if shortcut.shape[:3] != dot.shape[:3] or shortcut.shape[-1] == 0 or c % shortcut.shape[-1]:
+    if shortcut.ndim != 4 or shortcut.shape[:3] != dot.shape[:3] or shortcut.shape[-1] == 0 or c % shortcut.shape[-1]:
         raise ValueError(f"shortcut {shortcut.shape} does not fit conv output {dot.shape}")
-    for what, v in (("mult", mult), ("bias", bias), ("shift_in", shift_in), ("slope", slope), ("shift_out", shift_out),
-                    ("threshold", threshold)):
+    vectors = []  # in bnn_epilogue_params' order
+    for what, v in zip(EPILOGUE_VECTORS, (mult, bias, shift_in, slope, shift_out, threshold)):
         if v is not None and np.shape(v) != (c,):
             raise ValueError(f"block_epilogue: {what} has shape {np.shape(v)}, expected ({c},)")
-    real = np.empty((n, h, w, c) if want_real else (0, 1, 1, 1), np.float32)
-    want_bits = threshold is not None
-    bits = np.empty((n, h, w, words_for(c)) if want_bits else (0, 1, 1, 1), np.uint64)
-    thr = np.ascontiguousarray(threshold if want_bits else np.zeros(c), dtype=np.float32)
-    f32 = lambda v: np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731
-    _block_epilogue(np.ascontiguousarray(dot), f32(mult), f32(bias), f32(shortcut), f32(shift_in), f32(slope),
-                    f32(shift_out), thr, real, bits, want_real, want_bits)
-    return (real if want_real else None), (bits if want_bits else None)
+        vectors.append(None if v is None else np.ascontiguousarray(v, dtype=np.float32))
+    real = np.empty((n, h, w, c), np.float32) if want_real else None
+    bits = np.empty((n, h, w, words_for(c)), np.uint64) if threshold is not None else None
+    pixels, cs = n * h * w, shortcut.shape[-1]
+    if pixels * c == 0 or (real is None and bits is None):
+        return real, bits
+    params = ctypes.byref(_native.EpilogueParams(*map(_native.at, vectors)))  # threshold None: NULL, no bits
+    dot = np.ascontiguousarray(dot, dtype=np.int32)
+    sc = np.ascontiguousarray(shortcut, dtype=np.float32)
+    kernel = _native.lib().bnn_block_epilogue
+    _native.split("block_epilogue", pixels, pixels * c,
+                  lambda a, b: kernel(_native.at(dot, a, pixels), b - a, c, params, _native.at(sc, a, pixels), cs,
+                                      _native.at(real, a, pixels), _native.at(bits, a, pixels)))
+    return real, bits
 
 
 def shortcut_affine(dot: np.ndarray, mult: np.ndarray, bias: np.ndarray) -> np.ndarray:

@@ -1,13 +1,13 @@
-"""Float kernels: the stem convolution (:func:`conv2d`) and average pooling (:func:`avgpool`), each beside its NumPy
-reference in one fixed order of float32 operations; the NumPy-only :func:`sign_conv_float` (the float path of a
-binary conv, exact) and :func:`global_avgpool` (one fixed order, written out)."""
+"""Float kernels: the stem convolution (:func:`conv2d`) and average pooling (:func:`avgpool`), each the C runtime's
+kernel (:mod:`._native`) beside its NumPy reference, in one fixed order of float32 operations; the NumPy-only
+:func:`sign_conv_float` (the float path of a binary conv, exact) and :func:`global_avgpool` (one fixed order,
+written out)."""
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-from bnncl.device.kernels._common import _nine, _out_size, _tap
+from bnncl.device.kernels import _native
 
 # -- float convolution (the stem; zero padding) ---------------------------------------------------------------------
 
@@ -53,76 +53,28 @@ def sign_conv_float(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.n
     return (cols @ w.reshape(cout, -1).T).reshape(n, ho, wo, cout).astype(np.float32, copy=False)
 
 
-@numba.njit(parallel=True, cache=True)
-def _conv2d(x, wt, bias, stride, pad, out):
-    # wt: (kh, kw, Cin, Cout); the innermost loop runs over Cout. conv2d_reference's order: per input channel the
-    # taps summed row by row (padding taps add 0 * w), then added to the total. Plain indexing throughout: an array
-    # view made inside a hot loop costs numba more than the arithmetic.
-    n, h, wd, cin = x.shape
-    kh, kw, _, cout = wt.shape
-    _, ho, wo, _ = out.shape
-    for r in numba.prange(n * ho):
-        b = r // ho
-        oy = r % ho
-        acc = np.empty(cout, np.float32)
-        partial = np.empty(cout, np.float32)
-        for ox in range(wo):
-            for co in range(cout):
-                acc[co] = bias[co]
-            for ci in range(cin):
-                for dy in range(kh):
-                    iy = oy * stride + dy - pad
-                    for dx in range(kw):
-                        ix = ox * stride + dx - pad
-                        xv = _tap(x, b, iy, ix, ci, h, wd, np.float32(0))
-                        for co in range(cout):
-                            term = xv * wt[dy, dx, ci, co]
-                            partial[co] = term if dy == 0 and dx == 0 else partial[co] + term
-                for co in range(cout):
-                    acc[co] += partial[co]
-            for co in range(cout):
-                out[b, oy, ox, co] = acc[co]
-
-
-@numba.njit(parallel=True, cache=True)
-def _conv3x3(x, wt, bias, stride, pad, out):
-    # The stem's shape: the nine input values of a pixel are loaded once, then a single loop over Cout does all
-    # nine multiply-adds per channel (one loop per pixel instead of nine: about twice as fast as _conv2d here).
-    # The same order of float32 operations as conv2d_reference (LLVM keeps it: no fast-math, no fused multiply-add).
-    n, h, wd, cin = x.shape
-    cout = wt.shape[3]
-    _, ho, wo, _ = out.shape
-    for r in numba.prange(n * ho):
-        b = r // ho
-        oy = r % ho
-        y0 = oy * stride - pad
-        for ox in range(wo):
-            x0 = ox * stride - pad
-            for ci in range(cin):
-                a0, a1, a2, a3, a4, a5, a6, a7, a8 = _nine(x, b, y0, x0, ci, h, wd, np.float32(0))  # zero padding
-                for co in range(cout):
-                    prev = bias[co] if ci == 0 else out[b, oy, ox, co]
-                    out[b, oy, ox, co] = prev + (a0 * wt[0, 0, ci, co] + a1 * wt[0, 1, ci, co]
-                                                 + a2 * wt[0, 2, ci, co] + a3 * wt[1, 0, ci, co]
-                                                 + a4 * wt[1, 1, ci, co] + a5 * wt[1, 2, ci, co]
-                                                 + a6 * wt[2, 0, ci, co] + a7 * wt[2, 1, ci, co]
-                                                 + a8 * wt[2, 2, ci, co])
-
-
 def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: int = 1, pad: int = 1) -> np.ndarray:
-    """Float conv with zero padding: x (N, H, W, Cin) float32, w (Cout, kh, kw, Cin), bias (Cout,)."""
+    """Float conv with zero padding: x (N, H, W, Cin) float32, w (Cout, kh, kw, Cin), bias (Cout,) (C:
+    bnn_conv2d_f32, :func:`conv2d_reference`'s order; the images split over the threads)."""
     cout, kh, kw, cin = w.shape
     if x.ndim != 4 or x.shape[-1] != cin:
         raise ValueError(f"conv2d: input {x.shape} does not have {cin} channels last")
-    bias = np.zeros(cout, np.float32) if bias is None else bias
-    if np.shape(bias) != (cout,):
+    if bias is not None and np.shape(bias) != (cout,):
         raise ValueError(f"conv2d: bias has shape {np.shape(bias)}, expected ({cout},)")
+    if kh < 1 or kw < 1 or stride < 1 or pad < 0:
+        raise ValueError(f"conv2d: a {kh}x{kw} kernel, stride {stride} and padding {pad} do not make a convolution")
+    stride, pad = int(stride), int(pad)
     n, h, wd, _ = x.shape
-    out = np.empty((n, _out_size(h, kh, stride, pad), _out_size(wd, kw, stride, pad), cout), np.float32)
-    wt = np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0)), dtype=np.float32)
-    kernel = _conv3x3 if (kh, kw) == (3, 3) else _conv2d
-    kernel(np.ascontiguousarray(x, dtype=np.float32), wt, np.ascontiguousarray(bias, dtype=np.float32),
-           np.int64(stride), np.int64(pad), out)
+    out = np.empty((n, _native.out_size(h, kh, stride, pad), _native.out_size(wd, kw, stride, pad), cout), np.float32)
+    if out.size == 0:
+        return out
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    wt = np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0)), dtype=np.float32)  # (kh, kw, Cin, Cout): C's layout
+    bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)  # None: NULL, zeros
+    kernel, w_at, bias_at = _native.lib().bnn_conv2d_f32, _native.at(wt), _native.at(bias)
+    _native.split("conv2d", n, out.size * kh * kw * cin,
+                  lambda a, b: kernel(_native.at(x, a), _native.Dims(b - a, h, wd, cin), w_at, kh, kw, cout, bias_at,
+                                      stride, pad, _native.at(out, a)))
     return out
 
 
@@ -141,28 +93,19 @@ def global_avgpool(x: np.ndarray) -> np.ndarray:
     return acc / np.float32(h * w)
 
 
-@numba.njit(parallel=True, cache=True)
-def _avgpool(x, stride, out):
-    n, h, w, c = x.shape
-    _, ho, wo, _ = out.shape
-    for r in numba.prange(n * ho):
-        b = r // ho
-        oy = r % ho
-        y1 = min(h, (oy + 1) * stride)
-        for ox in range(wo):
-            x1 = min(w, (ox + 1) * stride)
-            acc = np.zeros(c, np.float32)
-            for iy in range(oy * stride, y1):
-                for ix in range(ox * stride, x1):
-                    for ch in range(c):
-                        acc[ch] += x[b, iy, ix, ch]
-            inv = np.float32((y1 - oy * stride) * (x1 - ox * stride))
-            for ch in range(c):
-                out[b, oy, ox, ch] = acc[ch] / inv
-
-
 def avgpool(x: np.ndarray, stride: int) -> np.ndarray:
+    """s x s average pooling, ceil mode, over the pixels inside the image: x (N, H, W, C) -> (N, ceil(H / s),
+    ceil(W / s), C) float32 (C: bnn_avgpool_f32, :func:`bnncl.core.functional.avgpool_reference`'s order; the images
+    split over the threads)."""
     n, h, w, c = x.shape
+    if stride < 1:
+        raise ValueError(f"avgpool: stride {stride} is not a positive whole number")
+    stride = int(stride)
     out = np.empty((n, -(-h // stride), -(-w // stride), c), np.float32)
-    _avgpool(np.ascontiguousarray(x, dtype=np.float32), np.int64(stride), out)
+    if out.size == 0:
+        return out
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    kernel = _native.lib().bnn_avgpool_f32
+    _native.split("avgpool", n, x.size,
+                  lambda a, b: kernel(_native.at(x, a), _native.Dims(b - a, h, w, c), stride, _native.at(out, a)))
     return out
