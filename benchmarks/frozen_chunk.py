@@ -15,7 +15,7 @@ For each chunk size (the baseline: the whole minibatch of 50 new images), in one
 
 Usage: .venv/bin/python benchmarks/frozen_chunk.py [--config head|multi|both] [--chunks 25 10 5 2 1]
        [--repeats 40] [--experiences 6] [--json runs/bench/frozen_chunk.json]
-About 2 minutes on 2 cores (numba on one thread: the steadier choice on a shared machine).
+About 2 minutes on 2 cores (one kernel thread: the steadier choice on a shared machine).
 """
 
 import argparse
@@ -26,7 +26,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from bnncl.data.idx import load_idx_dataset  # noqa: E402
-from bnncl.device import Learner  # noqa: E402
+from bnncl.device import Learner, cruntime  # noqa: E402
 from common import demo_options, describe_machine, kib, machine_info, table, write_json  # noqa: E402
 
 perf = __import__("time").perf_counter
@@ -41,7 +41,7 @@ def run(config: str, args, images, labels) -> dict:
 
     # time: the frozen part on a minibatch, interleaved (the order rotating so that all see the same load)
     for L in learners.values():
-        L.latents(images[:opts.batch_size])  # numba's cache loaded before timing
+        L.latents(images[:opts.batch_size])  # the library loaded before timing
     frozen = {c: [] for c in chunks}
     for i in range(args.repeats):
         x = images[rng.choice(len(images), opts.batch_size, replace=False)]
@@ -95,7 +95,8 @@ def main():
     train = load_idx_dataset(args.data, "train")
     images, labels = train.x.reshape(len(train.y), 28, 28, 1), train.y.astype(np.int64)
     machine = machine_info()
-    print(f"machine: {describe_machine(machine)}; numba threads {os.environ['NUMBA_NUM_THREADS']}; "
+    cruntime.set_num_threads(int(os.environ["NUMBA_NUM_THREADS"]))  # the C kernels' threads as numba's
+    print(f"machine: {describe_machine(machine)}; kernel threads {os.environ['NUMBA_NUM_THREADS']} (numba, C); "
           f"load average {os.getloadavg()[0]:.1f}\n")
     configs = ["head", "multi"] if args.config == "both" else [args.config]
     result = {"machine": machine, "load_average": os.getloadavg()[0],

@@ -3,8 +3,10 @@
 Runtimes (the demo's default 28x28 backbone, preset "fmnist" with its binary boundary at block5 as configs/demo.toml
 trains and exports it; random weights, seed 0: speed does not depend on the weight values):
 
-- bnncl's device runtime, numba (``Model.load(path).latent(images, backend="packed")`` for the frozen part,
-  ``.logits(images, backend="packed")`` for the whole network; threads by ``numba.set_num_threads``);
+- bnncl's device runtime in Python, the packed backend (``Model.load(path).latent(images, backend="packed")`` for the
+  frozen part, ``.logits(images, backend="packed")`` for the whole network): the ops in Python, each kernel the C
+  runtime's (numba's until bnncl 0.2's retirement of the numba inference kernels; BENCHMARKS.md keeps the last run
+  with them);
 - bnncl's C runtime, ``Model.load(path, backend="c")`` ("not built" when the library is not; threads by
   ``cruntime.set_num_threads``);
 - torch fp32 eager on the same binary network (``bnncl.models.build_model``, or ``--checkpoint``), as inference.py;
@@ -75,7 +77,8 @@ BATCHES = (1, 64)
 RUNTIMES = ("packed", "c", "torch", "tflite", "onnxruntime", "lce", "lce_indirect")
 LOCAL = ("packed", "c", "torch")
 BASE = "tflite"
-LABELS = {"packed": "bnncl device, numba packed (binary)", "c": "bnncl device, C runtime (binary)",
+LABELS = {"packed": "bnncl device, packed: Python ops on the C kernels (binary)",
+          "c": "bnncl device, C runtime (binary)",
           "torch": "torch fp32 eager (binary net)", "tflite": "TFLite fp32 + XNNPack (float twin)",
           "onnxruntime": "onnxruntime fp32 (float twin)", "lce": "LCE, default options (binary) [1]",
           "lce_indirect": "LCE, use_indirect_bgemm (binary) [1]"}
