@@ -1,4 +1,5 @@
-"""Test vectors for the C kernels (runtime/tests/test_kernels.c), written by the NumPy references.
+"""Test vectors for the C kernels and the random generator (runtime/tests/test_kernels.c), written by the NumPy
+references (and bnncl.core.rng).
 
 Run with the project's venv: ``/work/main/.venv/bin/python runtime/tests/make_vectors.py OUT_DIR`` (the Makefile
 does). Random inputs (seeded: the same files on every run) for many shapes -- odd channel counts (5, 33, 70, 130,
@@ -42,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from bnncl.core.functional import avgpool_reference
+from bnncl.core.rng import Pcg32
 from bnncl.device.bitpack import pack_signs, unpack_signs
 from bnncl.device.kernels import (
     bconv_reference,
@@ -256,6 +258,23 @@ def head_cases(w: Writer, rng) -> None:
         w.add("head", **{"in.x": x, "in.w": wt, "out.exact": x64 @ w64.T, "out.abs": np.abs(x64) @ np.abs(w64).T})
 
 
+def rng_cases(w: Writer, rng) -> None:
+    """bnncl.core.rng.Pcg32's draws (bnn_rng.h): each output from a fresh generator of the case's seed."""
+    bounds = np.array([1, 2, 3, 6, 10, 1000, 6000, 2 ** 31 + 1, 2 ** 31 + 3, 2 ** 32 - 1, 2 ** 32] * 40, np.uint64)
+    for initstate, initseq in ((42, 54), (3, 0), (3 + 7919, 7919), (2 ** 64 - 1, 2 ** 63 + 5)):
+        def fresh():
+            return Pcg32(initstate, initseq)
+        seed = np.array([initstate, initseq], np.uint64)
+        n, k = 1500, 128
+        w.add("rng_u32", **{"in.seed": seed, "out.u32": fresh().u32(1000).astype(np.uint64)})
+        w.add("rng_below", **{"in.seed": seed, "in.bounds": bounds,
+                              "out.below": fresh().belows(bounds).astype(np.uint64)})
+        w.add("rng_permutation", **{"in.seed": seed, "n": n, "out.a": fresh().permutation(n).astype(np.uint64)})
+        w.add("rng_choice", **{"in.seed": seed, "n": n, "k": k, "out.a": fresh().choice(n, k).astype(np.uint64)})
+        w.add("rng_float32", **{"in.seed": seed, "out.x": fresh().random(500, np.float32)})
+        w.add("rng_float64", **{"in.seed": seed, "out.x": fresh().random(500)})
+
+
 def write_all(out: Path) -> Writer:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.bin"):
@@ -263,7 +282,8 @@ def write_all(out: Path) -> Writer:
     w = Writer(out)
     rng = np.random.default_rng(20240601)
     for cases in (pack_below_cases, bconv3x3_cases, bconv1x1_cases, bgemm_cases, conv2d_cases, avgpool_cases,
-                  global_avgpool_cases, epilogue_cases, shortcut_affine_cases, unpack_scaled_cases, head_cases):
+                  global_avgpool_cases, epilogue_cases, shortcut_affine_cases, unpack_scaled_cases, head_cases,
+                  rng_cases):
         cases(w, rng)
     w.finish()
     return w

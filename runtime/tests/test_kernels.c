@@ -14,6 +14,7 @@
  * everything passed.
  */
 #include "bnn_kernels.h"
+#include "bnn_rng.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -322,6 +323,69 @@ static void run_head(const case_t *c, io_t *io)
     bnn_head_f32(x->data, x->dims[0], x->dims[1], w->data, w->dims[0], io->got[0]);
 }
 
+/* ---- the random generator (bnn_rng.h): each output from a fresh generator of the case's seed --------------- */
+
+static bnn_pcg32 seeded(const case_t *c)
+{
+    const array_t *seed = need(c, "in.seed", DT_U64);
+    bnn_pcg32 g = {0, 1};
+    if (seed && seed->dims[0] == 2)
+        bnn_pcg32_seed(&g, ((const uint64_t *)seed->data)[0], ((const uint64_t *)seed->data)[1]);
+    return g;
+}
+
+/* the expected array's element count (the output buffers are sized by it) */
+static size_t expected_count(const io_t *io) { return io->want[0]->count; }
+
+static void run_rng_u32(const case_t *c, io_t *io)
+{
+    bnn_pcg32 g = seeded(c);
+    for (size_t i = 0; i < expected_count(io); i++)
+        ((uint64_t *)io->got[0])[i] = bnn_pcg32_next(&g);
+}
+
+static void run_rng_below(const case_t *c, io_t *io)
+{
+    const array_t *b = need(c, "in.bounds", DT_U64);
+    bnn_pcg32 g = seeded(c);
+    for (size_t i = 0; b && i < expected_count(io); i++)
+        ((uint64_t *)io->got[0])[i] = bnn_pcg32_below(&g, ((const uint64_t *)b->data)[i]);
+}
+
+static void run_rng_permutation(const case_t *c, io_t *io)
+{
+    bnn_pcg32 g = seeded(c);
+    uint32_t n = (uint32_t)scalar(c, "n"), *a = malloc((n ? n : 1) * sizeof *a);
+    bnn_pcg32_permutation(&g, a, n);
+    for (uint32_t i = 0; i < n; i++)
+        ((uint64_t *)io->got[0])[i] = a[i];
+    free(a);
+}
+
+static void run_rng_choice(const case_t *c, io_t *io)
+{
+    bnn_pcg32 g = seeded(c);
+    uint32_t n = (uint32_t)scalar(c, "n"), k = (uint32_t)scalar(c, "k"), *a = malloc((n ? n : 1) * sizeof *a);
+    bnn_pcg32_choice(&g, a, n, k);
+    for (uint32_t i = 0; i < k; i++)
+        ((uint64_t *)io->got[0])[i] = a[i];
+    free(a);
+}
+
+static void run_rng_float32(const case_t *c, io_t *io)
+{
+    bnn_pcg32 g = seeded(c);
+    for (size_t i = 0; i < expected_count(io); i++)
+        ((float *)io->got[0])[i] = bnn_pcg32_float32(&g);
+}
+
+static void run_rng_float64(const case_t *c, io_t *io)
+{
+    bnn_pcg32 g = seeded(c);
+    for (size_t i = 0; i < expected_count(io); i++)
+        ((double *)io->got[0])[i] = bnn_pcg32_float64(&g);
+}
+
 typedef struct {
     const char *name;
     void (*run)(const case_t *, io_t *);
@@ -343,6 +407,12 @@ static kernel_t kernels[] = {
     {"shortcut_affine", run_shortcut_affine, {"out.y"}, 0, 0, 0},
     {"unpack_scaled", run_unpack_scaled, {"out.y"}, 0, 0, 0},
     {"head", run_head, {"out.exact"}, 0, 0, 0},
+    {"rng_u32", run_rng_u32, {"out.u32"}, 0, 0, 0},
+    {"rng_below", run_rng_below, {"out.below"}, 0, 0, 0},
+    {"rng_permutation", run_rng_permutation, {"out.a"}, 0, 0, 0},
+    {"rng_choice", run_rng_choice, {"out.a"}, 0, 0, 0},
+    {"rng_float32", run_rng_float32, {"out.x"}, 0, 0, 0},
+    {"rng_float64", run_rng_float64, {"out.x"}, 0, 0, 0},
 };
 #define NKERNELS (sizeof kernels / sizeof kernels[0])
 

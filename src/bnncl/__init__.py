@@ -10,4 +10,4 @@ Three layers (README, "Layout"):
 Importing ``bnncl`` itself imports neither torch nor numba.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"

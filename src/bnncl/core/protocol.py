@@ -28,6 +28,7 @@ import numpy as np
 from bnncl.core.errors import ConfigError
 from bnncl.core.memory import LatentMemory
 from bnncl.core.options import LearnOptions
+from bnncl.core.rng import Pcg32
 
 # Every random generator a learner draws from: seed + offset. The simulation and the device use the same ones, so
 # that the two draw the same shuffles and the same replayed patterns and differ only by their arithmetic.
@@ -40,9 +41,11 @@ SEED_OFFSETS = {
 DEVICE_STRATEGIES = ("cwr", "ar1")  # naive and joint are the simulation's bounds, not something a device runs
 
 
-def generator(seed: int, name: str) -> np.random.Generator:
-    """The generator ``name`` (a key of :data:`SEED_OFFSETS`) of a learner seeded with ``seed``."""
-    return np.random.default_rng(seed + SEED_OFFSETS[name])
+def generator(seed: int, name: str) -> Pcg32:
+    """The generator ``name`` (a key of :data:`SEED_OFFSETS`) of a learner seeded with ``seed``: PCG32 seeded
+    ``(seed + offset, offset)`` (:mod:`bnncl.core.rng`, the C learner's generator too)."""
+    offset = SEED_OFFSETS[name]
+    return Pcg32(seed + offset, offset)
 
 
 # -- the latent-replay layer ---------------------------------------------------------------------------------------
@@ -115,8 +118,8 @@ class ExperienceLoop:
 
     options: LearnOptions
     memory: LatentMemory | None
-    shuffle_rng: np.random.Generator
-    replay_rng: np.random.Generator
+    shuffle_rng: Pcg32
+    replay_rng: Pcg32
 
     def begin_experience(self, labels: np.ndarray) -> ExperiencePlan:
         raise NotImplementedError

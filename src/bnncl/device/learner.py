@@ -58,6 +58,7 @@ from bnncl.core.protocol import (
     generator,
     plan_experience,
 )
+from bnncl.core.rng import Pcg32
 from bnncl.device.model import Model
 from bnncl.device.ops import Block, FoldedStem, Head
 from bnncl.device.trainable import BlocksPart, HeadPart
@@ -66,12 +67,12 @@ STATE_FORMAT = "bnncl-learner-state"
 STATE_VERSION = 1
 
 
-def _rng_state(rng: np.random.Generator) -> dict:
-    return rng.bit_generator.state
+def _rng_state(rng: Pcg32) -> dict:
+    return rng.state
 
 
-def _set_rng_state(rng: np.random.Generator, state: dict) -> None:
-    rng.bit_generator.state = state
+def _set_rng_state(rng: Pcg32, state: dict) -> None:
+    rng.state = state
 
 
 class LazyLatents:
