@@ -36,6 +36,8 @@ typedef enum {
     BNN_ERR_VERSION,    /* written by a newer bnncl */
     BNN_ERR_CHECKSUM,   /* damaged or altered after it was written */
     BNN_ERR_MODEL,      /* readable, but not a network this runtime can run (inconsistent or unknown layers) */
+    BNN_ERR_STORAGE,    /* the caller's storage failed to read or write (bnn_store.h) */
+    BNN_ERR_NO_STATE,   /* no complete saved state in the storage (bnn_store.h): start afresh */
 } bnn_status;
 
 typedef struct {

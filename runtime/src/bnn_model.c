@@ -7,6 +7,7 @@
  * it, and so on. So the latents are bit for bit the Python runtime's; only the head's sum order differs (BLAS).
  */
 #include "bnn.h"
+#include "bnn_internal.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -66,75 +67,21 @@ struct bnn_model {
     uint64_t *paired; /* every such block's paired weights, one after the other */
 };
 
-/* ---- errors ------------------------------------------------------------------------------------------------ */
+/* ---- errors (bnn_common.c) ----------------------------------------------------------------------------------- */
 
-const char *bnn_status_message(bnn_status code)
-{
-    switch (code) {
-    case BNN_OK: return "ok";
-    case BNN_ERR_ARGUMENT: return "invalid argument";
-    case BNN_ERR_FORMAT: return "not a readable bnncl model file";
-    case BNN_ERR_VERSION: return "model file written by a newer bnncl: upgrade the runtime";
-    case BNN_ERR_CHECKSUM: return "checksum mismatch: the model file was damaged or altered";
-    case BNN_ERR_MODEL: return "not a network this runtime can run";
-    }
-    return "unknown status";
-}
+static bnn_status fail(bnn_error *err, bnn_status code, const char *what) { return bnn_fail(err, code, what); }
 
-/* dst (NUL-terminated, cap bytes) + src, cut to fit. */
-static void append(char *dst, size_t cap, const char *src)
-{
-    size_t n = strlen(dst);
-    while (*src && n + 1 < cap) dst[n++] = *src++;
-    dst[n] = '\0';
-}
-
-static bnn_status fail(bnn_error *err, bnn_status code, const char *what)
-{
-    if (err) {
-        err->code = code;
-        err->message[0] = '\0';
-        append(err->message, sizeof err->message, bnn_status_message(code));
-        append(err->message, sizeof err->message, ": ");
-        append(err->message, sizeof err->message, what);
-    }
-    return code;
-}
-
-static bnn_status ok(bnn_error *err)
-{
-    if (err) {
-        err->code = BNN_OK;
-        err->message[0] = '\0';
-    }
-    return BNN_OK;
-}
+static bnn_status ok(bnn_error *err) { return bnn_ok(err); }
 
 const char *bnn_build_path(void) { return bnn_kernels_path(); }
 
 /* ---- the container ----------------------------------------------------------------------------------------- */
 
-static uint32_t rd32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
+static uint32_t rd32(const unsigned char *p) { return bnn_rd32(p); }
 
-static uint64_t rd64(const unsigned char *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
+static uint64_t rd64(const unsigned char *p) { return bnn_rd64(p); }
 
-/* CRC-32 (zlib's, PNG's: reflected, polynomial 0xEDB88320), four bits at a time: a 64-byte table. */
-static uint32_t crc32_bytes(const unsigned char *p, size_t n)
-{
-    static const uint32_t t[16] = {
-        0x00000000u, 0x1DB71064u, 0x3B6E20C8u, 0x26D930ACu, 0x76DC4190u, 0x6B6B51F4u, 0x4DB26158u, 0x5005713Cu,
-        0xEDB88320u, 0xF00F9344u, 0xD6D6A3E8u, 0xCB61B38Cu, 0x9B64C2B0u, 0x86D3D2D4u, 0xA00AE278u, 0xBDBDF21Cu};
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        c = (c >> 4) ^ t[c & 15];
-        c = (c >> 4) ^ t[c & 15];
-    }
-    return c ^ 0xFFFFFFFFu;
-}
+static uint32_t crc32_bytes(const unsigned char *p, size_t n) { return bnn_crc32(0, p, n); }
 
 static size_t dtype_size(uint32_t dtype)
 {

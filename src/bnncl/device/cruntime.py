@@ -25,7 +25,7 @@ import numpy as np
 
 from bnncl.core.errors import ConfigError, ModelFileError
 
-ERROR_CODES = {1: "argument", 2: "format", 3: "version", 4: "checksum", 5: "model"}
+ERROR_CODES = {1: "argument", 2: "format", 3: "version", 4: "checksum", 5: "model", 6: "storage", 7: "no state"}
 
 
 class Error(ctypes.Structure):
