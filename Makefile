@@ -57,6 +57,9 @@ demo: setup data
 	$(PY) -m bnncl.cli device predict $(DEMO_DIR)/model.bnn --out $(DEMO_DIR)/device_predict.json
 	$(PY) -m bnncl.cli learn --config configs/demo.toml --checkpoint $(DEMO_DIR)/pretrain/model.pt --strategy ar1 \
 	    --lr-layer head --q-f 8 --q-b 16 --out $(DEMO_DIR)/simulation-8-16
+	@# the device learner starts afresh on the model just exported: a state left by an earlier demo belongs to
+	@# the model file of that run (after an upgrade its hash differs, and the learner refuses it)
+	rm -f $(DEMO_DIR)/device/state_ar1.bnst $(DEMO_DIR)/device/state_ar1.bnst.prev
 	$(PY) -m bnncl.cli device learn $(DEMO_DIR)/model.bnn --config configs/demo.toml --strategy ar1 --lr-layer head \
 	    --q-f 8 --q-b 16 --out $(DEMO_DIR)/device
 	$(PY) -m bnncl.cli report $(DEMO_DIR)/simulation-8-16 $(DEMO_DIR)/device --out $(DEMO_DIR)/side-by-side
