@@ -191,27 +191,42 @@ static bnn_column window3x3(const uint64_t *restrict x, bnn_dims in, size_t word
     return bnn_column_contiguous(scratch, 9 * words);
 }
 
-void bnn_bconv3x3(const uint64_t *restrict x, bnn_dims in, const uint64_t *restrict w, size_t cout, size_t stride,
-                  uint64_t *restrict scratch, int32_t *restrict out)
+/* The column of the output pixel whose window starts at (y0, x0) of image b (the scratch: its own place, if it needs
+ * one). */
+typedef bnn_column (*column_fn)(const uint64_t *restrict x, bnn_dims in, size_t words, size_t b, ptrdiff_t y0,
+                                ptrdiff_t x0, uint64_t *restrict scratch);
+
+/* Every binary conv: per output row, the columns of up to BNN_COLUMNS of its pixels (each given `per_column` words of
+ * the scratch) to one call of the inner loop; the output pixel (oy, ox) is a binary GEMM row of its window.
+ * Inlined with `column` a constant, so each conv gets its own loop. */
+static inline void conv_by_rows(const uint64_t *restrict x, bnn_dims in, size_t kernel, size_t pad, size_t stride,
+                                const uint64_t *restrict w, size_t cout, int32_t k, column_fn column,
+                                uint64_t *restrict scratch, size_t per_column, int32_t *restrict out)
 {
-    /* Per output pixel its window as one column of 9 * words words (tap-major, as the weight rows): the conv is a
-     * binary GEMM row per pixel. The columns of up to BNN_COLUMNS pixels of an output row go to the inner loop in
-     * one call; only border windows are copied (on a 7x7 map 24 of 49), each to its own place in the scratch. */
     size_t words = bnn_words_for(in.c);
-    size_t ho = bnn_conv_out_size(in.h, 3, stride, 1), wo = bnn_conv_out_size(in.w, 3, stride, 1);
-    int32_t k = (int32_t)(9 * in.c);
+    size_t ho = bnn_conv_out_size(in.h, kernel, stride, pad), wo = bnn_conv_out_size(in.w, kernel, stride, pad);
     bnn_column cols[BNN_COLUMNS];
     for (size_t b = 0; b < in.n; b++) {
         for (size_t oy = 0; oy < ho; oy++) {
             for (size_t ox0 = 0; ox0 < wo; ox0 += BNN_COLUMNS) {
                 size_t count = wo - ox0 < BNN_COLUMNS ? wo - ox0 : BNN_COLUMNS;
                 for (size_t j = 0; j < count; j++)
-                    cols[j] = window3x3(x, in, words, b, (ptrdiff_t)(oy * stride) - 1,
-                                        (ptrdiff_t)((ox0 + j) * stride) - 1, scratch + j * 9 * words);
+                    cols[j] = column(x, in, words, b, (ptrdiff_t)(oy * stride) - (ptrdiff_t)pad,
+                                     (ptrdiff_t)((ox0 + j) * stride) - (ptrdiff_t)pad,
+                                     scratch ? scratch + j * per_column : NULL);
                 bnn_xnor_dot(cols, count, w, cout, k, out + ((b * ho + oy) * wo + ox0) * cout);
             }
         }
     }
+}
+
+void bnn_bconv3x3(const uint64_t *restrict x, bnn_dims in, const uint64_t *restrict w, size_t cout, size_t stride,
+                  uint64_t *restrict scratch, int32_t *restrict out)
+{
+    /* Per output pixel its window as one column of 9 * words words (tap-major, as the weight rows); only border
+     * windows are copied (on a 7x7 map 24 of 49), each to its own place in the scratch. */
+    conv_by_rows(x, in, 3, 1, stride, w, cout, (int32_t)(9 * in.c), window3x3, scratch, 9 * bnn_words_for(in.c),
+                 out);
 }
 
 /* The paired window of output pixel (y0 + 1, x0 + 1) of image b: tap t (row by row) in half t % 2 of word t / 2, a
@@ -240,25 +255,19 @@ static void gather_paired3x3(const uint64_t *restrict x, bnn_dims in, size_t b, 
     col[4] = v[8];
 }
 
+/* The paired window as a column: gathered into its five words of the scratch. */
+static bnn_column paired_window3x3(const uint64_t *restrict x, bnn_dims in, size_t words, size_t b, ptrdiff_t y0,
+                                   ptrdiff_t x0, uint64_t *restrict scratch)
+{
+    (void)words; /* one word per pixel */
+    gather_paired3x3(x, in, b, y0, x0, scratch);
+    return bnn_column_contiguous(scratch, 5);
+}
+
 void bnn_bconv3x3_paired(const uint64_t *restrict x, bnn_dims in, const uint64_t *restrict wp, size_t cout,
                          size_t stride, uint64_t *restrict scratch, int32_t *restrict out)
 {
-    size_t ho = bnn_conv_out_size(in.h, 3, stride, 1), wo = bnn_conv_out_size(in.w, 3, stride, 1);
-    int32_t k = (int32_t)(9 * in.c);
-    bnn_column cols[BNN_COLUMNS];
-    for (size_t b = 0; b < in.n; b++) {
-        for (size_t oy = 0; oy < ho; oy++) {
-            for (size_t ox0 = 0; ox0 < wo; ox0 += BNN_COLUMNS) {
-                size_t count = wo - ox0 < BNN_COLUMNS ? wo - ox0 : BNN_COLUMNS;
-                for (size_t j = 0; j < count; j++) {
-                    gather_paired3x3(x, in, b, (ptrdiff_t)(oy * stride) - 1, (ptrdiff_t)((ox0 + j) * stride) - 1,
-                                     scratch + 5 * j);
-                    cols[j] = bnn_column_contiguous(scratch + 5 * j, 5);
-                }
-                bnn_xnor_dot(cols, count, wp, cout, k, out + ((b * ho + oy) * wo + ox0) * cout);
-            }
-        }
-    }
+    conv_by_rows(x, in, 3, 1, stride, wp, cout, (int32_t)(9 * in.c), paired_window3x3, scratch, 5, out);
 }
 
 void bnn_pair_taps3x3(const uint64_t *restrict w, size_t cout, uint64_t *restrict wp)
@@ -268,24 +277,18 @@ void bnn_pair_taps3x3(const uint64_t *restrict w, size_t cout, uint64_t *restric
             wp[j * cout + co] = w[2 * j * cout + co] | (j < 4 ? w[(2 * j + 1) * cout + co] << 32 : 0);
 }
 
+/* A pixel's words: already one contiguous column (no padding: no gather, no scratch). */
+static bnn_column pixel_column(const uint64_t *restrict x, bnn_dims in, size_t words, size_t b, ptrdiff_t y0,
+                               ptrdiff_t x0, uint64_t *restrict scratch)
+{
+    (void)scratch;
+    return bnn_column_contiguous(x + ((b * in.h + (size_t)y0) * in.w + (size_t)x0) * words, words);
+}
+
 void bnn_bconv1x1(const uint64_t *restrict x, bnn_dims in, const uint64_t *restrict w, size_t cout, size_t stride,
                   int32_t *restrict out)
 {
-    /* Without padding a pixel's words are already one contiguous column: no gather, no scratch. */
-    size_t words = bnn_words_for(in.c);
-    size_t ho = bnn_conv_out_size(in.h, 1, stride, 0), wo = bnn_conv_out_size(in.w, 1, stride, 0);
-    bnn_column cols[BNN_COLUMNS];
-    for (size_t b = 0; b < in.n; b++) {
-        for (size_t oy = 0; oy < ho; oy++) {
-            for (size_t ox0 = 0; ox0 < wo; ox0 += BNN_COLUMNS) {
-                size_t count = wo - ox0 < BNN_COLUMNS ? wo - ox0 : BNN_COLUMNS;
-                for (size_t j = 0; j < count; j++)
-                    cols[j] = bnn_column_contiguous(x + ((b * in.h + oy * stride) * in.w + (ox0 + j) * stride) * words,
-                                                    words);
-                bnn_xnor_dot(cols, count, w, cout, (int32_t)in.c, out + ((b * ho + oy) * wo + ox0) * cout);
-            }
-        }
-    }
+    conv_by_rows(x, in, 1, 0, stride, w, cout, (int32_t)in.c, pixel_column, NULL, 0, out);
 }
 
 /* One pixel's channels (channels) -> its packed words: bit (c % 64) of word (c / 64) set where v[c] < threshold[c];
