@@ -59,24 +59,7 @@ static int host_is_little_endian(void)
     return b == 1;
 }
 
-/* The whole file in a malloc'd buffer of exactly its size (at least 1 byte allocated); NULL if unreadable. */
-static unsigned char *read_file(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    unsigned char *buf = NULL;
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
-        buf = malloc(n ? (size_t)n : 1);
-        if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-            free(buf);
-            buf = NULL;
-        }
-    }
-    fclose(f);
-    *size = (size_t)n;
-    return buf;
-}
+#include "read_file.h"
 
 enum { H_N, H_HEIGHT, H_WIDTH, H_CHANNELS, H_CLASSES, H_LAYERS, H_LR, H_BINARY, H_LH, H_LW, H_LC, H_LCOUNT, H_FIELDS };
 
