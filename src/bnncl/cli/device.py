@@ -1,5 +1,5 @@
 """``bnncl export`` (a checkpoint to the device's model file, torch) and ``bnncl device predict / learn / info`` (the
-device runtime only: NumPy + numba, never torch)."""
+device runtime only: NumPy, the C runtime's library, numba for learning; never torch)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def add_parsers(sub) -> None:
                        description="Write one versioned, checksummed model file for the device runtime: binary conv "
                                    "weights packed to bits, BN and scales folded into per-channel multipliers, biases "
                                    "and thresholds, the float stem and head, and the latent-replay split. Reading it "
-                                   "needs NumPy and numba only.")
+                                   "needs NumPy alone; the C runtime reads it in place.")
     p.add_argument("checkpoint", nargs="?", default=DEFAULT_CHECKPOINT, help="default: %(default)s")
     p.add_argument("--out", required=True, metavar="FILE", help="model file to write (e.g. model.bnn)")
     p.add_argument("--lr-layer", help="latent-replay layer: the frozen part ends before it (default: the binary "
@@ -42,7 +42,8 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("device", help="the device runtime (no torch): predict with, or inspect, an exported model",
-                       description="Commands that use the device runtime only (NumPy + numba, bit-packed kernels).")
+                       description="Commands that use the device runtime only (NumPy and the C runtime's bit-packed "
+                                   "kernels; numba for learning).")
     dsub = p.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
     d = dsub.add_parser("predict", help="predict a dataset split or a .npy of uint8 images with a model file",
                         description="Run an exported model on a dataset split (default: the Fashion-MNIST test set) "
