@@ -38,6 +38,8 @@ typedef enum {
     BNN_ERR_MODEL,      /* readable, but not a network this runtime can run (inconsistent or unknown layers) */
     BNN_ERR_STORAGE,    /* the caller's storage failed to read or write (bnn_store.h) */
     BNN_ERR_NO_STATE,   /* no complete saved state in the storage (bnn_store.h): start afresh */
+    BNN_ERR_STATE,      /* a saved learner state that is damaged, or another model's or other settings' (bnn_learner.h) */
+    BNN_ERR_NUMERIC,    /* NaN or inf reached a quantizer of the learning step: the learning diverged (bnn_learner.h) */
 } bnn_status;
 
 typedef struct {

@@ -13,6 +13,8 @@ const char *bnn_status_message(bnn_status code)
     case BNN_ERR_MODEL: return "not a network this runtime can run";
     case BNN_ERR_STORAGE: return "the storage failed to read or write";
     case BNN_ERR_NO_STATE: return "no complete saved state";
+    case BNN_ERR_STATE: return "not a state of this learner";
+    case BNN_ERR_NUMERIC: return "NaN or inf reached a quantizer (the learning diverged)";
     }
     return "unknown status";
 }

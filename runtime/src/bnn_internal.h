@@ -36,4 +36,19 @@ static inline void bnn_wr64(unsigned char *p, uint64_t v)
     bnn_wr32(p + 4, (uint32_t)(v >> 32));
 }
 
+/* A model blob's shape, checked as bnn_arena_size checks it, without an arena. */
+typedef struct {
+    size_t arena_bytes, classes, features, image_bytes;
+    int pool_then_head; /* the network ends in a global pool and a head */
+    uint32_t payload_crc;  /* the container's payload CRC-32: the model's identity in a learner state */
+} bnn_model_shape_info;
+bnn_status bnn_model_shape(const void *blob, size_t blob_size, bnn_model_shape_info *shape, bnn_error *err);
+
+/* The learner's view of a model (bnn_model.c): 1 and the head's shape and float32 weights (classes x features) when
+ * the network ends in a global pool and a head, else 0. */
+int bnn_model_head(const bnn_model *model, size_t *classes, size_t *features, const float **weight);
+
+/* The head's input (the global pool's output, `features` float32) for one image; valid until the model runs again. */
+const float *bnn_model_features(bnn_model *model, const uint8_t *image);
+
 #endif /* BNN_INTERNAL_H */

@@ -596,3 +596,37 @@ bnn_status bnn_latent(bnn_model *m, const uint8_t *images, size_t n, float *real
     }
     return ok(err);
 }
+
+/* ---- for the learner (bnn_internal.h) ------------------------------------------------------------------------ */
+
+int bnn_model_head(const bnn_model *m, size_t *classes, size_t *features, const float **weight)
+{
+    if (!m || m->n_layers < 2) return 0;
+    const layer *head = &m->layers[m->n_layers - 1], *pool = &m->layers[m->n_layers - 2];
+    if (head->kind != KIND_HEAD || pool->kind != KIND_POOL) return 0;
+    *classes = head->cout, *features = head->cin, *weight = head->weight_f;
+    return 1;
+}
+
+bnn_status bnn_model_shape(const void *blob, size_t blob_size, bnn_model_shape_info *shape, bnn_error *err)
+{
+    container c;
+    sizes sz;
+    tensor graph, input;
+    bnn_status s = checked_size(blob, blob_size, &c, &sz, &shape->arena_bytes, err);
+    if (s) return s;
+    get_tensor(&c, find_tensor(&c, "graph"), &graph, NULL); /* checked by plan() */
+    get_tensor(&c, find_tensor(&c, "input"), &input, NULL);
+    const int32_t *g = graph.data, *in = input.data;
+    size_t n = graph.dims[0];
+    shape->pool_then_head = g[(n - 2) * GRAPH_COLUMNS + COL_KIND] == KIND_POOL && g[(n - 1) * GRAPH_COLUMNS] == KIND_HEAD;
+    shape->classes = sz.classes, shape->features = sz.features;
+    shape->image_bytes = (size_t)in[0] * (size_t)in[1] * (size_t)in[2];
+    shape->payload_crc = bnn_rd32((const unsigned char *)blob + 44);
+    return BNN_OK;
+}
+
+const float *bnn_model_features(bnn_model *m, const uint8_t *image)
+{
+    return m->real[run_image(m, image, m->n_layers - 1)];
+}

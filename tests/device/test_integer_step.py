@@ -283,7 +283,7 @@ def test_integer_conv_equals_the_float_conv(monkeypatch, path, cin, cout, stride
     wb = bits.f(latent if path == "not two-valued" else np.where(latent >= 0, 1, -1) * alpha, "conv weights")
     assert _two_valued(wb, latent) == (path == "popcount")
     popcounts = []
-    monkeypatch.setattr(hybrid, "bconv", lambda *a, **kw: popcounts.append(1) or kernel_bconv(*a, **kw))
+    monkeypatch.setattr(hybrid.kernels, "bconv", lambda *a, **kw: popcounts.append(1) or kernel_bconv(*a, **kw))
 
     conv, ref = IntegerConv(), NumpyConv()
     w64 = np.asarray(wb, np.float64)

@@ -49,9 +49,11 @@ class CWRStar:
         present = cur > 0
         if not present.any():
             return
-        tw = np.asarray(trained_rows, dtype=self.cw.dtype)
-        a = tw[present].mean()
-        w = tw[present] - a
+        tw = np.asarray(trained_rows, dtype=self.cw.dtype)[present]
+        # the mean in a fixed order (the C learner's): every entry in row-major order summed in float64, divided by
+        # the count, rounded once to the rows' type
+        a = self.cw.dtype.type(np.cumsum(tw, dtype=np.float64)[-1] / tw.size)
+        w = tw - a
         wpast = np.sqrt(self.past[present] / cur[present])
         old = self.past[present] > 0
         merged = np.where(old[:, None], (self.cw[present] * wpast[:, None] + w) / (wpast[:, None] + 1), w)

@@ -78,9 +78,15 @@ class LatentMemory:
         self.labels[slots] = labels
 
     def _account(self, latents: np.ndarray) -> None:
-        axes = (0,) + tuple(range(2, latents.ndim))
-        per_channel_count = latents.size // self.latent_shape[0]
-        self._abs_sum += np.abs(latents + self._offset_b).astype(np.float64).sum(axis=axes)
+        # in a fixed order (the C learner's): per pattern, its pixels' |x + o| of each channel summed in float64 in
+        # row-major order; the patterns' sums added to the running sum one pattern after the other
+        channels = self.latent_shape[0]
+        per_channel_count = latents.size // channels
+        if len(latents) == 0:
+            return
+        a = np.abs(latents + self._offset_b).astype(np.float64).reshape(len(latents), channels, -1)
+        per_pattern = np.cumsum(a, axis=2)[:, :, -1]
+        self._abs_sum[...] = np.cumsum(np.concatenate([self._abs_sum[None], per_pattern]), axis=0)[-1]
         self._abs_count += per_channel_count
 
     # -- update rules --------------------------------------------------------------------------------------------

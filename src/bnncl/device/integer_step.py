@@ -1,13 +1,15 @@
 """The hybrid-quantized learning step on the device, in integer arithmetic (docs/method.md §5, integer form).
-NumPy + numba.
+NumPy (the head); numba's kernels for the blocks' products (work B).
 
 Every tensor the step quantizes becomes an :class:`IntTensor`: unsigned levels ``q`` in ``[0, 2^b - 1]`` (stored in
 the smallest unsigned type that holds them: 8 bits in a uint8, 16 in a uint16), a scale ``S`` and a zero point ``Z``;
-its value is ``(q - Z) * S``. Products run on the centred integers ``q - Z`` (:func:`~bnncl.device.kernels.imatmul`,
-exact int64 sums) and are rescaled once by ``S_a * S_b``. The few element-wise steps between two products (the
-softmax, the logit gradient's division by the batch size, the SGD update ``theta - lr g`` and the requantization onto
-a new range) compute on the dequantized values in float32/float64, as an integer-only engine's requantization does
-with its fixed-point multipliers; nothing else is float.
+its value is ``(q - Z) * S``. Products run on the centred integers ``q - Z`` (exact int64 sums: NumPy's for the
+head, :func:`~bnncl.device.kernels.imatmul` for the blocks) and are rescaled once by ``S_a * S_b``. The few
+element-wise steps between two products (the softmax, the logit gradient's division by the batch size, the SGD update
+``theta - lr g`` and the requantization onto a new range) compute on the dequantized values in float32/float64, in a
+fixed order of operations (the C learner's, runtime/src/bnn_learner.c: the two are bit for bit equal), as an
+integer-only engine's requantization does with its fixed-point multipliers; the softmax's exp is
+:func:`bnncl.core.functional.exp_fixed`, not NumPy's (whose SIMD routine differs per CPU). Nothing else is float.
 
 Head-only step (work A), head ``W`` (classes x features) stored at ``q_b``, minibatch ``h`` (B x features):
 
@@ -30,9 +32,9 @@ import numpy as np
 
 from bnncl.core.affine import CHUNK, FLOAT_BITS, QParams, check_finite
 from bnncl.core.backprop import float_matmul, im2col
-from bnncl.core.functional import nll, onehot, softmax
+from bnncl.core.functional import nll, onehot, softmax, softmax_fixed
 from bnncl.device.bitpack import pack_signs
-from bnncl.device.kernels import bconv, col2im, imatmul
+from bnncl.device import kernels  # its numba kernels (imatmul, col2im) load on first use: the blocks' path only
 
 
 def quantized_bytes(size: int, bits: int) -> int:
@@ -93,6 +95,12 @@ class IntTensor:
         return quantized_bytes(self.q.size, self.bits)
 
 
+def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` of integer matrices in int64, exact (NumPy's integer loops; no numba: the head's products are small,
+    and the head-only learner runs on NumPy and the C library alone)."""
+    return np.matmul(np.asarray(a, np.int64), np.asarray(b, np.int64))
+
+
 def int_product(a: IntTensor, b: IntTensor, transpose_a: bool = False, transpose_b: bool = False) -> np.ndarray:
     """The real-valued ``a @ b`` computed on integers and rescaled once (float64)."""
     ca, cb = a.centred(), b.centred()
@@ -100,7 +108,7 @@ def int_product(a: IntTensor, b: IntTensor, transpose_a: bool = False, transpose
         ca = ca.T
     if transpose_b:
         cb = cb.T
-    return imatmul(ca, cb) * (a.params.scale * b.params.scale)
+    return exact_matmul(ca, cb) * (a.params.scale * b.params.scale)
 
 
 @dataclass
@@ -129,7 +137,7 @@ class IntegerHeadStep:
         n, classes = len(y), w.shape[0]
         hq = self._q(h, self.q_f, "head input")
         wq = self._q(w.value(), self.q_f, "head weights (forward)")
-        p_float = softmax(int_product(hq, wq, transpose_b=True).astype(np.float32))
+        p_float = softmax_fixed(int_product(hq, wq, transpose_b=True).astype(np.float32))
         p = self._q(p_float, self.q_f, "softmax output", 0.0, 1.0)
         d = self._q((p.value() - onehot(y, classes)) / np.float32(n), self.q_f, "logit gradient")
         g = self._q(int_product(d, hq, transpose_a=True), self.q_b, "head weight gradient")
@@ -218,7 +226,7 @@ class IntegerBits:
             return float_matmul(a, b, ta, tb)
         (ca, sa), (cb, sb) = ia, ib
         ca, cb = (ca.T if ta else ca), (cb.T if tb else cb)
-        return (imatmul(np.ascontiguousarray(ca), np.ascontiguousarray(cb)) * (sa * sb)).astype(np.float32)
+        return (kernels.imatmul(np.ascontiguousarray(ca), np.ascontiguousarray(cb)) * (sa * sb)).astype(np.float32)
 
 
 def _columns(xb: np.ndarray, stride: int):
@@ -253,13 +261,13 @@ class IntegerConv:
             # not two values per channel (stochastic rounding can put equal weights on neighbouring levels):
             # the same products as an integer GEMM of the ±1 columns
             cols, shape = _columns(xb, stride)
-            acc = imatmul(cols, np.ascontiguousarray(flat.T))
+            acc = kernels.imatmul(cols, np.ascontiguousarray(flat.T))
             c = (acc * scale).astype(np.float32).reshape(shape[0], shape[4], shape[5], cout).transpose(0, 3, 1, 2)
             return np.ascontiguousarray(c), (xb.astype(np.int8), stride)  # kept for the backward: ±1 in a byte
         xp = pack_signs(xb.transpose(0, 2, 3, 1))
         signs = np.where(plus, 1, -1).reshape(cout, cin, 3, 3).transpose(0, 2, 3, 1)
-        dot = bconv(xp, pack_signs(signs), cin, stride, 1)  # sum of x * sign(w) per window
-        ones = bconv(xp, np.zeros((1, 3, 3, xp.shape[-1]), np.uint64), cin, stride, 1)  # sum of x per window
+        dot = kernels.bconv(xp, pack_signs(signs), cin, stride, 1)  # sum of x * sign(w) per window
+        ones = kernels.bconv(xp, np.zeros((1, 3, 3, xp.shape[-1]), np.uint64), cin, stride, 1)  # sum of x per window
         twice = (p + n) * ones.astype(np.int64) + (p - n) * dot.astype(np.int64)  # NHWC
         c = (twice * (scale / 2)).astype(np.float32).transpose(0, 3, 1, 2)
         return np.ascontiguousarray(c), (xb.astype(np.int8), stride)  # kept for the backward: ±1 in a byte
@@ -275,6 +283,6 @@ class IntegerConv:
             part = slice(i, i + self.chunk)
             cols, shape = _columns(xb[part], stride)
             g = np.ascontiguousarray(gcc[part].transpose(0, 2, 3, 1).reshape(-1, cout))
-            gw += imatmul(np.ascontiguousarray(g.T), cols)
-            gx[part] = col2im(imatmul(g, w_flat), shape, 3, stride, 1) * (gscale * wscale)
+            gw += kernels.imatmul(np.ascontiguousarray(g.T), cols)
+            gx[part] = kernels.col2im(kernels.imatmul(g, w_flat), shape, 3, stride, 1) * (gscale * wscale)
         return gx, (gw * gscale).reshape(wc.shape).astype(np.float32)  # ±1 columns: only gc's scale

@@ -23,7 +23,8 @@ from bnncl.core.errors import ConfigError, LearnerStateError
 from bnncl.device.bitpack import unpack_signs
 from bnncl.device.fold import fold_binary_conv_bn, pack_conv_weights
 from bnncl.device.integer_step import IntegerBits, IntegerConv, IntegerHeadStep, float_head_step, quantized_bytes
-from bnncl.device.kernels import col2im, conv_weights_for_kernel
+from bnncl.device import kernels  # col2im (numba) loads on first use: the blocks' path only
+from bnncl.device.kernels import conv_weights_for_kernel
 from bnncl.device.model import Model
 from bnncl.device.ops import Block, GlobalPool, Head
 
@@ -92,7 +93,7 @@ class BlocksPart:
         self.fp32 = min(options.q_f, options.q_b, options.q_bin) >= FLOAT_BITS  # mixed widths: refused by the Learner
         self.bits = Bits() if self.fp32 else IntegerBits(options.q_f, options.q_b, options.q_bin, options.q_rounding,
                                                          rng)
-        self.conv = NumpyConv(scatter=col2im) if self.fp32 else IntegerConv()  # col2im: the kernel, held equal
+        self.conv = NumpyConv(scatter=kernels.col2im) if self.fp32 else IntegerConv()  # col2im: the kernel, held equal
         self.options = options
         self.head = np.array(self.head_op.weight, np.float32)
         self.bp = QuantizedBackprop(self.params, self.head, self.bits, self.conv)
