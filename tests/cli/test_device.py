@@ -93,6 +93,25 @@ def test_device_learn_writes_results_figures_and_resumes(capsys, one_line_error,
                    "at least 1")
 
 
+def test_device_learn_runtime_c_gives_the_python_learners_accuracy(data_dir, tmp_path):
+    """bnncl device learn --runtime c: the same accuracies as --runtime python, its own state file, resumed."""
+    save_checkpoint(tmp_path / "model.pt", build_model(preset_config("fmnist", 10)))
+    assert main(["export", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m.bnn"), "--lr-layer", "head"]) == 0
+    argv = ["device", "learn", str(tmp_path / "m.bnn"), "--data", str(data_dir), "--stream", "nc", "--experiences",
+            "2", "--epochs", "1", "--batch-size", "8", "--replay-size", "12", "--replay-batch", "4", "--q-f", "8",
+            "--q-b", "16", "--lr-layer", "head", "--quiet"]
+    runs = {}
+    for runtime in ("python", "c"):
+        out = tmp_path / runtime
+        assert main([*argv, "--runtime", runtime, "--out", str(out)]) == 0
+        runs[runtime] = json.loads((out / "result.json").read_text())["runs"][0]
+    assert runs["c"]["options"]["runtime"] == "c" and (tmp_path / "c" / "state_ar1_c.bnls").is_file()
+    assert runs["c"]["accuracy"] == runs["python"]["accuracy"]
+    state = (tmp_path / "c" / "state_ar1_c.bnls").read_bytes()
+    assert main([*argv, "--runtime", "c", "--out", str(tmp_path / "c")]) == 0  # resumes: nothing left to learn
+    assert (tmp_path / "c" / "state_ar1_c.bnls").read_bytes() == state
+
+
 def test_device_constants_are_the_runtimes():
     """The CLI repeats two constants of the device runtime (to build its parser without importing numba): they are
     the library's, and they reach the parser; the device's strategies are the protocol's."""

@@ -81,11 +81,16 @@ def add_parsers(sub) -> None:
     add_stream_args(d)
     add_strategy_args(d, device=True)
     d.add_argument("--seed", type=int, help=f"default {LEARN_DEFAULTS['seed']}")
-    d.add_argument("--state", metavar="FILE", help="learner state file (default: OUT/state_<strategy>.bnst); resumed "
-                                                   "from when it exists")
+    d.add_argument("--state", metavar="FILE", help="learner state file (default: OUT/state_<strategy>.bnst; with "
+                                                   "--runtime c OUT/state_<strategy>_c.bnls); resumed from when it "
+                                                   "exists")
     d.add_argument("--frozen-chunk", type=int, metavar="N",
                    help="run the frozen part on N images at a time (default: the whole minibatch): the same latents, "
                         "a smaller peak of activation memory, a little slower")
+    d.add_argument("--runtime", choices=("python", "c"), default="python",
+                   help="python: the Python device learner (every setting); c: the C library's learner (runtime/, "
+                        "built with the package): the head (--lr-layer head) at --q-f/--q-b up to 16 bits, the same "
+                        "results bit for bit, its state a two-slot file of its own (default: %(default)s)")
     d.add_argument("--out", metavar="DIR", help="run directory (default: the config's out + /device, else runs/device)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_device_learn)
@@ -182,7 +187,7 @@ def cmd_device_learn(args) -> int:
     from bnncl.device.experiment import run_device_experiment
 
     res = run_device_experiment(args.model, learn_config(args), out=args.out, state=args.state,
-                                frozen_chunk=args.frozen_chunk, progress=not args.quiet)
+                                frozen_chunk=args.frozen_chunk, progress=not args.quiet, runtime=args.runtime)
     print(report_markdown([res]), end="")
     print(f"wrote {Path(res['config']['out'])}/result.json, report.md, accuracy.png and the accuracy matrices; learner "
           f"state in {', '.join(r['options']['state'] for r in res['runs'])}")

@@ -29,9 +29,9 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 def exp_fixed(x: np.ndarray) -> np.ndarray:
     """exp of float32 ``x`` (at most 88), float32: in float64, ``k = rint(x log2 e)``, ``r = (x - k LN2_HI) - k
-    LN2_LO``, ``p`` = the Taylor polynomial of degree 11 by Horner's rule from the highest term, ``ldexp(p, k)`` (exact),
-    rounded once to float32. Relative error below 1e-13 before that rounding: the float32 result is exp's correctly
-    rounded value but where exp lies within 1e-13 of a rounding boundary."""
+    LN2_LO``, ``p`` = the Taylor polynomial of degree 11 by Horner's rule from the highest term, ``ldexp(p, k)``
+    (exact), rounded once to float32. Relative error below 1e-13 before that rounding: the float32 result is exp's
+    correctly rounded value but where exp lies within 1e-13 of a rounding boundary."""
     v = np.maximum(np.asarray(x, np.float64), EXP_LOWEST)
     k = np.rint(v * LOG2E)
     r = (v - k * LN2_HI) - k * LN2_LO
@@ -44,7 +44,8 @@ def exp_fixed(x: np.ndarray) -> np.ndarray:
 
 def softmax_fixed(z: np.ndarray) -> np.ndarray:
     """The softmax of float32 logits (N, classes) in a fixed order of float32 operations, the device learner's (C's
-    too): ``t = z - max(z)`` per row, ``e = exp_fixed(t)``, the row sum from the first class to the last, ``e / sum``."""
+    too): ``t = z - max(z)`` per row, ``e = exp_fixed(t)``, the row sum from the first class to the last,
+    ``e / sum``."""
     z = np.asarray(z, np.float32)
     e = exp_fixed(z - z.max(axis=1, keepdims=True))
     total = e[:, 0].copy()

@@ -26,7 +26,7 @@ import numpy as np
 
 from bnncl import __version__
 from bnncl.core.affine import FLOAT_BITS
-from bnncl.core.errors import ConfigError, DataError, LearnerStateError
+from bnncl.core.errors import ConfigError, DataError, LearnerStateError, OutputError
 from bnncl.core.options import LearnOptions
 from bnncl.core.protocol import DEVICE_STRATEGIES
 from bnncl.device.cruntime import Error, address, library
@@ -111,7 +111,7 @@ def c_options(options: LearnOptions, max_patterns: int, user_bytes: int = USER_B
     """The C learner's options for ``options`` (a ConfigError for what it does not run)."""
     if options.strategy not in DEVICE_STRATEGIES:
         raise ConfigError(f"the device learner runs {' or '.join(DEVICE_STRATEGIES)}, not {options.strategy!r}")
-    if options.lr_layer not in (None, "head") or (options.lr_layer is None and options.strategy != "cwr"):
+    if options.lr_layer not in (None, "head"):  # None: the head, the one part the C learner trains
         raise ConfigError("the C learner trains the head (--lr-layer head); back-propagation through blocks (work B) "
                           "is the Python learner's (--runtime python)")
     if max(options.q_f, options.q_b) >= FLOAT_BITS or options.q_b > 16:
@@ -195,8 +195,8 @@ class CLearner:
     def __init__(self, model_path, options: LearnOptions, state_path=None, max_patterns: int = 12000):
         self.model = Model.load(model_path)  # the metadata and the input checks (NumPy; the C library runs it)
         self.model.cut("head")
+        self._c_opts = c_options(options, max_patterns)
         self.options = LearnOptions.from_dict({**options.to_dict(), "lr_layer": "head"})
-        self._c_opts = c_options(self.options, max_patterns)
         blob = Path(model_path).read_bytes()
         self._blob = np.frombuffer(blob + b"\0" * (-len(blob) % 8), np.uint64).copy()
         self._size = len(blob)
@@ -277,7 +277,12 @@ class CLearner:
         raise LearnerStateError(f"{path}: no complete learner state in it (damaged; the file is left as it is)")
 
     def _storage(self, create: bool) -> FileStorage:
-        return FileStorage(self.state_path, self.slot_bytes, create)
+        try:
+            if create:
+                self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            return FileStorage(self.state_path, self.slot_bytes, create)
+        except OSError as e:
+            raise OutputError(f"{self.state_path}: {e.strerror or e}") from None
 
     def _load(self) -> None:
         lib, err, n = _lib(), Error(), ctypes.c_size_t()
@@ -315,7 +320,7 @@ class CLearner:
         finally:
             st.close()
         if status and st.failed is not None:
-            raise ConfigError(f"{self.state_path}: {st.failed.strerror or st.failed}")
+            raise OutputError(f"{self.state_path}: {st.failed.strerror or st.failed}")
         self._check(status, err, self.state_path)
 
     # -- learning -------------------------------------------------------------------------------------------------
@@ -423,5 +428,6 @@ def parse_state(b: bytes) -> dict:
     return {"experiences": int(u32[11]), "cw": cw, "past": past, "replay.data": data, "replay.labels": labels,
             "replay.abs_sum": abs_sum, "replay.offset": offset, "replay.size": mem_size, "replay.updates": updates,
             "replay.abs_count": abs_count, "user_bytes": user_len,
-            "rng": {name: {"generator": "pcg32", "state": f"{int(rng[2 * i]):016x}", "inc": f"{int(rng[2 * i + 1]):016x}"}
+            "rng": {name: {"generator": "pcg32", "state": f"{int(rng[2 * i]):016x}",
+                           "inc": f"{int(rng[2 * i + 1]):016x}"}
                     for i, name in enumerate(("shuffle", "replay", "quantizer"))}}

@@ -41,17 +41,19 @@ def device_out(cfg: dict, out=None) -> str:
 
 
 def run_device_experiment(model_file, cfg: dict, *, out=None, state=None, frozen_chunk: int | None = None,
-                          progress: bool = True, log: Callable[[str], None] = print) -> dict:
+                          progress: bool = True, log: Callable[[str], None] = print, runtime: str = "python") -> dict:
     """Every device strategy of ``cfg`` over its stream, on the device learner opened from ``model_file``; the result,
     also written to the run directory.
 
     ``cfg`` is a config as :func:`bnncl.simulation.experiment.run_experiment` takes (unvalidated); its ``checkpoint``
     and ``[pretrain]`` are ignored (the model file is the backbone), its strategies the device does not run (the
     simulation's bounds, naive and joint) are skipped with a line to ``log``; none left is a ConfigError. ``out``: the
-    run directory (:func:`device_out`). ``state``: the learner's state file (default ``OUT/state_<strategy>.bnst``;
-    one strategy only): a learner resumes from it when it exists and it is written atomically after every experience,
-    so an interrupted run continues where it stopped and a finished one learns nothing more. ``frozen_chunk``: images
-    at a time through the frozen part (:meth:`bnncl.device.Learner.open`).
+    run directory (:func:`device_out`). ``state``: the learner's state file (default ``OUT/state_<strategy>.bnst``,
+    the C learner's ``OUT/state_<strategy>_c.bnls``; one strategy only): a learner resumes from it when it exists
+    and it is written atomically after every experience, so an interrupted run continues where it stopped and a
+    finished one learns nothing more. ``frozen_chunk``: images
+    at a time through the frozen part (:meth:`bnncl.device.Learner.open`). ``runtime``: ``python`` (the Python device
+    learner) or ``c`` (the C learner: the head at q_f/q_b <= 16; the same results bit for bit).
 
     Checked before anything is learned: the config and its options, the strategies, the run directory and the state
     files (writable, never the model file); per strategy, before its first experience: that the model fits the stream
@@ -77,7 +79,8 @@ def run_device_experiment(model_file, cfg: dict, *, out=None, state=None, frozen
         raise ConfigError(f"--state names one learner's state, but {len(strategies)} strategies run "
                           f"({', '.join(strategies)}): give --strategy, or leave --state out "
                           "(OUT/state_<strategy>.bnst)")
-    states = {s: Path(state) if state else out / f"state_{s}.bnst" for s in strategies}
+    suffix = "_c.bnls" if runtime == "c" else ".bnst"  # the C learner's two-slot file is a format of its own
+    states = {s: Path(state) if state else out / f"state_{s}{suffix}" for s in strategies}
     check_writable_dir(out)
     for path in states.values():  # the states: writable, and never the model file itself
         check_output(path, [model_file])
@@ -85,11 +88,12 @@ def run_device_experiment(model_file, cfg: dict, *, out=None, state=None, frozen
     runs = []
     for strategy in strategies:
         options = learn_options(cfg, strategy)
-        learner = _open(model_file, states[strategy], options, frozen_chunk, stream, log)
+        learner = _open(model_file, states[strategy], options, frozen_chunk, stream, log, runtime)
         seconds_this_run = _learn_stream(learner, stream, f"{strategy} on the device, {stream.name}", progress)
         entries = learner.log
         result = stream_result({**options.to_dict(), "lr_layer": learner.model.lr_layer, "backend": learner.backend,
-                                "frozen_chunk": learner.frozen_chunk, "state": str(states[strategy])}, stream,
+                                "frozen_chunk": learner.frozen_chunk, "state": str(states[strategy]),
+                                "runtime": runtime}, stream,
                                list(stream.experiences), [np.array(e["per_class"]) for e in entries],
                                [e["accuracy"] for e in entries], [e["seconds"] for e in entries], learner.step_seconds,
                                learner.latent_shape, {**learner.nbytes(), "trainable_parameters_fp32":
@@ -103,11 +107,11 @@ def run_device_experiment(model_file, cfg: dict, *, out=None, state=None, frozen
     return res
 
 
-def _open(model_file, state: Path, options: LearnOptions, frozen_chunk, stream, log) -> Learner:
+def _open(model_file, state: Path, options: LearnOptions, frozen_chunk, stream, log, runtime) -> Learner:
     """The learner of one strategy, resumed from ``state`` when it exists, checked against the stream."""
     from bnncl.device.learner import Learner
 
-    learner = Learner.open(model_file, state, options, frozen_chunk=frozen_chunk)
+    learner = Learner.open(model_file, state, options, frozen_chunk=frozen_chunk, runtime=runtime)
     if learner.num_classes != stream.num_classes or learner.model.input_shape != stream.input_shape:
         raise ConfigError(f"{model_file}: the model takes {'x'.join(map(str, learner.model.input_shape))} "
                           f"images and {learner.num_classes} classes; the stream {stream.name} has "

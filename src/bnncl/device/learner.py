@@ -1,4 +1,5 @@
-"""The on-device learner: an exported model that keeps learning, with the device runtime only (NumPy + numba).
+"""The on-device learner: an exported model that keeps learning, with the device runtime only (NumPy and the C
+library; numba for the blocks' products of work B).
 
     from bnncl.device import Learner
     from bnncl.core.options import LearnOptions
@@ -145,14 +146,29 @@ class Learner(ExperienceLoop):
     @classmethod
     def open(cls, model_path: str | os.PathLike, state_path: str | os.PathLike | None = None,
              options: LearnOptions | None = None, backend: str | None = None,
-             frozen_chunk: int | None = None) -> "Learner":
+             frozen_chunk: int | None = None, runtime: str = "python"):
         """The learner of ``model_path``, resumed from ``state_path`` when that file exists (its options must match
-        ``options``; without ``options``, the state's own are used)."""
+        ``options``; without ``options``, the state's own are used). ``runtime="c"``: the C learner
+        (:class:`bnncl.device.clearner.CLearner`, the same learning bit for bit; the head at q_f/q_b <= 16 only),
+        whose state file is its own two-slot format."""
+        if runtime == "c":
+            from bnncl.device.clearner import CLearner
+
+            if backend not in (None, "c") or frozen_chunk is not None:
+                raise ConfigError("the C learner runs its frozen part in C, image by image: no backend or "
+                                  "frozen_chunk to choose")
+            return CLearner.open(model_path, state_path, options)
+        if runtime != "python":
+            raise ConfigError(f"unknown runtime {runtime!r} (valid: python, c)")
         model = Model.load(model_path)
         if state_path is not None:  # temporary files of a save a power cut interrupted: never the state itself
             for stale in Path(state_path).parent.glob(f".{Path(state_path).name}.*tmp"):
                 stale.unlink(missing_ok=True)
         if state_path is not None and Path(state_path).exists():
+            with open(state_path, "rb") as f:
+                if f.read(8) == b"BNNSLOT1":
+                    raise LearnerStateError(f"{state_path}: a state of the C learner: open it with runtime \"c\" "
+                                            "(--runtime c), or give another --state (the file is left as it is)")
             meta, arrays = cls._read_state(state_path)
             saved = cls._saved_options(state_path, meta)
             if options is not None and options != saved:

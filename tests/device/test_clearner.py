@@ -1,0 +1,229 @@
+"""The C learner (runtime/include/bnn_learner.h through :mod:`bnncl.device.clearner`) against the Python device
+learner (:class:`bnncl.device.Learner`, LR layer ``head``), the independent oracle: both draw from the same PCG32
+generators and compute the float steps in the same order, so after every experience every consolidated row (bit for
+bit), count, replay slot, label, the replay scale's float64 sums and the three generators' states are equal, on any
+CPU (neither side's float steps depend on SIMD: the C library is built with -ffp-contract=off, NumPy's part uses no
+exp or sum of its own choosing).
+
+Also: ``exp_fixed`` against math.exp; the state file (resume, the older slot after a damaged newest one, refusals that
+leave the file as it is); bad input refused before anything changes; ``Learner.open(runtime="c")``; the head path
+without numba. ``bnncl device learn --runtime c``: tests/cli/test_device.py.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bnncl.core.errors import ConfigError, DataError, LearnerStateError
+from bnncl.core.functional import exp_fixed, softmax_fixed
+from bnncl.device import Learner
+from bnncl.device.clearner import Arrays, CLearner, Experience, Report, _lib, parse_state
+from bnncl.device.cruntime import Error, address
+from device.test_learner import CLASSES, experiences, models, options  # noqa: F401  (models: the fixture)
+
+VARIANTS = {
+    "ar1 balanced fixed": {},
+    "cwr": dict(strategy="cwr"),
+    "ar1 update": dict(replay_update="ar1"),
+    "proportional mix": dict(replay_mix="proportional"),
+    "stochastic rounding": dict(q_rounding="stochastic"),
+    "float32 replay": dict(replay_storage="float32"),
+    "4/6 bits, 2 epochs": dict(q_f=4, q_b=6, epochs=2),
+}
+
+
+def python_state(py: Learner) -> dict:
+    out = {"cw": py.cwr.cw, "past": py.cwr.past,
+           "rng": {"shuffle": py.shuffle_rng.state, "replay": py.replay_rng.state, "quantizer": py.quant_rng.state}}
+    if py.memory is not None:
+        m = py.memory
+        data = m.data[:m.size]
+        out.update({"replay.data": data.view(np.uint8).reshape(m.size, -1), "replay.labels": m.labels[:m.size],
+                    "replay.abs_sum": m._abs_sum, "replay.offset": m.offset, "replay.size": m.size,
+                    "replay.updates": m.updates, "replay.abs_count": m._abs_count})
+    return out
+
+
+def assert_equal_states(c: dict, py: dict, where: str) -> None:
+    assert c["cw"].view(np.uint32).tolist() == py["cw"].view(np.uint32).tolist(), f"{where}: consolidated rows"
+    assert np.array_equal(c["past"], py["past"]), f"{where}: counts"
+    assert c["rng"] == py["rng"], f"{where}: generators"
+    if "replay.data" in py:
+        for key in ("replay.size", "replay.updates", "replay.abs_count"):
+            assert c[key] == py[key], f"{where}: {key}"
+        for key in ("replay.data", "replay.labels", "replay.abs_sum", "replay.offset"):
+            assert np.array_equal(c[key], py[key]) and c[key].tobytes() == np.ascontiguousarray(py[key]).tobytes(), \
+                f"{where}: {key}"
+    else:
+        assert c["replay.size"] == 0
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_c_learner_equals_the_python_device_learner_after_every_experience(models, variant):  # noqa: F811
+    opts = options(**VARIANTS[variant])
+    py, c = Learner.open(models["a"], None, opts), CLearner.open(models["a"], None, opts)
+    stream = experiences(n=30)
+    changed = 0
+    for k, (x, y) in enumerate(stream):
+        before = c.state_arrays()["cw"].copy()
+        py_entry, c_entry = py.learn(x, y), c.learn(x, y)
+        state = c.state_arrays()
+        assert state["experiences"] == k + 1 == py.experiences
+        assert_equal_states(state, python_state(py), f"{variant}, after experience {k}")
+        changed += not np.array_equal(before, state["cw"])
+        for key in ("patterns", "replayed_per_step", "steps"):
+            assert c_entry[key] == py_entry[key], key
+        # the loss: the same steps, its sums in double on the C side and float32 in NumPy
+        assert c_entry["mean_loss"] == pytest.approx(py_entry["mean_loss"], rel=1e-5)
+    assert changed == len(stream), "an experience changed nothing: the comparison would be vacuous"
+    if py.memory is not None:
+        assert py.memory.size > 0
+    # prediction: the C head sums in its fixed order, NumPy's in BLAS's; both within float32 rounding of float64
+    x = np.concatenate([e[0] for e in stream])
+    features = py.latents(x).astype(np.float64)
+    exact = features @ py.cwr.cw.astype(np.float64).T
+    bound = 2 * features.shape[1] * 2.0 ** -24 * (np.abs(features) @ np.abs(py.cwr.cw.astype(np.float64)).T)
+    assert (np.abs(c.logits(x) - exact) <= bound).all()
+    top2 = np.sort(exact, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 2 * bound.max(axis=1)
+    assert clear.mean() > 0.9
+    assert np.array_equal(c.predict(x)[clear], py.predict(x)[clear])
+
+
+def test_exp_fixed_against_math_exp():
+    """exp_fixed within one float32 rounding of exp (math.exp in float64 as the oracle) over the softmax's domain;
+    softmax_fixed's rows sum to 1 within float32 rounding."""
+    x = np.concatenate([np.linspace(-110, 0, 200001, dtype=np.float32), np.float32([-0.0, -1e-30, 0.5, 88.0])])
+    ours = exp_fixed(x).astype(np.float64)
+    exact = np.array([math.exp(float(v)) for v in x])
+    # half a float32 ulp of the exact value, plus the 1e-13 relative error before the rounding (subnormals: 2^-150)
+    tol = np.maximum(np.spacing(exact.astype(np.float32)).astype(np.float64) / 2, 2.0 ** -150) + 1e-13 * exact
+    assert (np.abs(ours - exact) <= tol).all()
+    z = np.random.default_rng(0).standard_normal((50, 10)).astype(np.float32) * 5
+    p = softmax_fixed(z)
+    assert p.dtype == np.float32 and (np.abs(p.sum(axis=1) - 1) <= 12 * 2.0 ** -24).all()
+
+
+# -- state -----------------------------------------------------------------------------------------------------
+
+
+def test_resume_equals_an_uninterrupted_run_and_a_damaged_newest_slot_falls_back(models, tmp_path):  # noqa: F811
+    opts = options()
+    stream = experiences(n=30)
+    whole = CLearner.open(models["a"], None, opts)
+    blobs = []
+    for x, y in stream:
+        whole.learn(x, y)
+        blobs.append(whole.state_blob())
+    state = tmp_path / "s.bnls"
+    first = Learner.open(models["a"], state, opts, runtime="c")
+    assert isinstance(first, CLearner)
+    for x, y in stream[:2]:
+        first.learn(x, y)
+    first.annotate(accuracy=0.5)
+    resumed = Learner.open(models["a"], state, None, runtime="c")  # its own options, from the file
+    assert resumed.options == first.options and resumed.experiences == 2 and resumed.log[-1]["accuracy"] == 0.5
+    assert resumed.state_blob() == blobs[1]
+    resumed.learn(*stream[2])
+    assert resumed.state_blob() == blobs[2]
+    # damage the newest slot's payload: the older slot (the experience before) loads
+    data = bytearray(state.read_bytes())
+    slots = [i for i in range(0, len(data) - 8, 4) if data[i:i + 8] == b"BNNSLOT1"]
+    newest = max(slots, key=lambda i: int.from_bytes(data[i + 8:i + 16], "little"))
+    data[newest + 32 + 200] ^= 0xFF
+    state.write_bytes(bytes(data))
+    older = CLearner.open(models["a"], state, opts)
+    assert older.experiences == 2 and older.state_blob() == blobs[1]
+
+
+def test_state_refusals_leave_the_file_as_it_is(models, tmp_path):  # noqa: F811
+    opts = options()
+    x, y = experiences(n=30)[0]
+    c_state, py_state = tmp_path / "c.bnls", tmp_path / "py.bnst"
+    CLearner.open(models["a"], c_state, opts).learn(x, y)
+    Learner.open(models["a"], py_state, opts).learn(x, y)
+    cases = [
+        (lambda: CLearner.open(models["a"], py_state, opts), LearnerStateError, "not a state of the C learner"),
+        (lambda: Learner.open(models["a"], c_state, opts), LearnerStateError, "a state of the C learner"),
+        (lambda: CLearner.open(models["b"], c_state, opts), LearnerStateError, "another model"),
+        (lambda: CLearner.open(models["a"], c_state, options(epochs=3)), ConfigError, r"epochs 1 \(state\) vs 3"),
+    ]
+    for open_, error, message in cases:
+        before = {p: p.read_bytes() for p in (c_state, py_state)}
+        with pytest.raises(error, match=message):
+            open_()
+        assert {p: p.read_bytes() for p in (c_state, py_state)} == before
+    damaged = tmp_path / "damaged.bnls"
+    damaged.write_bytes(b"BNNSLOT1" + bytes(100))
+    with pytest.raises(LearnerStateError, match="no complete learner state"):
+        CLearner.open(models["a"], damaged, opts)
+    assert damaged.read_bytes() == b"BNNSLOT1" + bytes(100)
+
+
+def test_what_the_c_learner_does_not_run_is_refused(models):  # noqa: F811
+    with pytest.raises(ConfigError, match="fp32 learner is the Python learner's"):
+        CLearner.open(models["a"], None, options(bits=32))
+    with pytest.raises(ConfigError, match="at most 16 bits"):
+        CLearner.open(models["a"], None, options(q_f=8, q_b=20))
+    with pytest.raises(ConfigError, match="trains the head"):
+        CLearner.open(models["a"], None, options(lr_layer="block2"))
+    with pytest.raises(ConfigError, match="no backend or frozen_chunk"):
+        Learner.open(models["a"], None, options(), frozen_chunk=4, runtime="c")
+
+
+# -- bad input -----------------------------------------------------------------------------------------------------
+
+
+def test_bad_experiences_are_refused_before_anything_changes(models):  # noqa: F811
+    c = CLearner.open(models["a"], None, options())
+    x, y = experiences(n=30)[0]
+    c.learn(x, y)
+    before = c.state_blob()
+    with pytest.raises(DataError):
+        c.learn(x, np.full(len(x), CLASSES))  # the wrapper's check (the Python learner's)
+    with pytest.raises(DataError, match="empty"):
+        c.learn(x[:0], y[:0])
+    # the C library's own checks, past the wrapper: a label outside the classes anywhere in the experience
+    labels = np.ascontiguousarray(y, np.int32)
+    labels[-1] = CLASSES
+    images = np.ascontiguousarray(x)
+    arrays = Arrays(address(images), address(labels), int(np.prod(images.shape[1:])))
+    exp = Experience(ctypes.cast(ctypes.pointer(arrays), ctypes.c_void_p), len(images),
+                     ctypes.cast(_lib().bnn_arrays_read, ctypes.c_void_p))
+    err = Error()
+    status = _lib().bnn_learner_learn(c._handle, ctypes.byref(exp), ctypes.byref(Report()), ctypes.byref(err))
+    assert status == 1 and f"label {CLASSES} is not a class of the model" in err.message.decode()
+    small = CLearner(models["a"], options(), None, max_patterns=10)
+    with pytest.raises(ConfigError, match="at most 10 .max_patterns."):
+        small.learn(x, y)
+    assert c.state_blob() == before and parse_state(before)["experiences"] == 1
+
+
+# -- interfaces ----------------------------------------------------------------------------------------------------
+
+
+def test_the_head_path_never_imports_numba(models, tmp_path):  # noqa: F811
+    """Both learners of the head (Python at 8/16 bits, and C) learn without numba: the device install is NumPy and
+    the C library."""
+    code = f"""
+import sys
+from bnncl.device import Learner
+from device.test_learner import experiences, options
+x, y = experiences(n=20)[0]
+for runtime in ("python", "c"):
+    Learner.open({str(models["a"])!r}, None, options(), runtime=runtime).learn(x, y)
+assert "numba" not in sys.modules, "numba was imported"
+print("ok")
+"""
+    import os
+    tests = os.path.dirname(os.path.dirname(__file__))
+    env = {**os.environ, "PYTHONPATH": tests}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
