@@ -93,7 +93,7 @@ def test_device_learn_writes_results_figures_and_resumes(capsys, one_line_error,
                    "at least 1")
 
 
-def test_device_learn_runtime_c_gives_the_python_learners_accuracy(data_dir, tmp_path):
+def test_device_learn_runtime_c_gives_the_python_learners_accuracy(capsys, data_dir, tmp_path):
     """bnncl device learn --runtime c: the same accuracies as --runtime python, its own state file, resumed."""
     save_checkpoint(tmp_path / "model.pt", build_model(preset_config("fmnist", 10)))
     assert main(["export", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m.bnn"), "--lr-layer", "head"]) == 0
@@ -110,6 +110,20 @@ def test_device_learn_runtime_c_gives_the_python_learners_accuracy(data_dir, tmp
     state = (tmp_path / "c" / "state_ar1_c.bnls").read_bytes()
     assert main([*argv, "--runtime", "c", "--out", str(tmp_path / "c")]) == 0  # resumes: nothing left to learn
     assert (tmp_path / "c" / "state_ar1_c.bnls").read_bytes() == state
+    # bnncl device info: the C learner's arena by buffer, the library's figure
+    from bnncl.core.options import LearnOptions
+    from bnncl.device.clearner import CLearner
+
+    capsys.readouterr()
+    assert main(["device", "info", str(tmp_path / "m.bnn")]) == 0
+    line = next(t for t in capsys.readouterr().out.splitlines() if t.strip().startswith("ar1, 1,500"))
+    sizes = {k: int(v.replace(",", "")) for k, v in (f.split() for f in line.split(": ", 1)[1].split(", "))}
+    learner = CLearner(tmp_path / "m.bnn", LearnOptions(strategy="ar1", lr_layer="head", q_f=8, q_b=16))
+    names = learner.memory.NAMES
+    assert list(sizes) == list(names) and sizes["total"] == sum(sizes[k] for k in names[:-1]) + 64  # + alignment
+    # the wrapper's learner: the same buffers, its save buffer larger by the 1 MiB it keeps for its log
+    assert all(sizes[k] == getattr(learner.memory, k) for k in names[:-2])
+    assert learner.memory.save - sizes["save"] == 1 << 20
 
 
 def test_device_constants_are_the_runtimes():

@@ -196,10 +196,20 @@ def cmd_device_learn(args) -> int:
 
 def cmd_device_info(args) -> int:
     from bnncl.device import Model
+    from bnncl.device.ops import GlobalPool, Head
 
     model = Model.load(args.model)
     print(model.describe())
     for layer in model.meta["layers"]:
         print("  " + ", ".join(f"{k} {v}" for k, v in layer.items()))
     print(json.dumps({k: model.meta[k] for k in ("precision", "source", "bnncl_version")}, indent=2))
+    if isinstance(model.ops[-1], Head) and isinstance(model.ops[-2], GlobalPool):
+        from bnncl.core.options import LearnOptions
+        from bnncl.device.clearner import arena_by_buffer
+
+        print("the C learner's arena (bnn_learner_arena_size; q_f 8, q_b 16, 50 new + 128 replayed per step, "
+              "experiences of up to 12,000 images), bytes:")
+        for strategy, what in (("ar1", "ar1, 1,500 1-bit replay slots"), ("cwr", "cwr, no replay")):
+            sizes = arena_by_buffer(args.model, LearnOptions(strategy=strategy, lr_layer="head", q_f=8, q_b=16))
+            print(f"  {what}: " + ", ".join(f"{k} {v:,}" for k, v in sizes.items()))
     return 0

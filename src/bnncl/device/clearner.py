@@ -138,6 +138,17 @@ def learn_options_of(c: COptions, base: LearnOptions | None = None) -> LearnOpti
                         q_rounding=key(ROUNDINGS, c.rounding), seed=c.seed)
 
 
+def arena_by_buffer(model_path, options: LearnOptions, max_patterns: int = 12000, user_bytes: int = 0) -> dict:
+    """The C learner's arena for ``model_path`` and ``options`` by buffer (bytes), as bnn_learner_arena_size computes
+    it, without setting a learner up."""
+    blob = Path(model_path).read_bytes()
+    aligned = np.frombuffer(blob + b"\0" * (-len(blob) % 8), np.uint64).copy()
+    opts, memory, err = c_options(options, max_patterns, user_bytes), Memory(), Error()
+    CLearner._check(_lib().bnn_learner_arena_size(aligned.ctypes.data, len(blob), ctypes.byref(opts),
+                                                  ctypes.byref(memory), ctypes.byref(err)), err, model_path)
+    return {name: int(getattr(memory, name)) for name in Memory.NAMES}
+
+
 class FileStorage:
     """Two slots in one file (slot s at s * slot_bytes), for bnn_store.h: pread/pwrite, fsync as its flush; bytes
     never written read as zeros (an erased flash)."""

@@ -33,8 +33,8 @@ import numpy as np
 from bnncl.core.affine import CHUNK, FLOAT_BITS, QParams, check_finite
 from bnncl.core.backprop import float_matmul, im2col
 from bnncl.core.functional import nll, onehot, softmax, softmax_fixed
-from bnncl.device.bitpack import pack_signs
 from bnncl.device import kernels  # its numba kernels (imatmul, col2im) load on first use: the blocks' path only
+from bnncl.device.bitpack import pack_signs
 
 
 def quantized_bytes(size: int, bits: int) -> int:

@@ -20,10 +20,10 @@ import numpy as np
 from bnncl.core.affine import FLOAT_BITS
 from bnncl.core.backprop import Bits, BlockParams, NumpyConv, QuantizedBackprop
 from bnncl.core.errors import ConfigError, LearnerStateError
+from bnncl.device import kernels  # col2im (numba) loads on first use: the blocks' path only
 from bnncl.device.bitpack import unpack_signs
 from bnncl.device.fold import fold_binary_conv_bn, pack_conv_weights
 from bnncl.device.integer_step import IntegerBits, IntegerConv, IntegerHeadStep, float_head_step, quantized_bytes
-from bnncl.device import kernels  # col2im (numba) loads on first use: the blocks' path only
 from bnncl.device.kernels import conv_weights_for_kernel
 from bnncl.device.model import Model
 from bnncl.device.ops import Block, GlobalPool, Head
