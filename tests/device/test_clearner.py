@@ -13,20 +13,19 @@ without numba. ``bnncl device learn --runtime c``: tests/cli/test_device.py.
 from __future__ import annotations
 
 import ctypes
-import json
 import math
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from device.test_learner import CLASSES, experiences, models, options  # noqa: F401  (models: the fixture)
 
 from bnncl.core.errors import ConfigError, DataError, LearnerStateError
 from bnncl.core.functional import exp_fixed, softmax_fixed
 from bnncl.device import Learner
 from bnncl.device.clearner import Arrays, CLearner, Experience, Report, _lib, parse_state
 from bnncl.device.cruntime import Error, address
-from device.test_learner import CLASSES, experiences, models, options  # noqa: F401  (models: the fixture)
 
 VARIANTS = {
     "ar1 balanced fixed": {},
