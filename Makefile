@@ -19,7 +19,7 @@ DEMO_DIR ?= runs/demo
 
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard runtime/src/*.c runtime/include/*.h)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,test,blocks]'
 	touch $@
 
 setup: $(VENV)/.installed

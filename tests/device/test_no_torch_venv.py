@@ -1,7 +1,8 @@
-"""The device runtime in a virtual environment that has no torch at all: NumPy, numba and bnncl only.
+"""The device runtime in a virtual environment of the base install: NumPy, tqdm and bnncl (with its C library), no
+torch and no numba (numba is the ``blocks`` extra: work B's back-propagation through blocks).
 
-The venv is built without network: its site-packages gets links to this interpreter's numpy, numba, llvmlite and tqdm
-and a ``.pth`` entry for bnncl's sources, and nothing else, so ``import torch`` (and matplotlib) fails inside it.
+The venv is built without network: its site-packages gets links to this interpreter's numpy and tqdm and a ``.pth``
+entry for bnncl's sources, and nothing else, so ``import torch``, ``import numba`` (and matplotlib) fail inside it.
 """
 
 import json
@@ -24,11 +25,9 @@ def _no_torch_venv(root: Path) -> Path:
     python = root / "bin" / "python"
     site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())
-    import llvmlite
-    import numba
     import tqdm
 
-    for module in (np, numba, llvmlite, tqdm):
+    for module in (np, tqdm):
         pkg = Path(module.__file__).parent
         (site / pkg.name).symlink_to(pkg)
     libs = Path(np.__file__).parent.parent / "numpy.libs"
@@ -43,9 +42,10 @@ def python(tmp_path_factory):
     return _no_torch_venv(tmp_path_factory.mktemp("venv") / "device")
 
 
-def test_torch_is_absent_there(python):
-    proc = subprocess.run([python, "-c", "import torch"], capture_output=True, text=True)
-    assert proc.returncode != 0 and "No module named 'torch'" in proc.stderr
+def test_torch_and_numba_are_absent_there(python):
+    for module in ("torch", "numba"):
+        proc = subprocess.run([python, "-c", f"import {module}"], capture_output=True, text=True)
+        assert proc.returncode != 0 and f"No module named '{module}'" in proc.stderr
 
 
 def test_device_predict_runs_without_torch(python, tmp_path):
@@ -103,6 +103,15 @@ def test_device_learn_runs_without_torch(python, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert state.read_bytes() == before
     assert json.loads((tmp_path / "run" / "result.json").read_text())["runs"][0]["accuracy"] == run["accuracy"]
+    # the C learner: the same accuracies; work B (blocks): one line saying numba is missing
+    proc = subprocess.run([*cli[:-3], "--runtime", "c", "--out", str(tmp_path / "run-c"), "--quiet"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "run-c" / "result.json").read_text())["runs"][0]["accuracy"] == run["accuracy"]
+    blocks = [a for a in cli[:-3] if a not in ("--lr-layer", "head")] + ["--q-bin", "8", "--out", str(tmp_path / "b")]
+    proc = subprocess.run(blocks, capture_output=True, text=True)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "needs numba" in proc.stderr and "bnncl[blocks]" in proc.stderr
 
 
 def test_torch_commands_say_what_is_missing(python, tmp_path):

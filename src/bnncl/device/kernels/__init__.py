@@ -11,9 +11,10 @@ test suite over the registry.
 * The optimized inference kernels are the C runtime's (``runtime/include/bnn_kernels.h``, the shared library the
   installation builds), called through ctypes by thin wrappers that check their arguments and split a batch over
   :mod:`bnncl.device.cruntime`'s threads; :mod:`._native` holds that plumbing. The integer kernels of the learning
-  step are numba's (compiled once and cached on disk, ``cache=True``). Only :mod:`.integer` imports numba, and this
-  package imports it (and :mod:`.registry`, which lists it) on first use of one of its names, so that inference
-  never imports numba.
+  step's blocks (work B) are numba's (compiled once and cached on disk, ``cache=True``). Only :mod:`.integer`
+  imports numba, and this package imports it (and :mod:`.registry`, which lists it) on first use of one of its
+  names, so that inference and the head's learners never import numba; without numba installed (it is the
+  ``blocks`` extra) that first use is a ConfigError saying so.
 * One contract, :mod:`.registry`: ``KERNELS`` registers every optimized kernel beside its reference, and the two
   return the same result bit for bit for the same arguments, on every CPU.
 * One test suite over the registry (``tests/device/kernels/test_registry.py``) holds every entry to that contract
@@ -64,5 +65,15 @@ __all__ = [
 
 def __getattr__(name):
     if name in _LAZY:
-        return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+        try:
+            module = import_module(f"{__name__}.{_LAZY[name]}")
+        except ModuleNotFoundError as e:
+            if e.name not in ("numba", "llvmlite"):
+                raise
+            from bnncl.core.errors import ConfigError
+
+            raise ConfigError("back-propagation through blocks on the device (work B: an LR layer below the head) "
+                              "needs numba's kernels: pip install 'bnncl[blocks]' (the head's learners need NumPy and "
+                              "the C library alone)") from None
+        return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
