@@ -3,7 +3,8 @@
 #               pretrain on 4 base classes and learn the other 6 with CWR* + 1-bit latent replay (configs/demo.toml),
 #               then export the backbone and run it on the device runtime (bit-packed kernels, no torch), and learn
 #               the same stream on the device learner (integer arithmetic at 8/16 bits, 1-bit replay) beside the
-#               simulation of the same settings
+#               simulation of the same settings, and on the C library's learner (its state compared with the Python
+#               device learner's, bit for bit)
 #   make test   the same set-up, then the linter (ruff), the test suite, and the device tests once more compiled
 #               for another x86-64 CPU (without AVX-512, or without AVX on a CPU that lacks it): a result that is
 #               bit-identical on one CPU only fails here; then the C runtime's tests (make -C runtime test: the kernels
@@ -62,6 +63,12 @@ demo: setup data
 	rm -f $(DEMO_DIR)/device/state_ar1.bnst $(DEMO_DIR)/device/state_ar1.bnst.prev
 	$(PY) -m bnncl.cli device learn $(DEMO_DIR)/model.bnn --config configs/demo.toml --strategy ar1 --lr-layer head \
 	    --q-f 8 --q-b 16 --out $(DEMO_DIR)/device
+	@# the same learner in C (the C library's, runtime/include/bnn_learner.h), then the two states compared bit for bit
+	rm -f $(DEMO_DIR)/device-c/state_ar1_c.bnls
+	$(PY) -m bnncl.cli device learn $(DEMO_DIR)/model.bnn --config configs/demo.toml --strategy ar1 --lr-layer head \
+	    --q-f 8 --q-b 16 --runtime c --out $(DEMO_DIR)/device-c
+	$(PY) -m bnncl.cli device compare $(DEMO_DIR)/model.bnn $(DEMO_DIR)/device/state_ar1.bnst \
+	    $(DEMO_DIR)/device-c/state_ar1_c.bnls
 	$(PY) -m bnncl.cli report $(DEMO_DIR)/simulation-8-16 $(DEMO_DIR)/device --out $(DEMO_DIR)/side-by-side
 	@echo "report: $(DEMO_DIR)/report.md, figures: $(DEMO_DIR)/accuracy.png, $(DEMO_DIR)/matrix_*.png;" \
 	    "simulation and device side by side: $(DEMO_DIR)/side-by-side/report.md"

@@ -110,6 +110,15 @@ def test_device_learn_runtime_c_gives_the_python_learners_accuracy(capsys, data_
     state = (tmp_path / "c" / "state_ar1_c.bnls").read_bytes()
     assert main([*argv, "--runtime", "c", "--out", str(tmp_path / "c")]) == 0  # resumes: nothing left to learn
     assert (tmp_path / "c" / "state_ar1_c.bnls").read_bytes() == state
+    # bnncl device compare: equal bit for bit (exit 0); a C learner of another seed differs (exit 1)
+    capsys.readouterr()
+    states = [str(tmp_path / "m.bnn"), str(tmp_path / "python" / "state_ar1.bnst")]
+    assert main(["device", "compare", *states, str(tmp_path / "c" / "state_ar1_c.bnls")]) == 0
+    assert "equal bit for bit after 2 experiences" in capsys.readouterr().out
+    assert main([*argv, "--runtime", "c", "--seed", "1", "--out", str(tmp_path / "c1")]) == 0
+    capsys.readouterr()
+    assert main(["device", "compare", *states, str(tmp_path / "c1" / "state_ar1_c.bnls")]) == 1
+    assert "differ: consolidated rows" in capsys.readouterr().out
     # bnncl device info: the C learner's arena by buffer, the library's figure
     from bnncl.core.options import LearnOptions
     from bnncl.device.clearner import CLearner

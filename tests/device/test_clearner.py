@@ -24,7 +24,16 @@ from device.test_learner import CLASSES, experiences, models, options  # noqa: F
 from bnncl.core.errors import ConfigError, DataError, LearnerStateError
 from bnncl.core.functional import exp_fixed, softmax_fixed
 from bnncl.device import Learner
-from bnncl.device.clearner import Arrays, CLearner, Experience, Report, _lib, parse_state
+from bnncl.device.clearner import (
+    Arrays,
+    CLearner,
+    Experience,
+    Report,
+    _lib,
+    parse_state,
+    python_learner_state,
+    state_differences,
+)
 from bnncl.device.cruntime import Error, address
 
 VARIANTS = {
@@ -38,30 +47,10 @@ VARIANTS = {
 }
 
 
-def python_state(py: Learner) -> dict:
-    out = {"cw": py.cwr.cw, "past": py.cwr.past,
-           "rng": {"shuffle": py.shuffle_rng.state, "replay": py.replay_rng.state, "quantizer": py.quant_rng.state}}
-    if py.memory is not None:
-        m = py.memory
-        data = m.data[:m.size]
-        out.update({"replay.data": data.view(np.uint8).reshape(m.size, -1), "replay.labels": m.labels[:m.size],
-                    "replay.abs_sum": m._abs_sum, "replay.offset": m.offset, "replay.size": m.size,
-                    "replay.updates": m.updates, "replay.abs_count": m._abs_count})
-    return out
-
-
 def assert_equal_states(c: dict, py: dict, where: str) -> None:
-    assert c["cw"].view(np.uint32).tolist() == py["cw"].view(np.uint32).tolist(), f"{where}: consolidated rows"
-    assert np.array_equal(c["past"], py["past"]), f"{where}: counts"
-    assert c["rng"] == py["rng"], f"{where}: generators"
-    if "replay.data" in py:
-        for key in ("replay.size", "replay.updates", "replay.abs_count"):
-            assert c[key] == py[key], f"{where}: {key}"
-        for key in ("replay.data", "replay.labels", "replay.abs_sum", "replay.offset"):
-            assert np.array_equal(c[key], py[key]) and c[key].tobytes() == np.ascontiguousarray(py[key]).tobytes(), \
-                f"{where}: {key}"
-    else:
-        assert c["replay.size"] == 0
+    """Every field of the two states, bit for bit (state_differences; checked below to see a one-bit change)."""
+    diff = state_differences(c, py)
+    assert not diff, f"{where}: {', '.join(diff)} differ"
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -75,13 +64,24 @@ def test_c_learner_equals_the_python_device_learner_after_every_experience(model
         py_entry, c_entry = py.learn(x, y), c.learn(x, y)
         state = c.state_arrays()
         assert state["experiences"] == k + 1 == py.experiences
-        assert_equal_states(state, python_state(py), f"{variant}, after experience {k}")
+        assert_equal_states(state, python_learner_state(py), f"{variant}, after experience {k}")
         changed += not np.array_equal(before, state["cw"])
         for key in ("patterns", "replayed_per_step", "steps"):
             assert c_entry[key] == py_entry[key], key
         # the loss: the same steps, its sums in double on the C side and float32 in NumPy
         assert c_entry["mean_loss"] == pytest.approx(py_entry["mean_loss"], rel=1e-5)
     assert changed == len(stream), "an experience changed nothing: the comparison would be vacuous"
+    # the comparison sees one bit anywhere: a consolidated row's last bit, a replay slot's bit, a generator
+    py_state = python_learner_state(py)
+    for key, flip in (("cw", lambda s: s["cw"].view(np.uint32).__setitem__((0, 0), s["cw"].view(np.uint32)[0, 0] ^ 1)),
+                      ("replay.data", lambda s: s["replay.data"].__setitem__((0, 0), s["replay.data"][0, 0] ^ 1))):
+        if key not in py_state:
+            continue
+        mutated = {**state, key: state[key].copy()}
+        flip(mutated)
+        assert state_differences(mutated, py_state), f"a flipped bit of {key} went unseen"
+    mutated = {**state, "rng": {**state["rng"], "replay": {**state["rng"]["replay"], "state": "0" * 16}}}
+    assert state_differences(mutated, py_state) == ["generator replay"]
     if py.memory is not None:
         assert py.memory.size > 0
     # prediction: the C head sums in its fixed order, NumPy's in BLAS's; both within float32 rounding of float64
@@ -199,9 +199,14 @@ def test_bad_experiences_are_refused_before_anything_changes(models):  # noqa: F
     err = Error()
     status = _lib().bnn_learner_learn(c._handle, ctypes.byref(exp), ctypes.byref(Report()), ctypes.byref(err))
     assert status == 1 and f"label {CLASSES} is not a class of the model" in err.message.decode()
+    # more images than the arena was sized for: the library refuses; the wrapper grows its arena and learns the same
     small = CLearner(models["a"], options(), None, max_patterns=10)
-    with pytest.raises(ConfigError, match="at most 10 .max_patterns."):
-        small.learn(x, y)
+    status = _lib().bnn_learner_learn(small._handle, ctypes.byref(exp), ctypes.byref(Report()), ctypes.byref(err))
+    assert status == 1 and "at most 10 (max_patterns)" in err.message.decode()
+    assert small.experiences == 0
+    small.learn(x, y)
+    assert small.state_blob() == before and small.memory.indices > CLearner(models["a"], options(), None,
+                                                                            max_patterns=10).memory.indices
     assert c.state_blob() == before and parse_state(before)["experiences"] == 1
 
 

@@ -95,6 +95,18 @@ def add_parsers(sub) -> None:
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_device_learn)
 
+    d = dsub.add_parser("compare", help="a Python and a C learner's states, bit for bit",
+                        description="Compare the state of the Python device learner (a .bnst file) and of the C "
+                                    "learner (a two-slot file: bnncl device learn --runtime c, or a device's own "
+                                    "learner through bnn_learner.h) of the same model: every consolidated row, count, "
+                                    "replay slot and label, the replay scale's sums and the random generators, bit "
+                                    "for bit. Exit status 0 when they are equal, 1 when not (the fields that differ "
+                                    "are printed).")
+    d.add_argument("model", help="the model file both learned on")
+    d.add_argument("python_state", help="the Python device learner's state file (.bnst)")
+    d.add_argument("c_state", help="the C learner's state file")
+    d.set_defaults(func=cmd_device_compare)
+
     d = dsub.add_parser("info", help="layers, precision and source of a model file")
     d.add_argument("model", help="model file written by bnncl export")
     d.set_defaults(func=cmd_device_info)
@@ -191,6 +203,23 @@ def cmd_device_learn(args) -> int:
     print(report_markdown([res]), end="")
     print(f"wrote {Path(res['config']['out'])}/result.json, report.md, accuracy.png and the accuracy matrices; learner "
           f"state in {', '.join(r['options']['state'] for r in res['runs'])}")
+    return 0
+
+
+def cmd_device_compare(args) -> int:
+    from bnncl.device import Learner
+    from bnncl.device.clearner import CLearner, python_learner_state, state_differences
+
+    py = Learner.open(args.model, args.python_state)
+    if not py.options.lr_layer == "head":
+        raise ConfigError(f"{args.python_state}: a learner of {py.options.lr_layer}; the C learner trains the head")
+    c = CLearner.open(args.model, args.c_state)
+    diff = state_differences(c.state_arrays(), python_learner_state(py))
+    if diff:
+        print(f"differ: {', '.join(diff)}")
+        return 1
+    print(f"equal bit for bit after {py.experiences} experiences: {py.num_classes} consolidated rows of "
+          f"{py.features}, {0 if py.memory is None else py.memory.size} replay slots, the generators")
     return 0
 
 

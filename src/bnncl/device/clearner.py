@@ -30,6 +30,7 @@ from bnncl.core.errors import ConfigError, DataError, LearnerStateError, OutputE
 from bnncl.core.options import LearnOptions
 from bnncl.core.protocol import DEVICE_STRATEGIES
 from bnncl.device.cruntime import Error, address, library
+from bnncl.device.integer_step import quantized_bytes
 from bnncl.device.model import Model
 
 SLOT_HEADER_BYTES = 32
@@ -211,21 +212,35 @@ class CLearner:
         blob = Path(model_path).read_bytes()
         self._blob = np.frombuffer(blob + b"\0" * (-len(blob) % 8), np.uint64).copy()
         self._size = len(blob)
-        lib, err = _lib(), Error()
-        self.memory = Memory()
-        self._check(lib.bnn_learner_arena_size(self._blob.ctypes.data, self._size, ctypes.byref(self._c_opts),
-                                               ctypes.byref(self.memory), ctypes.byref(err)), err, model_path)
-        self._arena = np.zeros(self.memory.total, np.uint8)
-        self._handle = ctypes.c_void_p()
-        self._check(lib.bnn_learner_init(self._blob.ctypes.data, self._size, ctypes.byref(self._c_opts),
-                                         self._arena.ctypes.data, self._arena.nbytes, ctypes.byref(self._handle),
-                                         ctypes.byref(err)), err, model_path)
+        self._setup()
         self.num_classes, self.features = self.model.trainable_ops[-1].weight.shape
         self.latent_shape = (self.features,)
         self.state_path = Path(state_path) if state_path is not None else None
         self.log: list[dict] = []
         self.step_seconds: list[float] = []
-        self.slot_bytes = SLOT_HEADER_BYTES + lib.bnn_learner_state_bytes(self._handle)
+        self.slot_bytes = SLOT_HEADER_BYTES + _lib().bnn_learner_state_bytes(self._handle)
+
+    def _setup(self) -> None:
+        """A learner in a new arena sized for the options (max_patterns included)."""
+        lib, err = _lib(), Error()
+        self.memory = Memory()
+        self._check(lib.bnn_learner_arena_size(self._blob.ctypes.data, self._size, ctypes.byref(self._c_opts),
+                                               ctypes.byref(self.memory), ctypes.byref(err)), err, self.model.path)
+        self._arena = np.zeros(self.memory.total, np.uint8)
+        self._handle = ctypes.c_void_p()
+        self._check(lib.bnn_learner_init(self._blob.ctypes.data, self._size, ctypes.byref(self._c_opts),
+                                         self._arena.ctypes.data, self._arena.nbytes, ctypes.byref(self._handle),
+                                         ctypes.byref(err)), err, self.model.path)
+
+    def _grow(self, patterns: int) -> None:
+        """A larger arena for an experience of more images than it was sized for (a host's memory is not fixed;
+        max_patterns sizes index buffers only, nothing the learning depends on): the state carried over."""
+        blob = np.frombuffer(self.state_blob(), np.uint8).copy()
+        self._c_opts.max_patterns = patterns
+        self._setup()
+        err = Error()
+        self._check(_lib().bnn_learner_deserialize(self._handle, blob.ctypes.data, blob.nbytes, None, 0, None,
+                                                   ctypes.byref(err)), err, "the C learner")
 
     @staticmethod
     def _check(status: int, err: Error, where) -> None:
@@ -349,6 +364,8 @@ class CLearner:
     def learn(self, images, labels) -> dict:
         """Consume one experience; persist the state (with a state path). A failure leaves the learner as it was."""
         images, labels = self.check_experience(images, labels)
+        if len(images) > self._c_opts.max_patterns:
+            self._grow(len(images))
         images = np.ascontiguousarray(images, np.uint8)
         labels32 = np.ascontiguousarray(labels, np.int32)
         arrays = Arrays(address(images), address(labels32), int(np.prod(images.shape[1:])))
@@ -397,10 +414,18 @@ class CLearner:
     # -- what it holds ------------------------------------------------------------------------------------------
 
     def nbytes(self) -> dict:
-        """The arena by buffer (bytes, bnn_learner_arena_size), under the keys of the Python learner where they
-        mean the same."""
-        m = {name: int(getattr(self.memory, name)) for name in Memory.NAMES}
-        return {f"arena_{k}": v for k, v in m.items()}
+        """The learning state's buffers at their stored precision under the Python learner's keys (what
+        ``result.json`` and the report show), and the arena by buffer (``arena_*``, bnn_learner_arena_size: what
+        the C learner really holds, alignment and work buffers included)."""
+        c, f, o = self.num_classes, self.features, self.options
+        out = {"trainable_head": quantized_bytes(c * f, o.q_b), "consolidated_rows": 4 * c * f + 4 * c}
+        if o.strategy == "ar1":
+            row = -(-f // 8) if o.replay_storage == "bits" else 4 * f
+            out["replay_patterns"] = o.replay_size * row
+            out["replay_labels_and_scales"] = 2 * o.replay_size + (12 * f if o.replay_storage == "bits" else 0)
+            out["replay_memory"] = out["replay_patterns"] + out["replay_labels_and_scales"]
+        out.update({f"arena_{k}": int(getattr(self.memory, k)) for k in Memory.NAMES})
+        return out
 
     def state_blob(self) -> bytes:
         """The state blob as bnn_learner_save would write it (no user bytes)."""
@@ -413,6 +438,38 @@ class CLearner:
     def state_arrays(self) -> dict:
         """The state blob parsed (docs/learner-state.md): consolidated rows and counts, replay memory, generators."""
         return parse_state(self.state_blob())
+
+
+def python_learner_state(py) -> dict:
+    """A Python device learner's state (:class:`bnncl.device.Learner`, the head) under :func:`parse_state`'s keys."""
+    out = {"experiences": py.experiences, "cw": py.cwr.cw, "past": py.cwr.past,
+           "rng": {"shuffle": py.shuffle_rng.state, "replay": py.replay_rng.state, "quantizer": py.quant_rng.state},
+           "replay.size": 0}
+    if py.memory is not None:
+        m = py.memory
+        out.update({"replay.data": m.data[:m.size].view(np.uint8).reshape(m.size, -1),
+                    "replay.labels": m.labels[:m.size], "replay.abs_sum": m._abs_sum, "replay.offset": m.offset,
+                    "replay.size": m.size, "replay.updates": m.updates, "replay.abs_count": m._abs_count})
+    return out
+
+
+def state_differences(c: dict, py: dict) -> list[str]:
+    """What differs between the C learner's state (:func:`parse_state`) and a Python learner's
+    (:func:`python_learner_state`), bit for bit: every consolidated row, count, replay slot and label, the decode
+    scale's sums and offsets, the generators. Empty: the two are equal."""
+    diff = [k for k in ("experiences", "replay.size") if c[k] != py[k]]
+    if c["cw"].shape != py["cw"].shape or c["cw"].tobytes() != np.ascontiguousarray(py["cw"], "<f4").tobytes():
+        diff.append("consolidated rows")
+    if not np.array_equal(c["past"], py["past"]):
+        diff.append("consolidated counts")
+    diff += [f"generator {k}" for k in ("shuffle", "replay", "quantizer") if c["rng"][k] != py["rng"][k]]
+    if "replay.data" in py:
+        diff += [k for k in ("replay.updates", "replay.abs_count") if c[k] != py[k]]
+        for key, dtype in (("replay.data", np.uint8), ("replay.labels", "<i2"), ("replay.abs_sum", "<f8"),
+                           ("replay.offset", "<f4")):
+            if c[key].shape != py[key].shape or c[key].tobytes() != np.ascontiguousarray(py[key], dtype).tobytes():
+                diff.append(key)
+    return diff
 
 
 def parse_state(b: bytes) -> dict:
