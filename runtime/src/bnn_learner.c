@@ -179,9 +179,12 @@ struct bnn_learner {
     size_t save_bytes;
 };
 
-static size_t up(size_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
-
 static size_t smul(size_t a, size_t b) { return a && b > SIZE_MAX / a ? SIZE_MAX : a * b; }
+
+/* a + b, or SIZE_MAX when it does not fit: a size that overflows stays SIZE_MAX (then refused: a 32-bit target) */
+static size_t sadd(size_t a, size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a + b; }
+
+static size_t up(size_t n) { return n > SIZE_MAX - ALIGN ? SIZE_MAX : (n + ALIGN - 1) / ALIGN * ALIGN; }
 
 typedef struct {
     size_t classes, features, image_bytes, row_bytes, batch, cap, maxp;
@@ -191,9 +194,9 @@ typedef struct {
 static size_t state_bytes(const dims *d, const bnn_learn_options *o)
 {
     size_t cf = smul(d->classes, d->features);
-    size_t n = STATE_HEADER + 4 * cf + 4 * d->classes + smul(d->cap, d->row_bytes) + 2 * d->cap + 12 * d->features
-               + o->user_bytes;
-    return (n + 3) / 4 * 4 + 4;
+    size_t n = sadd(sadd(sadd(STATE_HEADER, smul(4, cf)), sadd(smul(4, d->classes), smul(d->cap, d->row_bytes))),
+                    sadd(sadd(smul(2, d->cap), smul(12, d->features)), o->user_bytes));
+    return n > SIZE_MAX - 8 ? SIZE_MAX : (n + 3) / 4 * 4 + 4;
 }
 
 /* Carve every buffer (m: the arena's learner, or NULL to count); fills mem by buffer. */
@@ -205,16 +208,16 @@ static size_t layout(const dims *d, const bnn_learn_options *o, size_t model_byt
 #define CARVE(field, type, n)                                       \
     do {                                                            \
         if (m) m->field = (type *)(void *)(base + at);              \
-        at += up(smul((n), sizeof(type)));                          \
+        at = sadd(at, up(smul((n), sizeof(type))));                 \
     } while (0)
     mark = at;
-    at += up(sizeof(struct bnn_learner));
+    at = sadd(at, up(sizeof(struct bnn_learner)));
     CARVE(cw, float, cf);
     CARVE(past, int32_t, d->classes);
     mem->state = at - mark;
     mark = at;
     if (m) m->model = (bnn_model *)(void *)(base + at);
-    at += up(model_bytes);
+    at = sadd(at, up(model_bytes));
     mem->model = at - mark;
     mark = at;
     CARVE(mem, uint8_t, smul(d->cap, d->row_bytes));
@@ -244,7 +247,7 @@ static size_t layout(const dims *d, const bnn_learn_options *o, size_t model_byt
     mem->minibatch = at - mark;
     mark = at;
     CARVE(perm, uint32_t, d->maxp);
-    CARVE(pick, uint32_t, d->cap + d->maxp);
+    CARVE(pick, uint32_t, sadd(d->cap, d->maxp));
     CARVE(grouped_old, uint32_t, d->cap);
     CARVE(keep_old, uint32_t, d->cap);
     CARVE(keep_new, uint32_t, d->cap);
@@ -255,10 +258,10 @@ static size_t layout(const dims *d, const bnn_learn_options *o, size_t model_byt
     mark = at;
     size_t save = state_bytes(d, o);
     if (m) m->save = base + at, m->save_bytes = save;
-    at += up(save);
+    at = sadd(at, up(save));
     mem->save = at - mark;
 #undef CARVE
-    mem->total = at + ALIGN; /* any alignment of the caller's arena */
+    mem->total = sadd(at, ALIGN); /* any alignment of the caller's arena */
     return at;
 }
 
@@ -359,6 +362,7 @@ bnn_status bnn_learner_init(const void *blob, size_t blob_size, const bnn_learn_
     bnn_status s = learner_dims(blob, blob_size, o, &d, &shape, err);
     if (s) return s;
     layout(&d, o, shape.arena_bytes, NULL, NULL, &mem);
+    if (mem.total >= SIZE_MAX / 2) return bnn_fail(err, BNN_ERR_ARGUMENT, "the arena would not fit in memory");
     if (arena_bytes < mem.total) return bnn_fail(err, BNN_ERR_ARGUMENT, "the arena is smaller than bnn_learner_arena_size()");
     unsigned char *base = (unsigned char *)arena + (ALIGN - (uintptr_t)arena % ALIGN) % ALIGN;
     struct bnn_learner *L = (struct bnn_learner *)(void *)base;
@@ -541,6 +545,14 @@ static void balanced_quota(size_t classes, const uint32_t *counts, uint32_t capa
     }
 }
 
+/* The end of class c's range in a table grouped by class (the counts' prefix sum up to and including c). */
+static uint32_t n_sum_end(const uint32_t *counts, uint32_t c, size_t classes)
+{
+    uint32_t end = 0;
+    for (uint32_t k = 0; k <= c && k < classes; k++) end += counts[k];
+    return end;
+}
+
 /* The memory's update at the end of an experience of n images (LatentMemory.update), staged: nothing of the memory
  * changes until every new pattern is read; then *commit copies the staging in. */
 typedef struct {
@@ -603,8 +615,9 @@ static bnn_status stage_update(struct bnn_learner *L, const bnn_experience *e, s
     }
     /* the stored slots and the new indices grouped by class, ascending within each (np.flatnonzero) */
     for (uint32_t i = 0; i < size; i++) L->grouped_old[old_at[L->mem_labels[i]]++] = i;
-    for (size_t i = 0; i < n; i++) {
-        e->read(e->ctx, i, NULL, &label);
+    for (size_t i = 0; i < n; i++) { /* a source whose labels change between readings is refused, never trusted */
+        if (e->read(e->ctx, i, NULL, &label) != 0 || label >= C || new_at[label] >= n_sum_end(new_count, label, C))
+            return bnn_fail(err, BNN_ERR_STORAGE, "the image source gave another label on a second reading");
         L->perm[new_at[label]++] = (uint32_t)i;
     }
     for (size_t c = 0; c < C; c++) old_at[c] -= old_count[c], new_at[c] -= new_count[c];

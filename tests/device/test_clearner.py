@@ -231,3 +231,49 @@ print("ok")
     env = {**os.environ, "PYTHONPATH": tests}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+READ_IMAGE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
+                              ctypes.POINTER(ctypes.c_uint32))
+
+
+@pytest.mark.parametrize("fault", ["read fails", "labels change"])
+def test_a_failing_image_source_leaves_the_learner_as_it_was(models, fault):  # noqa: F811
+    """An image source that fails midway (at every 7th call from some point on, through training and the memory's
+    update) or whose labels change between readings: an error, and the learner's state as before the experience."""
+    c = CLearner.open(models["a"], None, options())
+    stream = experiences(n=30)
+    c.learn(*stream[0])
+    before = c.state_blob()
+    x, y = stream[1]
+    images = np.ascontiguousarray(x)
+    calls, flaky = [0], np.random.default_rng(0)
+    for fail_after in (5, 40, 95, 125, 10_000):  # the label pass, a step, the update's label pass, its reads
+        calls[0] = 0
+
+        def read(ctx, index, image, label, fail_after=fail_after):
+            calls[0] += 1
+            if fault == "read fails" and calls[0] > fail_after and calls[0] % 7 == 0:
+                return 1
+            # labels change: a label-only reading after the first pass gives any class (the training's readings,
+            # with the image, the true one): the memory update's two passes over the labels disagree
+            label[0] = int(y[index]) if fault == "read fails" or image or calls[0] <= len(y) else \
+                int(flaky.integers(CLASSES))
+            if image:
+                ctypes.memmove(image, images[index].ctypes.data, images[index].nbytes)
+            return 0
+
+        callback = READ_IMAGE(read)
+        exp = Experience(None, len(images), ctypes.cast(callback, ctypes.c_void_p))
+        err = Error()
+        status = _lib().bnn_learner_learn(c._handle, ctypes.byref(exp), ctypes.byref(Report()), ctypes.byref(err))
+        if fault == "read fails" and fail_after >= calls[0]:
+            assert status == 0  # it never failed: the experience was learned (the last case)
+            break
+        assert status != 0, fail_after
+        assert "the image source" in err.message.decode()
+        if fault == "labels change":
+            assert "another label on a second reading" in err.message.decode()
+        assert c.state_blob() == before, f"{fault} after {fail_after} calls changed the state"
+        if fault == "labels change":
+            break
