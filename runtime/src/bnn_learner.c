@@ -868,11 +868,18 @@ static void option_values(const bnn_learn_options *o, uint32_t *v)
 
 size_t bnn_learner_state_bytes(const bnn_learner *L) { return L ? L->save_bytes : 0; }
 
+/* The blob's bytes before its padding and CRC. */
+static size_t data_bytes(const struct bnn_learner *L, uint32_t mem_size, size_t user_len)
+{
+    return sadd(STATE_HEADER + 4 * L->classes * L->features + 4 * L->classes + (size_t)mem_size * L->row_bytes
+                    + 2 * (size_t)mem_size + 12 * L->features,
+                user_len);
+}
+
 static size_t blob_size_for(const struct bnn_learner *L, uint32_t mem_size, size_t user_len)
 {
-    size_t n = STATE_HEADER + 4 * L->classes * L->features + 4 * L->classes + (size_t)mem_size * L->row_bytes
-               + 2 * (size_t)mem_size + 12 * L->features + user_len;
-    return (n + 3) / 4 * 4 + 4;
+    size_t n = data_bytes(L, mem_size, user_len);
+    return n > SIZE_MAX - 8 ? SIZE_MAX : (n + 3) / 4 * 4 + 4;
 }
 
 bnn_status bnn_learner_serialize(bnn_learner *L, const void *user, size_t user_len, void *out, size_t capacity,
@@ -938,6 +945,8 @@ static bnn_status check_blob(const unsigned char *b, size_t size, bnn_error *err
     if (!b || size < STATE_HEADER + 4 || memcmp(b, STATE_MAGIC, 8) != 0)
         return bnn_fail(err, BNN_ERR_STATE, "not a bnncl learner state (no header, or truncated)");
     if (bnn_rd32(b + 8) > STATE_VERSION) return bnn_fail(err, BNN_ERR_STATE, "written by a newer bnncl: upgrade");
+    if (bnn_rd32(b + 8) < 1 || bnn_rd32(b + 92) != 0 || bnn_rd64(b + 184) != 0)
+        return bnn_fail(err, BNN_ERR_STATE, "damaged: its version or reserved fields are not valid");
     if (bnn_rd32(b + 12) != STATE_HEADER || bnn_rd64(b + 16) != size)
         return bnn_fail(err, BNN_ERR_STATE, "truncated, or its size is not its header's");
     if (bnn_crc32(0, b, size - 4) != bnn_rd32(b + size - 4))
@@ -1003,6 +1012,8 @@ bnn_status bnn_learner_deserialize(bnn_learner *L, const void *blob, size_t size
         if ((int16_t)u < 0 || (size_t)(int16_t)u >= L->classes)
             return bnn_fail(err, BNN_ERR_STATE, "a stored pattern's label is not a class of the model");
     }
+    for (const unsigned char *pad = b + data_bytes(L, mem_size, ulen); pad < b + size - 4; pad++)
+        if (*pad) return bnn_fail(err, BNN_ERR_STATE, "damaged: its padding is not zero");
     /* every check passed: take it */
     L->experiences = bnn_rd32(b + 44);
     L->mem_size = mem_size, L->mem_updates = bnn_rd32(b + 116), L->abs_count = bnn_rd64(b + 120);
