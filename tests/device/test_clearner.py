@@ -159,6 +159,17 @@ def test_state_refusals_leave_the_file_as_it_is(models, tmp_path):  # noqa: F811
         with pytest.raises(error, match=message):
             open_()
         assert {p: p.read_bytes() for p in (c_state, py_state)} == before
+    # a C learner's state saved without this wrapper's log (as another program, runtime/examples/learn_stream, saves)
+    bare = tmp_path / "bare.bnls"
+    other = CLearner.open(models["a"], bare, opts)
+    other.learn(x, y)
+    storage, err = other._storage(create=True), Error()
+    assert _lib().bnn_learner_save(other._handle, ctypes.byref(storage.struct), None, 0, ctypes.byref(err)) == 0
+    storage.close()
+    kept = bare.read_bytes()
+    with pytest.raises(LearnerStateError, match="without the log this wrapper keeps"):
+        CLearner.open(models["a"], bare, opts)
+    assert bare.read_bytes() == kept
     damaged = tmp_path / "damaged.bnls"
     damaged.write_bytes(b"BNNSLOT1" + bytes(100))
     with pytest.raises(LearnerStateError, match="no complete learner state"):

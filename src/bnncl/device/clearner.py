@@ -320,6 +320,11 @@ class CLearner:
         finally:
             st.close()
         self._check(status, err, f"{self.state_path} (the file is left as it is)")
+        if n.value == 0:
+            raise LearnerStateError(f"{self.state_path}: a C learner's state without the log this wrapper keeps in "
+                                    "it (written by another program, e.g. runtime/examples/learn_stream, whose slots "
+                                    "are laid out for no user bytes): give another --state (the file is left as it "
+                                    "is)")
         try:
             extra = json.loads(user[:n.value].tobytes().decode())
             log = extra["log"]
