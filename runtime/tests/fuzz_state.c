@@ -2,11 +2,11 @@
  * fuzz_state.c -- damaged learner state blobs through bnn_learner_deserialize (bnn_learner.h), under AddressSanitizer
  * + UBSan.
  *
- *   fuzz_state MODEL STATE ITERATIONS SEED [OPTIONS...]
+ *   fuzz_state MODEL STATE ITERATIONS SEED
  *
- * MODEL is a model file, STATE a state blob a learner with OPTIONS (ar1 or cwr, bits or float32: the words "cwr",
- * "float32" select them; the rest are bnn_learn_defaults with max_patterns 64) wrote for it (the Python wrapper's
- * CLearner.state_blob()). Every iteration starts from the original blob and applies one mutation, or (one time in
+ * MODEL is a model file, STATE a state blob a learner wrote for it (learn_stream --print-state, or the Python
+ * wrapper's CLearner.state_blob()); the learner fuzzed is set up with the blob's own options
+ * (bnn_learner_state_options) and max_patterns 64. Every iteration starts from the original blob and applies one mutation, or (one time in
  * four) two: truncate (a random length), flip (1-8 bits), field (a 4- or 8-byte word of the header, or of a random
  * place, set to an edge or random value: 0, 1, 2^31 - 1, 2^31, 2^32 - 1, the old value +- 1, 2^63, 2^64 - 1, the
  * blob's size, random), tail (1-64 bytes appended). In three iterations of four the trailing CRC-32 is recomputed
@@ -102,7 +102,7 @@ static int read_zero(void *ctx, size_t index, uint8_t *image, uint32_t *label)
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: fuzz_state MODEL STATE ITERATIONS SEED [cwr] [float32]\n");
+        fprintf(stderr, "usage: fuzz_state MODEL STATE ITERATIONS SEED\n");
         return 2;
     }
     size_t model_size, state_size;
@@ -116,13 +116,14 @@ int main(int argc, char **argv)
     long iterations = atol(argv[3]);
     rng_state = strtoull(argv[4], NULL, 10);
     bnn_learn_options o;
-    bnn_learn_defaults(&o);
-    o.max_patterns = 64;
-    for (int i = 5; i < argc; i++) {
-        if (!strcmp(argv[i], "cwr")) o.strategy = BNN_STRATEGY_CWR;
-        if (!strcmp(argv[i], "float32")) o.replay_storage = BNN_REPLAY_FLOAT32;
-    }
     bnn_error err;
+    if (bnn_learner_state_options(state, state_size, &o, &err)) {
+        fprintf(stderr, "fuzz_state: %s: %s\n", argv[2], err.message);
+        return 2;
+    }
+    o.max_patterns = 64;
+    unsigned char *user_bytes = malloc(o.user_bytes + 1u);
+    size_t user_len = 0, ulen = 0;
     bnn_learner_memory mem;
     if (bnn_learner_arena_size(model, model_size, &o, &mem, &err)) {
         fprintf(stderr, "fuzz_state: %s: %s\n", argv[1], err.message);
@@ -131,7 +132,7 @@ int main(int argc, char **argv)
     void *arena = malloc(mem.total);
     bnn_learner *L;
     if (bnn_learner_init(model, model_size, &o, arena, mem.total, &L, &err)
-        || bnn_learner_deserialize(L, state, state_size, NULL, 0, NULL, &err)) {
+        || bnn_learner_deserialize(L, state, state_size, user_bytes, o.user_bytes, &user_len, &err)) {
         fprintf(stderr, "fuzz_state: the original blob: %s\n", err.message);
         return 2;
     }
@@ -146,7 +147,7 @@ int main(int argc, char **argv)
     image_bytes = (size_t)info.height * info.width * info.channels;
     size_t cap = bnn_learner_state_bytes(L) + 256, out_size;
     unsigned char *buf = malloc(cap), *before = malloc(cap), *after = malloc(cap);
-    bnn_learner_serialize(L, NULL, 0, before, cap, &out_size, &err);
+    bnn_learner_serialize(L, user_bytes, user_len, before, cap, &out_size, &err);
     if (out_size != state_size || memcmp(before, state, state_size) != 0) {
         fprintf(stderr, "fuzz_state: the original blob does not serialize back to itself\n");
         return 1;
@@ -164,21 +165,22 @@ int main(int argc, char **argv)
         }
         unsigned char *exact = malloc(len ? len : 1);
         memcpy(exact, buf, len);
-        bnn_status s = bnn_learner_deserialize(L, exact, len, NULL, 0, NULL, &err);
+        unsigned char *user = malloc(o.user_bytes + 1u);
+        bnn_status s = bnn_learner_deserialize(L, exact, len, user, o.user_bytes, &ulen, &err);
         if (s != BNN_OK) {
             refused++;
             if (s > BNN_ERR_NUMERIC || err.code != s || !err.message[0] || strchr(err.message, '\n')) {
                 fprintf(stderr, "iteration %ld: a refusal without its code or message (%d)\n", it, (int)s);
                 return 1;
             }
-            bnn_learner_serialize(L, NULL, 0, after, cap, &out_size, &err);
+            bnn_learner_serialize(L, user_bytes, user_len, after, cap, &out_size, &err);
             if (out_size != state_size || memcmp(after, before, state_size) != 0) {
                 fprintf(stderr, "iteration %ld: a refused blob changed the learner (%s)\n", it, err.message);
                 return 1;
             }
         } else {
             accepted++;
-            if (bnn_learner_serialize(L, NULL, 0, after, cap, &out_size, &err) || out_size != len
+            if (bnn_learner_serialize(L, user, ulen, after, cap, &out_size, &err) || out_size != len
                 || memcmp(after, exact, len) != 0) {
                 fprintf(stderr, "iteration %ld: an accepted blob does not serialize back to itself\n", it);
                 return 1;
@@ -189,16 +191,17 @@ int main(int argc, char **argv)
             learned += ls == BNN_OK;
             bnn_learner_predict(L, images, 1, labels, &err);
             /* back to the original for the next iteration */
-            if (bnn_learner_deserialize(L, state, state_size, NULL, 0, NULL, &err)) {
+            if (bnn_learner_deserialize(L, state, state_size, user_bytes, o.user_bytes, &user_len, &err)) {
                 fprintf(stderr, "iteration %ld: the original no longer loads: %s\n", it, err.message);
                 return 1;
             }
         }
         free(exact);
+        free(user);
     }
     printf("fuzz_state %s: %ld iterations, %ld refused, %ld accepted (%ld of them learned an experience)\n", argv[2],
            iterations, refused, accepted, learned);
     free(images), free(buf), free(before), free(after), free(arena), free(m_arena), free(model), free(model_file);
-    free(state);
+    free(state), free(user_bytes);
     return 0;
 }
