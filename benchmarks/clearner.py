@@ -187,8 +187,9 @@ try:
     from common import demo_options
     out = {"after_import": maxrss()}
     if cfg["kind"] != "baseline":
-        exps = [(np.fromfile(x, np.uint8).reshape(-1, 28, 28, 1)[:n], np.fromfile(y, "<i4")[:n].astype(np.int64))
-                for (x, y), n in zip(cfg["experiences"], cfg["images"])]
+        size = int(np.prod(cfg["shape"]))  # the first n images only
+        exps = [(np.fromfile(x, np.uint8, n * size).reshape(n, *cfg["shape"]),
+                 np.fromfile(y, "<i4", n).astype(np.int64)) for (x, y), n in zip(cfg["experiences"], cfg["images"])]
         opts = demo_options("head", 8, cfg["strategy"])
         learner = CLearner(cfg["model"], opts) if cfg["kind"] == "clearner" else \
             Learner.open(cfg["model"], options=opts)
@@ -214,7 +215,7 @@ def child_rss(cfg: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def rss_section(args, binary, data: Path) -> dict:
+def rss_section(args, binary, data: Path, shape) -> dict:
     n0, n1 = RSS_IMAGES
     print("### 2. Peak RSS of fresh processes\n")
     learn = ["--learn", f"{data / 'exp0.u8'},{data / 'exp0.i32'},{n0}",
@@ -233,7 +234,7 @@ def rss_section(args, binary, data: Path) -> dict:
         out["processes"].append(r)
         rows.append([label, mib(r["before_init"]) + " / " + mib(r["after_init"]), mib(r["peak"]), mib(r["vmhwm"]),
                      kib(r["arena"]), "–"])
-    cfg = {"benchmarks": str(ROOT / "benchmarks"), "model": args.model, "images": [n0, n1],
+    cfg = {"benchmarks": str(ROOT / "benchmarks"), "model": args.model, "images": [n0, n1], "shape": list(shape),
            "experiences": [[str(data / "exp0.u8"), str(data / "exp0.i32")],
                            [str(data / "exp1.u8"), str(data / "exp1.i32")]]}
     for label, kind, strategy in (("Python: import numpy, bnncl.device, bnncl.device.clearner (baseline)", "baseline",
@@ -475,7 +476,7 @@ def main():
         files = export(stream, tmp, batches)
         exp0 = stream.experiences[0].data
         result["memory"] = memory_section(args, binary, files, exp0.x, exp0.y)
-        result["rss"] = rss_section(args, binary, tmp)
+        result["rss"] = rss_section(args, binary, tmp, exp0.x.shape[1:])
         result["step"] = step_section(args, binary, files, stream, batches)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
