@@ -166,6 +166,8 @@ struct bnn_learner {
     qparams pw;
     float *wv, *wn;
     double *g;
+    int32_t *gacc32; /* the weight gradient's integer sums, int32 where they provably fit, else int64 */
+    int64_t *gacc64;
     /* one minibatch */
     float *h, *logits, *p, *dv;
     uint16_t *hq, *pq, *dq;
@@ -233,6 +235,8 @@ static size_t layout(const dims *d, const bnn_learn_options *o, size_t model_byt
     CARVE(wv, float, cf);
     CARVE(wn, float, cf);
     CARVE(g, double, cf);
+    CARVE(gacc32, int32_t, cf);
+    CARVE(gacc64, int64_t, cf);
     mem->head_step = at - mark;
     mark = at;
     CARVE(h, float, bf);
@@ -469,11 +473,19 @@ static bnn_status head_step(struct bnn_learner *L, size_t n, bnn_pcg32 *quant, d
     }
     if (bad < 0) {
         double s = ph.scale * pwq.scale;
+        int fits32 = (double)F * ldexp(1.0, 2 * (int)L->o.q_f) < ldexp(1.0, 31); /* the same exact sums, in int32 */
         for (size_t i = 0; i < n; i++)
             for (size_t c = 0; c < C; c++) {
                 const uint16_t *a = L->hq + i * F, *b = L->wq + c * F;
                 int64_t acc = 0;
-                for (size_t k = 0; k < F; k++) acc += (int64_t)((int32_t)a[k] - ph.zero) * ((int32_t)b[k] - pwq.zero);
+                if (fits32) {
+                    int32_t acc32 = 0;
+                    for (size_t k = 0; k < F; k++) acc32 += ((int32_t)a[k] - ph.zero) * ((int32_t)b[k] - pwq.zero);
+                    acc = acc32;
+                } else {
+                    for (size_t k = 0; k < F; k++)
+                        acc += (int64_t)((int32_t)a[k] - ph.zero) * ((int32_t)b[k] - pwq.zero);
+                }
                 L->logits[i * C + c] = (float)((double)acc * s);
             }
         softmax_fixed(L->logits, n, C, L->p);
@@ -495,14 +507,30 @@ static bnn_status head_step(struct bnn_learner *L, size_t n, bnn_pcg32 *quant, d
         if (quantize_f32(&qf, L->dv, n * C, 0, L->dq, &pd)) bad = 3;
     }
     if (bad < 0) {
+        /* g = d^T h, row by row of the minibatch (the inner loop over F contiguous values vectorizes); integer sums
+         * are exact in any order: int32 where n 2^(2 q_f) < 2^31 shows they fit, else int64 */
         double s = pd.scale * ph.scale;
-        for (size_t c = 0; c < C; c++)
-            for (size_t k = 0; k < F; k++) {
-                int64_t acc = 0;
-                for (size_t i = 0; i < n; i++)
-                    acc += (int64_t)((int32_t)L->dq[i * C + c] - pd.zero) * ((int32_t)L->hq[i * F + k] - ph.zero);
-                L->g[c * F + k] = (double)acc * s;
-            }
+        if ((double)n * ldexp(1.0, 2 * (int)L->o.q_f) < ldexp(1.0, 31)) {
+            memset(L->gacc32, 0, CF * sizeof(int32_t));
+            for (size_t i = 0; i < n; i++)
+                for (size_t c = 0; c < C; c++) {
+                    int32_t d = (int32_t)L->dq[i * C + c] - pd.zero, *row = L->gacc32 + c * F;
+                    const uint16_t *h = L->hq + i * F;
+                    if (d)
+                        for (size_t k = 0; k < F; k++) row[k] += d * ((int32_t)h[k] - ph.zero);
+                }
+            for (size_t j = 0; j < CF; j++) L->g[j] = (double)L->gacc32[j] * s;
+        } else {
+            memset(L->gacc64, 0, CF * sizeof(int64_t));
+            for (size_t i = 0; i < n; i++)
+                for (size_t c = 0; c < C; c++) {
+                    int64_t d = (int64_t)L->dq[i * C + c] - pd.zero, *row = L->gacc64 + c * F;
+                    const uint16_t *h = L->hq + i * F;
+                    if (d)
+                        for (size_t k = 0; k < F; k++) row[k] += d * ((int64_t)h[k] - ph.zero);
+                }
+            for (size_t j = 0; j < CF; j++) L->g[j] = (double)L->gacc64[j] * s;
+        }
         if (quantize_f64(&qb, L->g, CF, L->gq, &pg)) bad = 4;
     }
     if (bad < 0) {
@@ -570,7 +598,7 @@ static bnn_status stage_update(struct bnn_learner *L, const bnn_experience *e, s
     bnn_status s;
     out->size = size, out->n_slots = 0, out->compact = 0;
     if (L->o.replay_update == BNN_UPDATE_AR1) {
-        uint32_t h = cap / (L->mem_updates + 1);
+        uint32_t h = (uint32_t)(cap / ((uint64_t)L->mem_updates + 1)); /* 64-bit: a saved count of 2^32 - 1 too */
         if (h > n) h = (uint32_t)n;
         if (size < cap) { /* the memory fills first */
             if (h < cap - size) h = cap - size;

@@ -44,6 +44,7 @@ VARIANTS = {
     "stochastic rounding": dict(q_rounding="stochastic"),
     "float32 replay": dict(replay_storage="float32"),
     "4/6 bits, 2 epochs": dict(q_f=4, q_b=6, epochs=2),
+    "16/16 bits (int64 sums)": dict(q_f=16, q_b=16),  # n 2^32 >= 2^31: the C products' int64 path
 }
 
 
