@@ -147,6 +147,7 @@ struct bnn_learner {
     bnn_model *model;
     const float *file_head; /* the model's head: the rows predicted with before the first experience */
     size_t classes, features, image_bytes, row_bytes, batch;
+    int wide_gradient;
     uint64_t model_size;
     uint32_t model_crc;
     uint32_t experiences;
@@ -166,7 +167,7 @@ struct bnn_learner {
     qparams pw;
     float *wv, *wn;
     double *g;
-    int32_t *gacc32; /* the weight gradient's integer sums, int32 where they provably fit, else int64 */
+    int32_t *gacc32; /* the weight gradient's integer sums: int32 where they provably fit, else int64 (one of them) */
     int64_t *gacc64;
     /* one minibatch */
     float *h, *logits, *p, *dv;
@@ -190,6 +191,7 @@ static size_t up(size_t n) { return n > SIZE_MAX - ALIGN ? SIZE_MAX : (n + ALIGN
 
 typedef struct {
     size_t classes, features, image_bytes, row_bytes, batch, cap, maxp;
+    int wide_gradient; /* batch 2^(2 q_f) >= 2^31: the weight gradient's sums need int64 */
 } dims;
 
 /* The blob's largest size for these dimensions: header, rows, counts, a full memory, user bytes, CRC. */
@@ -235,8 +237,10 @@ static size_t layout(const dims *d, const bnn_learn_options *o, size_t model_byt
     CARVE(wv, float, cf);
     CARVE(wn, float, cf);
     CARVE(g, double, cf);
-    CARVE(gacc32, int32_t, cf);
-    CARVE(gacc64, int64_t, cf);
+    if (d->wide_gradient) /* one of the two: which one the largest minibatch needs */
+        CARVE(gacc64, int64_t, cf);
+    else
+        CARVE(gacc32, int32_t, cf);
     mem->head_step = at - mark;
     mark = at;
     CARVE(h, float, bf);
@@ -328,6 +332,7 @@ static bnn_status learner_dims(const void *blob, size_t blob_size, const bnn_lea
     d->cap = ar1 ? o->replay_size : 0;
     d->maxp = o->max_patterns;
     d->batch = (size_t)o->batch_size + (ar1 && o->replay_mix == BNN_MIX_FIXED ? o->replay_batch : 0);
+    d->wide_gradient = (double)d->batch * ldexp(1.0, 2 * (int)o->q_f) >= ldexp(1.0, 31);
     /* the products' int64 sums stay exact: K 2^(2 q_f) < 2^62, K the features (logits) or the batch (gradient) */
     size_t k = d->features > d->batch ? d->features : d->batch;
     if ((double)k * ldexp(1.0, 2 * (int)o->q_f) >= ldexp(1.0, 62))
@@ -377,7 +382,7 @@ bnn_status bnn_learner_init(const void *blob, size_t blob_size, const bnn_learn_
     L->model = model;
     L->o = *o;
     L->classes = d.classes, L->features = d.features, L->image_bytes = d.image_bytes, L->row_bytes = d.row_bytes;
-    L->batch = d.batch;
+    L->batch = d.batch, L->wide_gradient = d.wide_gradient;
     L->model_size = blob_size, L->model_crc = shape.payload_crc;
     size_t c_, f_;
     bnn_model_head(model, &c_, &f_, &L->file_head);
@@ -508,9 +513,9 @@ static bnn_status head_step(struct bnn_learner *L, size_t n, bnn_pcg32 *quant, d
     }
     if (bad < 0) {
         /* g = d^T h, row by row of the minibatch (the inner loop over F contiguous values vectorizes); integer sums
-         * are exact in any order: int32 where n 2^(2 q_f) < 2^31 shows they fit, else int64 */
+         * are exact in any order: int32 where (the largest minibatch) 2^(2 q_f) < 2^31 shows they fit, else int64 */
         double s = pd.scale * ph.scale;
-        if ((double)n * ldexp(1.0, 2 * (int)L->o.q_f) < ldexp(1.0, 31)) {
+        if (!L->wide_gradient) {
             memset(L->gacc32, 0, CF * sizeof(int32_t));
             for (size_t i = 0; i < n; i++)
                 for (size_t c = 0; c < C; c++) {
