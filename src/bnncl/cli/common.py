@@ -15,7 +15,7 @@ DEFAULT_CHECKPOINT = "runs/pretrain/model.pt"  # PretrainOptions.out (bnncl.trai
 LEARN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LearnOptions)}  # the [learn] defaults, for --help
 SPLITS = ("train", "test")
 # Two constants of the device runtime, repeated: bnncl.device.ops.BACKENDS and Model.predict's batch size live beside
-# the device kernels (the C library's, and numba's for the learner), which neither `bnncl --help` nor the torch
+# the device kernels (the C library's, and numba's for work B's learner), which neither `bnncl --help` nor the torch
 # commands should import to build their parsers (tests/cli/test_device.py holds these equal to the library's).
 DEVICE_BACKENDS = ("packed", "float")
 DEVICE_PREDICT_BATCH = 256

@@ -1,5 +1,5 @@
 """``bnncl export`` (a checkpoint to the device's model file, torch) and ``bnncl device predict / learn / info`` (the
-device runtime only: NumPy, the C runtime's library, numba for learning; never torch)."""
+device runtime only: NumPy and the C runtime's library, numba for work B's learning; never torch)."""
 
 from __future__ import annotations
 
@@ -41,9 +41,10 @@ def add_parsers(sub) -> None:
     add_force(p)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("device", help="the device runtime (no torch): predict with, or inspect, an exported model",
-                       description="Commands that use the device runtime only (NumPy and the C runtime's bit-packed "
-                                   "kernels; numba for learning).")
+    p = sub.add_parser("device", help="the device runtime (no torch): predict with, learn on, or inspect, an exported "
+                                      "model",
+                       description="Commands that use the device runtime only (NumPy and the C runtime's library; "
+                                   "numba only for learning through blocks, work B).")
     dsub = p.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
     d = dsub.add_parser("predict", help="predict a dataset split or a .npy of uint8 images with a model file",
                         description="Run an exported model on a dataset split (default: the Fashion-MNIST test set) "
@@ -71,7 +72,8 @@ def add_parsers(sub) -> None:
                                     "only: the frozen part on bit-packed kernels; the head (work A) or the blocks "
                                     "above the LR layer and the head (work B) trained in integer arithmetic at "
                                     "--q-f/--q-b/--q-bin bits (float32 when all are 32); CWR*; latent replay stored at "
-                                    "1 bit. The learner's state is written atomically after every experience (--state) "
+                                    "1 bit. --runtime c: the C library's learner (the head; the same results bit for "
+                                    "bit). The learner's state is written atomically after every experience (--state) "
                                     "and a second run resumes from it. Writes result.json, report.md and the figures "
                                     "of bnncl learn to --out. Flags override the --config TOML file (its [learn] "
                                     "section).")
