@@ -76,13 +76,13 @@ def stream_files(d: Path) -> list[str]:
 # -- fixture ------------------------------------------------------------------------------------------------------
 
 def fixture(out: Path) -> int:
+    import make_stream
     import torch
 
     from bnncl.checkpoint import save_checkpoint
     from bnncl.export import export_checkpoint
     from bnncl.models import BackboneConfig
     from fixtures import randomized
-    import make_stream
 
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
@@ -495,8 +495,9 @@ def kill(d: Path, binary: str, kills: int, seed: int) -> int:
           f"restarted until it finished, {landed + finished_early} starts; delays uniform over the uninterrupted "
           f"run's {whole_seconds * 1e3:.0f} ms, seed {seed}: {where['loading']} while loading, "
           f"{where['learning']} while learning, {where['saving']} during a save ({saved_unreported} of them after "
-          f"its header was written: the new state loaded), {where['after a save']} after a save; after every kill the state loaded and was "
-          f"the uninterrupted run's after as many experiences, byte for byte, and every run ended on its final "
+          f"its header was written: the new state loaded), {where['after a save']} after a save; after every kill "
+          f"the state loaded and was the uninterrupted run's after as many experiences, byte for byte, and every "
+          f"run ended on its final "
           f"state; {time.perf_counter() - t_start:.1f} s)")
     return 0
 
