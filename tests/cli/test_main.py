@@ -27,7 +27,7 @@ def _commands(parser: argparse.ArgumentParser, prefix=()) -> list[tuple[str, ...
 def test_every_command_is_there():
     assert set(_commands(build_parser())) == {
         ("summary",), ("pretrain",), ("evaluate",), ("learn",), ("report",), ("export",), ("device",),
-        ("device", "predict"), ("device", "learn"), ("device", "info")}
+        ("device", "predict"), ("device", "learn"), ("device", "compare"), ("device", "info")}
 
 
 @pytest.mark.parametrize("sub", [(), *_commands(build_parser())], ids=lambda sub: " ".join(sub) or "bnncl")
