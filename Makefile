@@ -34,12 +34,15 @@ data:
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist
 
 # What make -C runtime test builds with, when missing and apt can be used (as for data): the AArch64 cross compiler
-# and qemu-user, and gcc's 32-bit multilib (gcc-<version>-multilib: Debian's gcc-multilib would remove the AArch64
-# cross compiler). The Cortex-M build (make -C runtime build-cortex-m, arm-none-eabi-gcc) is not part of the test.
+# and qemu-user, gcc's 32-bit multilib (gcc-<version>-multilib: Debian's gcc-multilib would remove the AArch64
+# cross compiler), and for the Cortex-M firmware the bare-metal toolchain, newlib and qemu-system-arm.
 runtime-tools:
 	@pkgs=; \
 	command -v aarch64-linux-gnu-gcc >/dev/null || pkgs="$$pkgs gcc-aarch64-linux-gnu"; \
 	command -v qemu-aarch64 >/dev/null || pkgs="$$pkgs qemu-user"; \
+	command -v arm-none-eabi-gcc >/dev/null || pkgs="$$pkgs gcc-arm-none-eabi"; \
+	[ -f /usr/lib/arm-none-eabi/newlib/librdimon.a ] || pkgs="$$pkgs libnewlib-arm-none-eabi"; \
+	command -v qemu-system-arm >/dev/null || pkgs="$$pkgs qemu-system-arm"; \
 	probe=$$(mktemp); \
 	printf 'int main(void) { return 0; }\n' | gcc -m32 -fsanitize=address,undefined -x c - -o $$probe 2>/dev/null \
 	  || pkgs="$$pkgs gcc-$$(gcc -dumpversion | cut -d. -f1)-multilib"; \

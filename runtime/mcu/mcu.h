@@ -1,0 +1,10 @@
+/* mcu.h -- what startup.c gives the firmware. */
+#ifndef BNN_MCU_H
+#define BNN_MCU_H
+
+#include <stddef.h>
+
+size_t mcu_stack_peak(void); /* the most stack used since reset (bytes), from the painted region */
+size_t mcu_stack_size(void);
+
+#endif
