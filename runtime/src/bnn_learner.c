@@ -158,7 +158,9 @@ struct bnn_learner {
     /* the replay memory */
     uint8_t *mem;
     int16_t *mem_labels;
-    double *abs_sum, *abs_work; /* abs_work: the sums an experience updates, taken at its end */
+    /* abs_work, in two phases of an experience: through its steps the decode scale per channel (float32 values, held
+     * exactly in doubles); at its end the scale's sums the memory's update accumulates, taken when it ends well */
+    double *abs_sum, *abs_work;
     float *offset;
     uint32_t mem_size, mem_updates;
     uint64_t abs_count;
@@ -438,10 +440,17 @@ static void decode(const struct bnn_learner *L, uint32_t slot, float *out)
         return;
     }
     for (size_t c = 0; c < L->features; c++) {
-        float scale = L->abs_count ? (float)(L->abs_sum[c] / (double)L->abs_count) : 1.0f;
         float sign = (row[c >> 3] >> (7 - (c & 7))) & 1u ? 1.0f : -1.0f;
-        out[c] = sign * scale - L->offset[c];
+        out[c] = sign * (float)L->abs_work[c] - L->offset[c];
     }
+}
+
+/* The decode scale per channel (LatentMemory.channel_scale): mean |x + offset| of everything stored so far, 1 before
+ * anything was; fixed through an experience's steps (the sums change only when it ends). */
+static void set_decode_scale(struct bnn_learner *L)
+{
+    for (size_t c = 0; c < L->features; c++)
+        L->abs_work[c] = L->abs_count ? (float)(L->abs_sum[c] / (double)L->abs_count) : 1.0f;
 }
 
 /* ---- one experience ---------------------------------------------------------------------------------------- */
@@ -633,13 +642,10 @@ static bnn_status stage_update(struct bnn_learner *L, const bnn_experience *e, s
     /* class-balanced: candidates are the stored patterns and the new ones, class by class */
     uint32_t *old_count = L->table, *new_count = L->table + C, *counts = L->table + 2 * C, *quota = L->table + 3 * C,
              *open = L->table + 4 * C, *old_at = L->table + 5 * C, *new_at = L->table + 6 * C;
-    memset(L->table, 0, 7 * C * sizeof(uint32_t));
+    /* new_count: the experience's first pass over its labels (bnn_learner_learn); the tables after it start at 0 */
+    memset(old_count, 0, C * sizeof(uint32_t));
+    memset(counts, 0, 5 * C * sizeof(uint32_t));
     for (uint32_t i = 0; i < size; i++) old_count[L->mem_labels[i]]++;
-    for (size_t i = 0; i < n; i++) {
-        if (e->read(e->ctx, i, NULL, &label) != 0 || label >= C)
-            return bnn_fail(err, BNN_ERR_STORAGE, "the image source gave another label on a second reading");
-        new_count[label]++;
-    }
     uint32_t o_sum = 0, n_sum = 0;
     for (size_t c = 0; c < C; c++) {
         counts[c] = old_count[c] + new_count[c];
@@ -714,8 +720,9 @@ bnn_status bnn_learner_learn(bnn_learner *L, const bnn_experience *e, bnn_learn_
         return bnn_fail(err, BNN_ERR_ARGUMENT, what);
     }
     /* cur: patterns per class, the replayed ones included; every label checked before anything changes */
-    uint32_t *cur = L->table + 7 * C; /* beside the memory update's tables */
-    memset(cur, 0, C * sizeof(uint32_t));
+    /* new_count: the class counts the memory's update groups the new patterns by; cur beside the update's tables */
+    uint32_t *new_count = L->table + C, *cur = L->table + 7 * C;
+    memset(new_count, 0, C * sizeof(uint32_t));
     for (size_t i = 0; i < n; i++) {
         uint32_t label;
         if (e->read(e->ctx, i, NULL, &label) != 0) {
@@ -727,8 +734,9 @@ bnn_status bnn_learner_learn(bnn_learner *L, const bnn_experience *e, bnn_learn_
                      (unsigned)label, C);
             return bnn_fail(err, BNN_ERR_ARGUMENT, what);
         }
-        cur[label]++;
+        new_count[label]++;
     }
+    memcpy(cur, new_count, C * sizeof(uint32_t));
     uint32_t m = L->mem_size, b = L->o.batch_size, n_replay = 0, per_step = b;
     if (L->o.strategy == BNN_STRATEGY_AR1 && m) { /* bnncl.core.protocol.plan_experience */
         for (uint32_t i = 0; i < m; i++) cur[L->mem_labels[i]]++;
@@ -753,6 +761,7 @@ bnn_status bnn_learner_learn(bnn_learner *L, const bnn_experience *e, bnn_learn_
         return bnn_fail(err, BNN_ERR_NUMERIC, "at the head weights (stored)");
     double loss_sum = 0.0;
     bnn_status s;
+    set_decode_scale(L);
     for (uint32_t epoch = 0; epoch < L->o.epochs; epoch++) {
         bnn_pcg32_permutation(&d.shuffle, L->perm, (uint32_t)n);
         for (size_t step = 0; step < steps; step++) {
