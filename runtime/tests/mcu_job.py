@@ -62,6 +62,7 @@ from bnncl.device.clearner import (
     FileStorage,
     Memory,
     _lib,
+    arena_by_buffer,
     c_options,
     parse_state,
     python_learner_state,
@@ -97,16 +98,6 @@ def job_options_line(o: LearnOptions, max_patterns: int) -> str:
     return "options " + " ".join(map(str, fields)) + f" {lr_bits:016x} {o.seed} {max_patterns}"
 
 
-def arena_bytes(model: Path, o: LearnOptions, max_patterns: int) -> Memory:
-    blob = model.read_bytes()
-    aligned = np.frombuffer(blob + b"\0" * (-len(blob) % 8), np.uint64).copy()
-    c, memory, err = c_options(o, max_patterns, 0), Memory(), Error()
-    if _lib().bnn_learner_arena_size(aligned.ctypes.data, len(blob), ctypes.byref(c), ctypes.byref(memory),
-                                     ctypes.byref(err)):
-        raise SystemExit(f"mcu_job: {model}: {err.message.decode()}")
-    return memory
-
-
 def prepare(out: Path, model: Path, stream: Path, replay_size: int) -> int:
     out.mkdir(parents=True, exist_ok=True)
     o = options(replay_size)
@@ -116,8 +107,8 @@ def prepare(out: Path, model: Path, stream: Path, replay_size: int) -> int:
         lines += [f"learn {stream}/exp{k}-images.idx {stream}/exp{k}-labels.idx", "save"]
     lines += [f"predict {stream}/test-images.idx {out}/after.bin", f"dump {out}/flash.bin"]
     (out / "job.txt").write_text("\n".join(lines) + "\n")
-    memory = arena_bytes(model, o, max(sizes))
-    (out / "arena.mk").write_text(f"ARENA_BYTES := {memory.total}\n")
+    memory = arena_by_buffer(model, o, max(sizes))
+    (out / "arena.mk").write_text(f"ARENA_BYTES := {memory['total']}\n")
     return 0
 
 
@@ -243,10 +234,10 @@ def bench(out: Path, model: Path, stream: Path, settings: str, replay_size: int 
     step = o.batch_size
     if step > max_patterns:
         raise SystemExit(f"mcu_job: the step's {step} images exceed max_patterns {max_patterns}")
-    memory = arena_bytes(model, o, max_patterns)
+    memory = arena_by_buffer(model, o, max_patterns)
     raw = RawLearner(model, o, max_patterns)
     state_flash = -(-2 * raw.slot_bytes // 4096) * 4096
-    (out / "arena.mk").write_text(f"ARENA_BYTES := {memory.total}\nSTATE_FLASH_BYTES := {state_flash}\n")
+    (out / "arena.mk").write_text(f"ARENA_BYTES := {memory['total']}\nSTATE_FLASH_BYTES := {state_flash}\n")
     test = images(stream / "test-images.idx")
     counts = (1, 2, 1 + k)
     if len(test) < 1 + k:
@@ -291,11 +282,11 @@ def bench(out: Path, model: Path, stream: Path, settings: str, replay_size: int 
     fields = {"settings": settings, "model": str(model), "replay_size": o.replay_size, "epochs": o.epochs,
               "batch_size": o.batch_size, "replay_batch": o.replay_batch, "max_patterns": max_patterns,
               "fill": len(x0), "k": k, "slot_bytes": raw.slot_bytes, "state_flash": state_flash,
-              "host_arena": memory.total}
+              "host_arena": memory["total"]}
     (out / "bench.txt").write_text("".join(f"{key} {v}\n" for key, v in fields.items()))
     print(f"   {out}: {settings} settings ({o.replay_size} slots, {o.batch_size} new + {o.replay_batch} replayed, "
           f"{o.epochs} epochs, max_patterns {max_patterns}), fill {len(x0)} images of experience 0 (epochs "
-          f"{', '.join(map(str, epochs))}), host arena {memory.total} B, state slots 2 x {raw.slot_bytes} B")
+          f"{', '.join(map(str, epochs))}), host arena {memory['total']} B, state slots 2 x {raw.slot_bytes} B")
     return 0
 
 
@@ -485,8 +476,7 @@ def memory_report(boards: list[Path]) -> int:
     host = []
     for c in configs:
         o = settings_options(c["bench"]["settings"], int(c["bench"]["replay_size"]))
-        m = arena_bytes(c["board"].parent / "model.bnn", o, int(c["bench"]["max_patterns"]))
-        host.append({k: int(getattr(m, k)) for k in Memory.NAMES})
+        host.append(arena_by_buffer(c["board"].parent / "model.bnn", o, int(c["bench"]["max_patterns"])))
     for buf in BUFFERS + ("total",):
         cells = " | ".join(f"{n(c['runs']['learner']['arena'][buf])} | {n(h[buf])}" for c, h in zip(configs, host))
         print(f"| {buf} | {cells} |")

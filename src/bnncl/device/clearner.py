@@ -192,7 +192,8 @@ class FileStorage:
         os.close(self.fd)
 
 
-def _is_c_state(path: Path) -> bool:
+def is_c_state(path: Path) -> bool:
+    """Whether ``path`` is a C learner's state file (its first slot's magic), not the Python learner's container."""
     with open(path, "rb") as f:
         return f.read(8) == b"BNNSLOT1"
 
@@ -261,7 +262,7 @@ class CLearner:
         ``options``; without, the state's own are used)."""
         state_path = Path(state_path) if state_path is not None else None
         if state_path is not None and state_path.exists():
-            if not _is_c_state(state_path):
+            if not is_c_state(state_path):
                 raise LearnerStateError(f"{state_path}: not a state of the C learner (a Python learner's state, or "
                                         "another file): give another --state, or --runtime python for a Python "
                                         "learner's state (the file is left as it is)")

@@ -165,10 +165,11 @@ class Learner(ExperienceLoop):
             for stale in Path(state_path).parent.glob(f".{Path(state_path).name}.*tmp"):
                 stale.unlink(missing_ok=True)
         if state_path is not None and Path(state_path).exists():
-            with open(state_path, "rb") as f:
-                if f.read(8) == b"BNNSLOT1":
-                    raise LearnerStateError(f"{state_path}: a state of the C learner: open it with runtime \"c\" "
-                                            "(--runtime c), or give another --state (the file is left as it is)")
+            from bnncl.device.clearner import is_c_state
+
+            if is_c_state(Path(state_path)):
+                raise LearnerStateError(f"{state_path}: a state of the C learner: open it with runtime \"c\" "
+                                        "(--runtime c), or give another --state (the file is left as it is)")
             meta, arrays = cls._read_state(state_path)
             saved = cls._saved_options(state_path, meta)
             if options is not None and options != saved:
