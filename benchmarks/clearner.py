@@ -51,7 +51,7 @@ from bnncl.core.errors import BnnclError
 from bnncl.device import Learner, cruntime
 from bnncl.device.clearner import CLearner, Memory
 from bnncl.simulation import experiment
-from common import demo_options, describe_machine, kib, machine_info, table, write_json
+from common import child_json, demo_options, describe_machine, kib, machine_info, table, write_json
 
 perf = time.perf_counter
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,10 +209,7 @@ except BaseException:
 
 
 def child_rss(cfg: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"RSS subprocess ({cfg['kind']}) failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return child_json(CHILD, cfg)
 
 
 def rss_section(args, binary, data: Path, shape) -> dict:

@@ -221,3 +221,14 @@ def random_checkpoint(path, binary_boundary: str | None = None) -> None:
                 m.scale.uniform_(0.5, 1.5)
     model.eval()
     save_checkpoint(path, model)
+
+
+def child_json(code: str, cfg: dict) -> dict:
+    """Run ``code`` in a fresh interpreter with ``cfg`` as JSON in argv[1]; its last stdout line, parsed (a process of
+    its own, for peak-RSS figures the parent's imports do not pollute)."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"RSS subprocess ({cfg['kind']}) failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -47,7 +47,6 @@ Threads: torch and numba keep their defaults (reported at the top).
 
 import argparse
 import dataclasses
-import json
 import os
 import shutil
 import subprocess
@@ -67,8 +66,8 @@ from bnncl.data.scenarios import Experience
 from bnncl.device import Learner
 from bnncl.simulation import experiment
 from bnncl.simulation.strategy import build_strategy
+from common import child_json, describe_machine, kib, machine_info, table, write_json
 from common import demo_options as options
-from common import describe_machine, kib, machine_info, table, write_json
 
 perf = time.perf_counter
 BAR = 1.2  # device step / fp32 NumPy step
@@ -405,10 +404,7 @@ except BaseException:
 
 
 def child_rss(cfg: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"RSS subprocess ({cfg['kind']}) failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return child_json(CHILD, cfg)
 
 
 def mib(n: float) -> str:

@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "../tests/read_file.h"
+#include "parse_count.h"
 
 #define MAX_LEARN 16
 
@@ -53,19 +54,6 @@ static void die(const char *what, const char *detail)
     exit(1);
 }
 
-/* Decimal digits only, the same instructions per digit (count_inference.c's parse_count); -1 if not a number. */
-static long parse_count(const char *s)
-{
-    long n = 0;
-    size_t len = strlen(s);
-    if (len == 0 || len > 9) return -1;
-    for (size_t i = 0; i < len; i++) {
-        unsigned d = (unsigned)(unsigned char)s[i] - '0';
-        if (d > 9) return -1;
-        n = n * 10 + (long)d;
-    }
-    return n;
-}
 
 /* ---- an experience in raw files ------------------------------------------------------------------------------ */
 

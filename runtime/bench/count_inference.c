@@ -20,20 +20,8 @@
 #include <string.h>
 
 #include "../tests/read_file.h"
+#include "parse_count.h"
 
-/* Decimal digits only; the same instructions per digit whatever its value. -1 if not a number (or too long). */
-static long parse_count(const char *s)
-{
-    long n = 0;
-    size_t len = strlen(s);
-    if (len == 0 || len > 9) return -1;
-    for (size_t i = 0; i < len; i++) {
-        unsigned d = (unsigned)(unsigned char)s[i] - '0';
-        if (d > 9) return -1;
-        n = n * 10 + (long)d;
-    }
-    return n;
-}
 
 int main(int argc, char **argv)
 {
