@@ -167,6 +167,13 @@ static inline size_t bnn_bconv3x3_scratch_words(size_t cin) { return BNN_COLUMNS
 void bnn_bconv3x3(const uint64_t *BNN_RESTRICT x, bnn_dims in, const uint64_t *BNN_RESTRICT w, size_t cout,
                   size_t stride, uint64_t *BNN_RESTRICT scratch, int32_t *BNN_RESTRICT out);
 
+/* Output rows [oy0, oy1) of bnn_bconv3x3 only (0 <= oy0 <= oy1 <= ho), into out (in.n, oy1 - oy0, wo, cout): the
+ * same values as those rows of the whole conv (each output pixel is computed alone). So a network can run row band
+ * by row band, its int32 products never a whole map (bnn_model.c). */
+void bnn_bconv3x3_rows(const uint64_t *BNN_RESTRICT x, bnn_dims in, const uint64_t *BNN_RESTRICT w, size_t cout,
+                       size_t stride, uint64_t *BNN_RESTRICT scratch, size_t oy0, size_t oy1,
+                       int32_t *BNN_RESTRICT out);
+
 /*
  * The same 3x3 conv for inputs of at most 32 channels, two taps per word: such a pixel is one word whose upper half is
  * 0, so a window's nine words fit in five (word j: tap 2j in the low half, tap 2j + 1 in the high half; word 4: tap
@@ -178,6 +185,11 @@ static inline size_t bnn_bconv3x3_paired_scratch_words(void) { return BNN_COLUMN
 
 void bnn_bconv3x3_paired(const uint64_t *BNN_RESTRICT x, bnn_dims in, const uint64_t *BNN_RESTRICT wp, size_t cout,
                          size_t stride, uint64_t *BNN_RESTRICT scratch, int32_t *BNN_RESTRICT out);
+
+/* Output rows [oy0, oy1) of bnn_bconv3x3_paired, as bnn_bconv3x3_rows. */
+void bnn_bconv3x3_paired_rows(const uint64_t *BNN_RESTRICT x, bnn_dims in, const uint64_t *BNN_RESTRICT wp,
+                              size_t cout, size_t stride, uint64_t *BNN_RESTRICT scratch, size_t oy0, size_t oy1,
+                              int32_t *BNN_RESTRICT out);
 
 /* w: bnn_bconv3x3's weights (3, 3, 1, cout) of at most 32 input channels -> wp (5, cout), paired as above. */
 void bnn_pair_taps3x3(const uint64_t *BNN_RESTRICT w, size_t cout, uint64_t *BNN_RESTRICT wp);
@@ -237,6 +249,12 @@ static inline void bnn_pack_below_by_words(const float *BNN_RESTRICT x, size_t p
  */
 void bnn_conv2d_f32(const float *BNN_RESTRICT x, bnn_dims in, const float *BNN_RESTRICT w, size_t kh, size_t kw,
                     size_t cout, const float *BNN_RESTRICT bias, size_t stride, size_t pad, float *BNN_RESTRICT out);
+
+/* Output rows [oy0, oy1) of bnn_conv2d_f32 only, into out (in.n, oy1 - oy0, wo, cout): the same values, bit for bit
+ * (the order is per output value). */
+void bnn_conv2d_f32_rows(const float *BNN_RESTRICT x, bnn_dims in, const float *BNN_RESTRICT w, size_t kh,
+                         size_t kw, size_t cout, const float *BNN_RESTRICT bias, size_t stride, size_t pad,
+                         size_t oy0, size_t oy1, float *BNN_RESTRICT out);
 
 /*
  * s x s average pool, ceil mode, averaging only the pixels inside the image (bnncl.core.functional.avgpool_reference):

@@ -17,6 +17,12 @@
 enum { KIND_STEM = 1, KIND_BLOCK = 2, KIND_BINARIZE = 3, KIND_POOL = 4, KIND_HEAD = 5 };
 enum { SC_IDENTITY = 0, SC_DUPLICATE = 1, SC_BINARY = 2 };
 enum { DT_F32 = 1, DT_I32 = 8, DT_U64 = 9 };
+/* What a layer keeps of its real output, by what the next layer reads (out_mode_of): the whole map; only its s x s
+ * average pool (the next block's shortcut pools it first, and nothing else reads it); nothing (the next layer reads
+ * the bits only). A layer runs by bands of output rows (`band`: the pool's s rows, else one), so that its int32
+ * products, its shortcut and a map it pools are never whole: the largest maps of a backbone (the stem's) are then
+ * never held in float32. */
+enum { OUT_FULL = 0, OUT_POOLED = 1, OUT_NONE = 2 };
 enum { COL_KIND, COL_CIN, COL_COUT, COL_STRIDE, COL_BINARY_INPUT, COL_SHORTCUT, COL_REPEAT, COL_LR,
        COL_WEIGHT, COL_MULT, COL_BIAS, COL_THRESHOLD, COL_INPUT_SCALE, COL_SHIFT_IN, COL_SLOPE, COL_SHIFT_OUT,
        COL_SC_WEIGHT, COL_SC_MULT, COL_SC_BIAS, COL_SC_THRESHOLD, GRAPH_COLUMNS };
@@ -42,7 +48,8 @@ typedef struct {
 
 /* One layer, checked, with its shapes and the buffers it reads from the blob. */
 typedef struct {
-    int kind, shortcut, binary_input, keep_real;
+    int kind, shortcut, binary_input, keep_real, out_mode, input_pooled;
+    size_t out_pool, band; /* OUT_POOLED: the pool's size; the output rows per band */
     size_t cin, cout, stride;
     size_t h_in, w_in, h_out, w_out;
     const float *weight_f, *mult, *bias, *threshold, *input_scale, *shift_in, *slope, *shift_out;
@@ -58,11 +65,12 @@ struct bnn_model {
     uint32_t n_layers, lr;
     uint32_t height, width, channels, classes;
     size_t arena_bytes;
-    /* work buffers in the arena, per image */
+    /* work buffers in the arena, per image: two maps (real and bits) a layer reads from and writes to; per band of
+     * output rows the rest */
     float *real[2];
     uint64_t *bits[2];
     int32_t *dot, *sc_dot;
-    float *shortcut, *pooled, *unpacked, *logits;
+    float *band, *shortcut, *pooled, *unpacked, *logits;
     uint64_t *sc_bits, *scratch;
     uint64_t *paired; /* every such block's paired weights, one after the other */
 };
@@ -192,7 +200,8 @@ static bnn_status need(const container *c, const int32_t *row, int col, uint32_t
 /* ---- planning: every layer checked against the previous one, and the arena it needs ---------------------------- */
 
 typedef struct {
-    size_t real, bits, dot, shortcut, pooled, unpacked, sc_bits, scratch, stem_weights, paired, features, classes;
+    size_t real, bits, band, dot, shortcut, pooled, unpacked, sc_bits, scratch, stem_weights, paired, features,
+        classes;
 } sizes;
 
 /* A block whose input is at most 32 channels runs bnn_bconv3x3_paired: five words per window, not nine. */
@@ -203,6 +212,37 @@ static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 /* a * b, or SIZE_MAX when it does not fit (then plan() refuses the model: a 32-bit size_t is a target) */
 static size_t smul(size_t a, size_t b) { return a && b > SIZE_MAX / a ? SIZE_MAX : a * b; }
 static size_t smul3(size_t a, size_t b, size_t c) { return smul(smul(a, b), c); }
+
+/* What producer i (the stem or a block) keeps of its real output, by the layer after it (the layer's own checks
+ * come when the plan reaches it); *pool: the pool's size when OUT_POOLED. The layer before the latent-replay split
+ * keeps its whole map (bnn_latent copies it). */
+static int out_mode_of(const int32_t *g, uint32_t n_layers, uint32_t i, size_t *pool)
+{
+    *pool = 1;
+    if (i + 1 >= n_layers) return OUT_FULL;
+    const int32_t *next = g + (size_t)(i + 1) * GRAPH_COLUMNS;
+    if (next[COL_KIND] == KIND_BINARIZE || (next[COL_KIND] == KIND_BLOCK && next[COL_BINARY_INPUT])) return OUT_NONE;
+    if (next[COL_KIND] == KIND_BLOCK && next[COL_SHORTCUT] != SC_IDENTITY && next[COL_STRIDE] > 1
+        && next[COL_STRIDE] <= 8 && !next[COL_LR]) {
+        *pool = (size_t)next[COL_STRIDE];
+        return OUT_POOLED;
+    }
+    return OUT_FULL;
+}
+
+/* The real map a producer keeps (floats) and its band's (floats), by its mode. */
+static void output_sizes(layer *L, const int32_t *g, uint32_t n_layers, uint32_t i, size_t ho, size_t wo, sizes *sz)
+{
+    L->out_mode = out_mode_of(g, n_layers, i, &L->out_pool);
+    L->band = L->out_mode == OUT_POOLED ? L->out_pool : 1;
+    if (L->out_mode == OUT_FULL)
+        sz->real = max_sz(sz->real, smul3(ho, wo, L->cout));
+    else
+        sz->band = max_sz(sz->band, smul3(L->band, wo, L->cout));
+    if (L->out_mode == OUT_POOLED)
+        sz->real = max_sz(sz->real, smul3(bnn_pool_out_size(ho, L->out_pool), bnn_pool_out_size(wo, L->out_pool),
+                                          L->cout));
+}
 
 /* Checks the graph and computes the buffer sizes; fills m's layers when m is not NULL (bnn_arena_size plans without
  * a model: nothing large on the stack). */
@@ -264,6 +304,7 @@ static bnn_status plan(const container *c, struct bnn_model *m, sizes *sz, bnn_e
             L->bias = p;
             sz->stem_weights = smul3(9, ch, L->cout);
             h = bnn_conv_out_size(h, 3, L->stride, 1), w = bnn_conv_out_size(w, 3, L->stride, 1), ch = L->cout;
+            output_sizes(L, g, dims.n_layers, i, h, w, sz);
             break;
         }
         case KIND_BLOCK: {
@@ -302,14 +343,23 @@ static bnn_status plan(const container *c, struct bnn_model *m, sizes *sz, bnn_e
                 L->sc_bias = p;
                 if ((s = need(c, row, COL_SC_THRESHOLD, DT_F32, di, &p, what, err))) return s;
                 L->sc_threshold = p;
-                sz->sc_bits = max_sz(sz->sc_bits, smul3(ho, wo, words));
             } else {
                 return fail(err, BNN_ERR_MODEL, "an unknown shortcut");
             }
-            sz->dot = max_sz(sz->dot, smul3(ho, wo, L->cout));
-            sz->shortcut = max_sz(sz->shortcut, smul3(ho, wo, max_sz(ch, L->cout)));
-            sz->pooled = max_sz(sz->pooled, smul3(ho, wo, ch));
-            if (L->binary_input) sz->unpacked = max_sz(sz->unpacked, smul3(h, w, ch));
+            output_sizes(L, g, dims.n_layers, i, ho, wo, sz);
+            size_t band = L->band, pools = L->shortcut != SC_IDENTITY && L->stride > 1;
+            sz->dot = max_sz(sz->dot, smul3(band, wo, L->cout));
+            if (L->shortcut == SC_BINARY) {
+                sz->sc_bits = max_sz(sz->sc_bits, smul3(band, wo, words));
+                sz->shortcut = max_sz(sz->shortcut, smul3(band, wo, L->cout));
+            }
+            if (L->binary_input) { /* its shortcut's signs unpacked band by band, pooled when the block pools */
+                size_t rows = pools ? smul(band, L->stride) : band;
+                sz->unpacked = max_sz(sz->unpacked, smul3(rows < h ? rows : h, w, ch));
+                if (pools) sz->pooled = max_sz(sz->pooled, smul3(band, wo, ch));
+            } else if (pools && row[COL_LR]) { /* the layer before keeps its whole map (out_mode_of): pooled here */
+                sz->pooled = max_sz(sz->pooled, smul3(band, wo, ch));
+            }
             sz->scratch = max_sz(sz->scratch, bnn_bconv3x3_scratch_words(ch));
             if (ch <= PAIRED_MAX_CHANNELS) { /* at most MAX_LAYERS * 5 * 65536 words in all: no overflow */
                 sz->paired += 5 * L->cout;
@@ -328,6 +378,7 @@ static bnn_status plan(const container *c, struct bnn_model *m, sizes *sz, bnn_e
         case KIND_POOL:
             L->cout = ch;
             h = 1, w = 1;
+            sz->real = max_sz(sz->real, ch);
             break;
         case KIND_HEAD: {
             size_t dw[] = {dims.classes, ch, 0};
@@ -344,13 +395,12 @@ static bnn_status plan(const container *c, struct bnn_model *m, sizes *sz, bnn_e
         }
         L->h_out = h, L->w_out = w;
         kinds[i] = L->kind, binary_inputs[i] = L->binary_input;
-        sz->real = max_sz(sz->real, smul3(h, w, ch));
         sz->bits = max_sz(sz->bits, smul3(h, w, bnn_words_for(ch)));
     }
     if (lr_count != 1 || dims.lr == 0)
         return fail(err, BNN_ERR_MODEL, "the graph does not mark one latent-replay layer");
     /* every buffer small enough that its bytes, aligned, and the arena's sum of them fit a size_t */
-    const size_t all[] = {sz->real, sz->bits, sz->dot, sz->shortcut, sz->pooled, sz->unpacked, sz->sc_bits,
+    const size_t all[] = {sz->real, sz->bits, sz->band, sz->dot, sz->shortcut, sz->pooled, sz->unpacked, sz->sc_bits,
                           sz->scratch, sz->stem_weights, sz->paired, sz->classes};
     for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
         if (all[k] > SIZE_MAX / 256) return fail(err, BNN_ERR_MODEL, "the network needs more memory than this "
@@ -368,6 +418,7 @@ static bnn_status plan(const container *c, struct bnn_model *m, sizes *sz, bnn_e
             layer *P = &m->layers[i - 1], *L = &m->layers[i];
             if ((kind == KIND_BLOCK && !binary_input) || kind == KIND_BINARIZE) P->out_threshold = L->threshold;
             P->keep_real = !(kind == KIND_BINARIZE || (kind == KIND_BLOCK && binary_input));
+            L->input_pooled = P->out_mode == OUT_POOLED;
         }
     }
     if (m) {
@@ -395,8 +446,9 @@ static size_t layout(const sizes *sz, unsigned char *base, struct bnn_model *m)
     CARVE(real[1], float, sz->real);
     CARVE(bits[0], uint64_t, sz->bits);
     CARVE(bits[1], uint64_t, sz->bits);
+    CARVE(band, float, sz->band);
     CARVE(dot, int32_t, sz->dot);
-    CARVE(sc_dot, int32_t, sz->dot);
+    CARVE(sc_dot, int32_t, sz->shortcut);
     CARVE(shortcut, float, sz->shortcut);
     CARVE(pooled, float, sz->pooled);
     CARVE(unpacked, float, sz->unpacked);
@@ -467,6 +519,89 @@ bnn_status bnn_init(const void *blob, size_t blob_size, void *arena, size_t aren
 
 /* ---- running ----------------------------------------------------------------------------------------------- */
 
+/* Where band [r0, r1) of producer L's real output goes: into its whole map (OUT_FULL), else into the band buffer
+ * (then pooled into the map, OUT_POOLED, or only thresholded, OUT_NONE). */
+static float *band_out(const struct bnn_model *m, const layer *L, float *map, size_t r0)
+{
+    return L->out_mode == OUT_FULL ? map + r0 * L->w_out * L->cout : m->band;
+}
+
+/* After band [r0, r1) of producer L: OUT_POOLED pools it into its rows of the map. r0 is a multiple of the pool's
+ * size (the band is), so the band's windows are the whole map's, pixels in the same order: the same bits. */
+static void band_done(const struct bnn_model *m, const layer *L, float *map, size_t r0, size_t r1)
+{
+    if (L->out_mode != OUT_POOLED) return;
+    size_t s = L->out_pool, wp = bnn_pool_out_size(L->w_out, s);
+    bnn_dims band = {1, r1 - r0, L->w_out, L->cout};
+    bnn_avgpool_f32(m->band, band, s, map + (r0 / s) * wp * L->cout);
+}
+
+static void run_stem(struct bnn_model *m, const layer *L, int cur, int nxt)
+{
+    bnn_dims in = {1, L->h_in, L->w_in, L->cin};
+    size_t words = bnn_words_for(L->cout);
+    for (size_t r0 = 0; r0 < L->h_out; r0 += L->band) {
+        size_t r1 = r0 + L->band < L->h_out ? r0 + L->band : L->h_out, px = (r1 - r0) * L->w_out;
+        float *out = band_out(m, L, m->real[nxt], r0);
+        bnn_conv2d_f32_rows(m->real[cur], in, L->stem_weight, 3, 3, L->cout, L->bias, L->stride, 1, r0, r1, out);
+        if (L->out_threshold) bnn_pack_below(out, px, L->cout, L->out_threshold, m->bits[nxt] + r0 * L->w_out * words);
+        band_done(m, L, m->real[nxt], r0, r1);
+    }
+}
+
+/* One block, band by band of its output rows: the binary conv's rows, their shortcut (read from the input's map, or
+ * unpacked from the input's signs, pooled where the block pools), the epilogue. */
+static void run_block(struct bnn_model *m, const layer *L, int cur, int nxt)
+{
+    bnn_dims in = {1, L->h_in, L->w_in, L->cin};
+    size_t wo = L->w_out, words_in = bnn_words_for(L->cin), words_out = bnn_words_for(L->cout);
+    int pools = L->shortcut != SC_IDENTITY && L->stride > 1;
+    bnn_epilogue_params ep = {L->mult, L->bias, L->shift_in, L->slope, L->shift_out, L->out_threshold};
+    for (size_t r0 = 0; r0 < L->h_out; r0 += L->band) {
+        size_t r1 = r0 + L->band < L->h_out ? r0 + L->band : L->h_out, px = (r1 - r0) * wo;
+        if (L->weight_paired)
+            bnn_bconv3x3_paired_rows(m->bits[cur], in, L->weight_paired, L->cout, L->stride, m->scratch, r0, r1,
+                                     m->dot);
+        else
+            bnn_bconv3x3_rows(m->bits[cur], in, L->weight_b, L->cout, L->stride, m->scratch, r0, r1, m->dot);
+        const float *src, *sc;
+        size_t sc_channels = L->cin;
+        if (L->binary_input) { /* the input is +-1 only: the shortcut scales the signs per channel */
+            size_t y0 = pools ? r0 * L->stride : r0, y1 = pools ? r1 * L->stride : r1;
+            if (y1 > L->h_in) y1 = L->h_in;
+            bnn_unpack_scaled(m->bits[cur] + y0 * L->w_in * words_in, (y1 - y0) * L->w_in, L->cin, L->input_scale,
+                              m->unpacked);
+            src = m->unpacked;
+            if (pools) {
+                bnn_dims rows = {1, y1 - y0, L->w_in, L->cin};
+                bnn_avgpool_f32(m->unpacked, rows, L->stride, m->pooled);
+                src = m->pooled;
+            }
+        } else if (pools && !L->input_pooled) { /* the whole map before the latent split: its band pooled here */
+            size_t y0 = r0 * L->stride, y1 = r1 * L->stride < L->h_in ? r1 * L->stride : L->h_in;
+            bnn_dims rows = {1, y1 - y0, L->w_in, L->cin};
+            bnn_avgpool_f32(m->real[cur] + y0 * L->w_in * L->cin, rows, L->stride, m->pooled);
+            src = m->pooled;
+        } else { /* the map the layer before kept: whole (w_in = wo), or pooled to the output's size already */
+            src = m->real[cur] + r0 * wo * L->cin;
+        }
+        sc = src;
+        if (L->shortcut == SC_BINARY) { /* pool -> threshold -> binary 1x1 conv -> folded BN */
+            bnn_dims pooled = {1, r1 - r0, wo, L->cin};
+            bnn_pack_below(src, px, L->cin, L->sc_threshold, m->sc_bits);
+            bnn_bconv1x1(m->sc_bits, pooled, L->sc_weight, L->cout, 1, m->sc_dot);
+            bnn_shortcut_affine(m->sc_dot, px, L->cout, L->sc_mult, L->sc_bias, m->shortcut);
+            sc = m->shortcut;
+            sc_channels = L->cout;
+        }
+        /* the real values always (the map or the band): the epilogue then tests all pixels' thresholds in one
+         * pass */
+        bnn_block_epilogue(m->dot, px, L->cout, &ep, sc, sc_channels, band_out(m, L, m->real[nxt], r0),
+                           L->out_threshold ? m->bits[nxt] + r0 * wo * words_out : NULL);
+        band_done(m, L, m->real[nxt], r0, r1);
+    }
+}
+
 /* Layers [0, upto) on one image; returns the slot (0 or 1) that holds the last activation (real and/or bits). */
 static int run_image(struct bnn_model *m, const uint8_t *image, uint32_t upto)
 {
@@ -478,45 +613,15 @@ static int run_image(struct bnn_model *m, const uint8_t *image, uint32_t upto)
         const layer *L = &m->layers[i];
         int nxt = cur ^ 1;
         bnn_dims in = {1, L->h_in, L->w_in, L->cin};
-        size_t px = L->h_out * L->w_out;
         switch (L->kind) {
         case KIND_STEM:
-            bnn_conv2d_f32(m->real[cur], in, L->stem_weight, 3, 3, L->cout, L->bias, L->stride, 1, m->real[nxt]);
-            if (L->out_threshold) bnn_pack_below(m->real[nxt], px, L->cout, L->out_threshold, m->bits[nxt]);
+            run_stem(m, L, cur, nxt);
             cur = nxt;
             break;
-        case KIND_BLOCK: {
-            if (L->weight_paired)
-                bnn_bconv3x3_paired(m->bits[cur], in, L->weight_paired, L->cout, L->stride, m->scratch, m->dot);
-            else
-                bnn_bconv3x3(m->bits[cur], in, L->weight_b, L->cout, L->stride, m->scratch, m->dot);
-            const float *src = m->real[cur], *sc;
-            size_t sc_channels = L->cin;
-            if (L->binary_input) { /* the input is ±1 only: the shortcut scales the signs per channel */
-                bnn_unpack_scaled(m->bits[cur], L->h_in * L->w_in, L->cin, L->input_scale, m->unpacked);
-                src = m->unpacked;
-            }
-            if (L->shortcut != SC_IDENTITY && L->stride > 1) {
-                bnn_avgpool_f32(src, in, L->stride, m->pooled);
-                src = m->pooled;
-            }
-            sc = src;
-            if (L->shortcut == SC_BINARY) { /* pool -> threshold -> binary 1x1 conv -> folded BN */
-                bnn_dims pooled = {1, L->h_out, L->w_out, L->cin};
-                bnn_pack_below(src, px, L->cin, L->sc_threshold, m->sc_bits);
-                bnn_bconv1x1(m->sc_bits, pooled, L->sc_weight, L->cout, 1, m->sc_dot);
-                bnn_shortcut_affine(m->sc_dot, px, L->cout, L->sc_mult, L->sc_bias, m->shortcut);
-                sc = m->shortcut;
-                sc_channels = L->cout;
-            }
-            bnn_epilogue_params ep = {L->mult, L->bias, L->shift_in, L->slope, L->shift_out, L->out_threshold};
-            /* the real output always (a buffer of the arena either way): the epilogue then tests all pixels'
-             * thresholds in one pass; whether a layer above reads it is keep_real's business */
-            bnn_block_epilogue(m->dot, px, L->cout, &ep, sc, sc_channels, m->real[nxt],
-                               L->out_threshold ? m->bits[nxt] : NULL);
+        case KIND_BLOCK:
+            run_block(m, L, cur, nxt);
             cur = nxt;
             break;
-        }
         case KIND_BINARIZE: /* its producer thresholded and packed the signs already (ops.link) */
             break;
         case KIND_POOL:

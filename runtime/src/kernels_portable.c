@@ -201,32 +201,39 @@ typedef bnn_column (*column_fn)(const uint64_t *restrict x, bnn_dims in, size_t 
  * Inlined with `column` a constant, so each conv gets its own loop. */
 static inline void conv_by_rows(const uint64_t *restrict x, bnn_dims in, size_t kernel, size_t pad, size_t stride,
                                 const uint64_t *restrict w, size_t cout, int32_t k, column_fn column,
-                                uint64_t *restrict scratch, size_t per_column, int32_t *restrict out)
+                                uint64_t *restrict scratch, size_t per_column, size_t oy0, size_t oy1,
+                                int32_t *restrict out)
 {
     size_t words = bnn_words_for(in.c);
-    size_t ho = bnn_conv_out_size(in.h, kernel, stride, pad), wo = bnn_conv_out_size(in.w, kernel, stride, pad);
+    size_t wo = bnn_conv_out_size(in.w, kernel, stride, pad), rows = oy1 - oy0;
     bnn_column cols[BNN_COLUMNS];
     for (size_t b = 0; b < in.n; b++) {
-        for (size_t oy = 0; oy < ho; oy++) {
+        for (size_t oy = oy0; oy < oy1; oy++) {
             for (size_t ox0 = 0; ox0 < wo; ox0 += BNN_COLUMNS) {
                 size_t count = wo - ox0 < BNN_COLUMNS ? wo - ox0 : BNN_COLUMNS;
                 for (size_t j = 0; j < count; j++)
                     cols[j] = column(x, in, words, b, (ptrdiff_t)(oy * stride) - (ptrdiff_t)pad,
                                      (ptrdiff_t)((ox0 + j) * stride) - (ptrdiff_t)pad,
                                      scratch ? scratch + j * per_column : NULL);
-                bnn_xnor_dot(cols, count, w, cout, k, out + ((b * ho + oy) * wo + ox0) * cout);
+                bnn_xnor_dot(cols, count, w, cout, k, out + ((b * rows + oy - oy0) * wo + ox0) * cout);
             }
         }
     }
 }
 
-void bnn_bconv3x3(const uint64_t *restrict x, bnn_dims in, const uint64_t *restrict w, size_t cout, size_t stride,
-                  uint64_t *restrict scratch, int32_t *restrict out)
+void bnn_bconv3x3_rows(const uint64_t *restrict x, bnn_dims in, const uint64_t *restrict w, size_t cout,
+                       size_t stride, uint64_t *restrict scratch, size_t oy0, size_t oy1, int32_t *restrict out)
 {
     /* Per output pixel its window as one column of 9 * words words (tap-major, as the weight rows); only border
      * windows are copied (on a 7x7 map 24 of 49), each to its own place in the scratch. */
     conv_by_rows(x, in, 3, 1, stride, w, cout, (int32_t)(9 * in.c), window3x3, scratch, 9 * bnn_words_for(in.c),
-                 out);
+                 oy0, oy1, out);
+}
+
+void bnn_bconv3x3(const uint64_t *restrict x, bnn_dims in, const uint64_t *restrict w, size_t cout, size_t stride,
+                  uint64_t *restrict scratch, int32_t *restrict out)
+{
+    bnn_bconv3x3_rows(x, in, w, cout, stride, scratch, 0, bnn_conv_out_size(in.h, 3, stride, 1), out);
 }
 
 /* The paired window of output pixel (y0 + 1, x0 + 1) of image b: tap t (row by row) in half t % 2 of word t / 2, a
@@ -264,10 +271,17 @@ static bnn_column paired_window3x3(const uint64_t *restrict x, bnn_dims in, size
     return bnn_column_contiguous(scratch, 5);
 }
 
+void bnn_bconv3x3_paired_rows(const uint64_t *restrict x, bnn_dims in, const uint64_t *restrict wp, size_t cout,
+                              size_t stride, uint64_t *restrict scratch, size_t oy0, size_t oy1,
+                              int32_t *restrict out)
+{
+    conv_by_rows(x, in, 3, 1, stride, wp, cout, (int32_t)(9 * in.c), paired_window3x3, scratch, 5, oy0, oy1, out);
+}
+
 void bnn_bconv3x3_paired(const uint64_t *restrict x, bnn_dims in, const uint64_t *restrict wp, size_t cout,
                          size_t stride, uint64_t *restrict scratch, int32_t *restrict out)
 {
-    conv_by_rows(x, in, 3, 1, stride, wp, cout, (int32_t)(9 * in.c), paired_window3x3, scratch, 5, out);
+    bnn_bconv3x3_paired_rows(x, in, wp, cout, stride, scratch, 0, bnn_conv_out_size(in.h, 3, stride, 1), out);
 }
 
 void bnn_pair_taps3x3(const uint64_t *restrict w, size_t cout, uint64_t *restrict wp)
@@ -288,7 +302,8 @@ static bnn_column pixel_column(const uint64_t *restrict x, bnn_dims in, size_t w
 void bnn_bconv1x1(const uint64_t *restrict x, bnn_dims in, const uint64_t *restrict w, size_t cout, size_t stride,
                   int32_t *restrict out)
 {
-    conv_by_rows(x, in, 1, 0, stride, w, cout, (int32_t)in.c, pixel_column, NULL, 0, out);
+    conv_by_rows(x, in, 1, 0, stride, w, cout, (int32_t)in.c, pixel_column, NULL, 0, 0,
+                 bnn_conv_out_size(in.h, 1, stride, 0), out);
 }
 
 /* One pixel's channels (channels) -> its packed words: bit (c % 64) of word (c / 64) set where v[c] < threshold[c];
@@ -503,14 +518,15 @@ static void conv_pixel(const float *restrict x, bnn_dims in, const float *restri
     }
 }
 
-void bnn_conv2d_f32(const float *restrict x, bnn_dims in, const float *restrict w, size_t kh, size_t kw,
-                    size_t cout, const float *restrict bias, size_t stride, size_t pad, float *restrict out)
+void bnn_conv2d_f32_rows(const float *restrict x, bnn_dims in, const float *restrict w, size_t kh, size_t kw,
+                         size_t cout, const float *restrict bias, size_t stride, size_t pad, size_t oy0, size_t oy1,
+                         float *restrict out)
 {
-    size_t ho = bnn_conv_out_size(in.h, kh, stride, pad), wo = bnn_conv_out_size(in.w, kw, stride, pad);
+    size_t wo = bnn_conv_out_size(in.w, kw, stride, pad), rows = oy1 - oy0;
     for (size_t b = 0; b < in.n; b++) {
-        for (size_t oy = 0; oy < ho; oy++) {
+        for (size_t oy = oy0; oy < oy1; oy++) {
             ptrdiff_t y0 = (ptrdiff_t)(oy * stride) - (ptrdiff_t)pad;
-            float *row = out + (b * ho + oy) * wo * cout;
+            float *row = out + (b * rows + oy - oy0) * wo * cout;
 #ifdef BNN_LANES
             if (kh == 3 && kw == 3 && in.c <= STEM_CIN && cout % BNN_LANES == 0) {
                 if (in.c == 1) /* grey images; RGB: the channel count a constant too */
@@ -531,6 +547,12 @@ void bnn_conv2d_f32(const float *restrict x, bnn_dims in, const float *restrict 
             }
         }
     }
+}
+
+void bnn_conv2d_f32(const float *restrict x, bnn_dims in, const float *restrict w, size_t kh, size_t kw,
+                    size_t cout, const float *restrict bias, size_t stride, size_t pad, float *restrict out)
+{
+    bnn_conv2d_f32_rows(x, in, w, kh, kw, cout, bias, stride, pad, 0, bnn_conv_out_size(in.h, kh, stride, pad), out);
 }
 
 /* o[ch] = o[ch] / (float)count for ch < c. A power of two divides as a multiplication by its inverse, which is the

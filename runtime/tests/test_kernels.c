@@ -237,7 +237,17 @@ static void run_bconv3x3(const case_t *c, io_t *io)
     bnn_dims d = dims4(x);
     d.c = scalar(c, "cin");
     uint64_t *scratch = malloc(bnn_bconv3x3_scratch_words(d.c) * sizeof *scratch);
-    bnn_bconv3x3(x->data, d, w->data, w->dims[3], scalar(c, "stride"), scratch, io->got[0]);
+    size_t cout = w->dims[3], stride = scalar(c, "stride");
+    if (d.n == 1) { /* one image: by bands of two output rows (the model's way), which must give the whole map */
+        size_t ho = bnn_conv_out_size(d.h, 3, stride, 1), wo = bnn_conv_out_size(d.w, 3, stride, 1);
+        for (size_t oy = 0; oy < ho; oy += 2) {
+            size_t end = oy + 2 < ho ? oy + 2 : ho;
+            bnn_bconv3x3_rows(x->data, d, w->data, cout, stride, scratch, oy, end,
+                              (int32_t *)io->got[0] + oy * wo * cout);
+        }
+    } else {
+        bnn_bconv3x3(x->data, d, w->data, cout, stride, scratch, io->got[0]);
+    }
     free(scratch);
 }
 
@@ -251,7 +261,15 @@ static void run_bconv3x3_paired(const case_t *c, io_t *io)
     uint64_t *scratch = malloc(bnn_bconv3x3_paired_scratch_words() * sizeof *scratch);
     uint64_t *wp = malloc(5 * cout * sizeof *wp);
     bnn_pair_taps3x3(w->data, cout, wp);
-    bnn_bconv3x3_paired(x->data, d, wp, cout, scalar(c, "stride"), scratch, io->got[0]);
+    size_t stride = scalar(c, "stride");
+    if (d.n == 1) { /* one image: row by row, which must give the whole map */
+        size_t ho = bnn_conv_out_size(d.h, 3, stride, 1), wo = bnn_conv_out_size(d.w, 3, stride, 1);
+        for (size_t oy = 0; oy < ho; oy++)
+            bnn_bconv3x3_paired_rows(x->data, d, wp, cout, stride, scratch, oy, oy + 1,
+                                     (int32_t *)io->got[0] + oy * wo * cout);
+    } else {
+        bnn_bconv3x3_paired(x->data, d, wp, cout, stride, scratch, io->got[0]);
+    }
     free(wp);
     free(scratch);
 }
@@ -273,8 +291,18 @@ static void run_bgemm(const case_t *c, io_t *io)
 static void run_conv2d(const case_t *c, io_t *io)
 {
     const array_t *x = need(c, "in.x", DT_F32), *w = need(c, "in.w", DT_F32), *b = find(c, "in.bias", DT_F32);
-    bnn_conv2d_f32(x->data, dims4(x), w->data, w->dims[0], w->dims[1], w->dims[3], b ? b->data : NULL,
-                   scalar(c, "stride"), scalar(c, "pad"), io->got[0]);
+    bnn_dims d = dims4(x);
+    size_t kh = w->dims[0], kw = w->dims[1], cout = w->dims[3], stride = scalar(c, "stride"), pad = scalar(c, "pad");
+    if (d.n == 1) { /* one image: by bands of three output rows, which must give the whole map */
+        size_t ho = bnn_conv_out_size(d.h, kh, stride, pad), wo = bnn_conv_out_size(d.w, kw, stride, pad);
+        for (size_t oy = 0; oy < ho; oy += 3) {
+            size_t end = oy + 3 < ho ? oy + 3 : ho;
+            bnn_conv2d_f32_rows(x->data, d, w->data, kh, kw, cout, b ? b->data : NULL, stride, pad, oy, end,
+                                (float *)io->got[0] + oy * wo * cout);
+        }
+    } else {
+        bnn_conv2d_f32(x->data, d, w->data, kh, kw, cout, b ? b->data : NULL, stride, pad, io->got[0]);
+    }
 }
 
 static void run_avgpool(const case_t *c, io_t *io)
