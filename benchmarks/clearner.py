@@ -9,7 +9,7 @@ The C side is runtime/bench/bench_learner.c (built -O3 for this CPU's best path 
 files this script writes (images uint8, labels int32); CLearner (bnncl.device.clearner, the package's C library,
 -O3) where said. Everything is measured in one run, and every ratio compares figures of that run:
 
-1. Arena: ``bnn_learner_arena_size`` by buffer (model, minibatch, head_step, replay, state, indices, save, total) for
+1. Arena: ``bnn_learner_arena_size`` by buffer (model, minibatch, head_step, replay, state, indices, total) for
    ar1 and cwr, with bnn_learn_defaults (no user bytes) and as CLearner opens it (1 MiB of user bytes for its log),
    beside ``Learner.nbytes()`` of the Python learner of the same settings (after learning the fill).
 2. Peak RSS of fresh processes that load the model and learn the same two experiences (1,600 images of experience 0,

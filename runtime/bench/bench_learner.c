@@ -304,10 +304,10 @@ int main(int argc, char **argv)
     if (!quiet) {
         printf("{\"event\": \"init\", \"path\": \"%s\", \"model_bytes\": %zu, \"arena\": {\"model\": %zu, "
                "\"minibatch\": %zu, \"head_step\": %zu, \"replay\": %zu, \"state\": %zu, \"indices\": %zu, "
-               "\"save\": %zu, \"total\": %zu}, \"rss_before_init_kib\": %ld, \"rss_after_init_kib\": %ld, "
+               "\"total\": %zu}, \"rss_before_init_kib\": %ld, \"rss_after_init_kib\": %ld, "
                "\"maxrss_after_init_kib\": %ld}\n",
                bnn_build_path(), blob_size, mem.model, mem.minibatch, mem.head_step, mem.replay, mem.state,
-               mem.indices, mem.save, mem.total, rss_before, status_kib("VmRSS"), maxrss_kib());
+               mem.indices, mem.total, rss_before, status_kib("VmRSS"), maxrss_kib());
         fflush(stdout);
     }
 

@@ -448,9 +448,9 @@ int main(int argc, char **argv)
     if (bnn_learner_init(blob, blob_size, &o, arena, mem.total, &L, &err) != BNN_OK)
         die(EXIT_LIBRARY, "%s: %s", model_path, err.message);
     printf("model %s: %ux%ux%u images, %u classes; arena %zu B: model %zu, minibatch %zu, head step %zu, replay %zu, "
-           "state %zu, indices %zu, save %zu (+ alignment)\n",
+           "state %zu, indices %zu (+ alignment)\n",
            model_path, (unsigned)info.height, (unsigned)info.width, (unsigned)info.channels, (unsigned)info.classes,
-           mem.total, mem.model, mem.minibatch, mem.head_step, mem.replay, mem.state, mem.indices, mem.save);
+           mem.total, mem.model, mem.minibatch, mem.head_step, mem.replay, mem.state, mem.indices);
 
     /* the saved state, if any */
     file_storage fs = {-1, BNN_SLOT_HEADER_BYTES + bnn_learner_state_bytes(L), 0};

@@ -68,12 +68,13 @@ void bnn_learn_defaults(bnn_learn_options *options);
 /* The arena by buffer (bytes, each rounded up to 64). */
 typedef struct {
     size_t model;      /* the frozen part's inference: bnn_arena_size() */
-    size_t minibatch;  /* one step's features and their levels, new and replayed */
+    size_t minibatch;  /* bytes of three uses never at once, the largest of them: a step's minibatch (the new rows'
+                        * features, the levels, logits and softmax); at an experience's end the memory update's lists
+                        * and staging; in a save or load the serialized state (bnn_learner_state_bytes) */
     size_t head_step;  /* the trainable head's levels and the step's other tensors */
     size_t replay;     /* the replay memory: patterns, labels, the decode scale's sums */
     size_t state;      /* the consolidated rows and counts, the learner itself */
-    size_t indices;    /* the experience's shuffle, the draws, the memory update's staging */
-    size_t save;       /* the serialized state (bnn_learner_state_bytes) */
+    size_t indices;    /* the experience's shuffle, the draws, per-class tables, one image */
     size_t total;      /* all of the above: the arena to give bnn_learner_init */
 } bnn_learner_memory;
 

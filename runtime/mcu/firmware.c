@@ -131,11 +131,9 @@ static int fail(const char *what, const bnn_error *err)
 
 static void print_memory(const bnn_learner_memory *m)
 {
-    printf("arena %lu B: model %lu, minibatch %lu, head_step %lu, replay %lu, state %lu, indices %lu, save %lu "
-           "(static %lu)\n",
+    printf("arena %lu B: model %lu, minibatch %lu, head_step %lu, replay %lu, state %lu, indices %lu (static %lu)\n",
            (unsigned long)m->total, (unsigned long)m->model, (unsigned long)m->minibatch, (unsigned long)m->head_step,
-           (unsigned long)m->replay, (unsigned long)m->state, (unsigned long)m->indices, (unsigned long)m->save,
-           (unsigned long)ARENA_BYTES);
+           (unsigned long)m->replay, (unsigned long)m->state, (unsigned long)m->indices, (unsigned long)ARENA_BYTES);
 }
 
 int main(void)

@@ -105,14 +105,21 @@ typedef struct {
 } quantizer;
 
 /* float32 x[n] onto its own range (clip01: onto [0, 1], values clipped first). 0, or -1 on a NaN or inf. */
+/* lo, hi widened to x[0 .. n); -1 on a NaN or inf */
+static int widen_range(const float *x, size_t n, float *lo, float *hi)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(x[i])) return -1;
+        if (x[i] < *lo) *lo = x[i];
+        if (x[i] > *hi) *hi = x[i];
+    }
+    return 0;
+}
+
 static int quantize_f32(const quantizer *qz, const float *x, size_t n, int clip01, uint16_t *q, qparams *p)
 {
     float lo = x[0], hi = x[0];
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(x[i])) return -1;
-        if (x[i] < lo) lo = x[i];
-        if (x[i] > hi) hi = x[i];
-    }
+    if (widen_range(x, n, &lo, &hi)) return -1;
     *p = clip01 ? qparams_for(0.0, 1.0, qz->bits) : qparams_for(lo, hi, qz->bits);
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
@@ -122,16 +129,25 @@ static int quantize_f32(const quantizer *qz, const float *x, size_t n, int clip0
     return 0;
 }
 
-static int quantize_f64(const quantizer *qz, const double *x, size_t n, uint16_t *q, qparams *p)
+/* The float64 values sum[j] * s of n integer sums (int32 or int64: one of the two is NULL) onto their range, each
+ * value made where it is read (never stored: a float64 tensor the size of the head). 0, or -1 on a NaN or inf. */
+static double sum_value(const int32_t *s32, const int64_t *s64, size_t j, double s)
 {
-    double lo = x[0], hi = x[0];
+    return (s32 ? (double)s32[j] : (double)s64[j]) * s;
+}
+
+static int quantize_sums(const quantizer *qz, const int32_t *s32, const int64_t *s64, size_t n, double s, uint16_t *q,
+                         qparams *p)
+{
+    double lo = sum_value(s32, s64, 0, s), hi = lo;
     for (size_t i = 0; i < n; i++) {
-        if (!isfinite(x[i])) return -1;
-        if (x[i] < lo) lo = x[i];
-        if (x[i] > hi) hi = x[i];
+        double v = sum_value(s32, s64, i, s);
+        if (!isfinite(v)) return -1;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
     }
     *p = qparams_for(lo, hi, qz->bits);
-    for (size_t i = 0; i < n; i++) q[i] = level_of(x[i], p, qz->stochastic);
+    for (size_t i = 0; i < n; i++) q[i] = level_of(sum_value(s32, s64, i, s), p, qz->stochastic);
     return 0;
 }
 
@@ -148,6 +164,7 @@ struct bnn_learner {
     const float *file_head; /* the model's head: the rows predicted with before the first experience */
     size_t classes, features, image_bytes, row_bytes, batch;
     int wide_gradient;
+    int derived_levels; /* nearest rounding of 1-bit patterns: a replayed row's levels from a table (dims) */
     uint64_t model_size;
     uint32_t model_crc;
     uint32_t experiences;
@@ -168,10 +185,12 @@ struct bnn_learner {
     uint16_t *w, *wq, *gq;
     qparams pw;
     float *wv, *wn;
-    double *g;
+    float *hrow;              /* one replayed pattern, decoded */
+    uint16_t *qrow, *qtable;  /* derived levels: one replayed row's, and each channel's two (sign -, sign +) */
     int32_t *gacc32; /* the weight gradient's integer sums: int32 where they provably fit, else int64 (one of them) */
     int64_t *gacc64;
-    /* one minibatch */
+    /* one minibatch: the new rows' features (the replayed ones are read from the memory where they are used), the
+     * levels (all rows', or the new rows' only with derived levels), logits and softmax; dv: the logits' bytes */
     float *h, *logits, *p, *dv;
     uint16_t *hq, *pq, *dq;
     uint32_t *y;
@@ -193,7 +212,11 @@ static size_t up(size_t n) { return n > SIZE_MAX - ALIGN ? SIZE_MAX : (n + ALIGN
 
 typedef struct {
     size_t classes, features, image_bytes, row_bytes, batch, cap, maxp;
+    size_t new_rows;   /* a step's new patterns at most (batch_size) */
     int wide_gradient; /* batch 2^(2 q_f) >= 2^31: the weight gradient's sums need int64 */
+    /* 1-bit patterns and nearest rounding: a replayed value is one of two per channel, so are its levels; the step
+     * keeps the levels of its new rows only (stochastic rounding draws per value: then every row's are kept) */
+    int derived_levels;
 } dims;
 
 /* The blob's largest size for these dimensions: header, rows, counts, a full memory, user bytes, CRC. */
@@ -210,7 +233,7 @@ static size_t layout(const dims *d, const bnn_learn_options *o, size_t model_byt
                      struct bnn_learner *m, bnn_learner_memory *mem)
 {
     size_t at = 0, mark;
-    size_t cf = smul(d->classes, d->features), bf = smul(d->batch, d->features), bc = smul(d->batch, d->classes);
+    size_t cf = smul(d->classes, d->features), bc = smul(d->batch, d->classes);
 #define CARVE(field, type, n)                                       \
     do {                                                            \
         if (m) m->field = (type *)(void *)(base + at);              \
@@ -238,38 +261,47 @@ static size_t layout(const dims *d, const bnn_learn_options *o, size_t model_byt
     CARVE(gq, uint16_t, cf);
     CARVE(wv, float, cf);
     CARVE(wn, float, cf);
-    CARVE(g, double, cf);
     if (d->wide_gradient) /* one of the two: which one the largest minibatch needs */
         CARVE(gacc64, int64_t, cf);
     else
         CARVE(gacc32, int32_t, cf);
+    CARVE(hrow, float, d->features);
+    CARVE(qrow, uint16_t, d->features);
+    CARVE(qtable, uint16_t, smul(2, d->features));
     mem->head_step = at - mark;
-    mark = at;
-    CARVE(h, float, bf);
-    CARVE(hq, uint16_t, bf);
-    CARVE(logits, float, bc);
-    CARVE(p, float, bc);
-    CARVE(dv, float, bc);
-    CARVE(pq, uint16_t, bc);
-    CARVE(dq, uint16_t, bc);
-    CARVE(y, uint32_t, d->batch);
-    CARVE(image, uint8_t, d->image_bytes);
-    mem->minibatch = at - mark;
     mark = at;
     CARVE(perm, uint32_t, d->maxp);
     CARVE(pick, uint32_t, sadd(d->cap, d->maxp));
+    CARVE(table, uint32_t, 8 * d->classes);
+    CARVE(image, uint8_t, d->image_bytes);
+    mem->indices = at - mark;
+    /* Three uses of the same bytes, never at once: a step's minibatch; at an experience's end (the steps are done)
+     * the memory update's lists and staging; between experiences the serialized state, made and written (save) or
+     * read and taken (load). */
+    mark = at;
+    CARVE(h, float, smul(d->new_rows, d->features));
+    CARVE(hq, uint16_t, smul(d->derived_levels ? d->new_rows : d->batch, d->features));
+    CARVE(logits, float, bc);
+    CARVE(p, float, bc);
+    CARVE(pq, uint16_t, bc);
+    CARVE(dq, uint16_t, bc);
+    CARVE(y, uint32_t, d->batch);
+    if (m) m->dv = m->logits; /* the logits are spent once the softmax is made */
+    size_t step_end = at;
+    at = mark;
     CARVE(grouped_old, uint32_t, d->cap);
     CARVE(keep_old, uint32_t, d->cap);
     CARVE(keep_new, uint32_t, d->cap);
-    CARVE(table, uint32_t, 8 * d->classes);
     CARVE(staging, uint8_t, smul(d->cap, d->row_bytes));
     CARVE(staging_labels, int16_t, d->cap);
-    mem->indices = at - mark;
-    mark = at;
+    size_t update_end = at;
+    at = mark;
     size_t save = state_bytes(d, o);
     if (m) m->save = base + at, m->save_bytes = save;
     at = sadd(at, up(save));
-    mem->save = at - mark;
+    if (at < step_end) at = step_end;
+    if (at < update_end) at = update_end;
+    mem->minibatch = at - mark;
 #undef CARVE
     mem->total = sadd(at, ALIGN); /* any alignment of the caller's arena */
     return at;
@@ -334,6 +366,8 @@ static bnn_status learner_dims(const void *blob, size_t blob_size, const bnn_lea
     d->cap = ar1 ? o->replay_size : 0;
     d->maxp = o->max_patterns;
     d->batch = (size_t)o->batch_size + (ar1 && o->replay_mix == BNN_MIX_FIXED ? o->replay_batch : 0);
+    d->new_rows = o->batch_size;
+    d->derived_levels = o->replay_storage == BNN_REPLAY_BITS && o->rounding == BNN_ROUND_NEAREST;
     d->wide_gradient = (double)d->batch * ldexp(1.0, 2 * (int)o->q_f) >= ldexp(1.0, 31);
     /* the products' int64 sums stay exact: K 2^(2 q_f) < 2^62, K the features (logits) or the batch (gradient) */
     size_t k = d->features > d->batch ? d->features : d->batch;
@@ -384,7 +418,7 @@ bnn_status bnn_learner_init(const void *blob, size_t blob_size, const bnn_learn_
     L->model = model;
     L->o = *o;
     L->classes = d.classes, L->features = d.features, L->image_bytes = d.image_bytes, L->row_bytes = d.row_bytes;
-    L->batch = d.batch, L->wide_gradient = d.wide_gradient;
+    L->batch = d.batch, L->wide_gradient = d.wide_gradient, L->derived_levels = d.derived_levels;
     L->model_size = blob_size, L->model_crc = shape.payload_crc;
     size_t c_, f_;
     bnn_model_head(model, &c_, &f_, &L->file_head);
@@ -432,6 +466,15 @@ static void account(const struct bnn_learner *L, const float *x, double *abs_sum
     for (size_t c = 0; c < L->features; c++) abs_sum[c] += (double)fabsf(x[c] + L->offset[c]);
 }
 
+static unsigned stored_bit(const uint8_t *row, size_t c) { return (row[c >> 3] >> (7 - (c & 7))) & 1u; }
+
+/* Channel c of a 1-bit pattern whose bit is `bit`: +-scale - offset (float32) */
+static float decoded_value(const struct bnn_learner *L, size_t c, unsigned bit)
+{
+    float sign = bit ? 1.0f : -1.0f;
+    return sign * (float)L->abs_work[c] - L->offset[c];
+}
+
 static void decode(const struct bnn_learner *L, uint32_t slot, float *out)
 {
     const uint8_t *row = L->mem + (size_t)slot * L->row_bytes;
@@ -439,10 +482,7 @@ static void decode(const struct bnn_learner *L, uint32_t slot, float *out)
         memcpy(out, row, L->features * sizeof(float));
         return;
     }
-    for (size_t c = 0; c < L->features; c++) {
-        float sign = (row[c >> 3] >> (7 - (c & 7))) & 1u ? 1.0f : -1.0f;
-        out[c] = sign * (float)L->abs_work[c] - L->offset[c];
-    }
+    for (size_t c = 0; c < L->features; c++) out[c] = decoded_value(L, c, stored_bit(row, c));
 }
 
 /* The decode scale per channel (LatentMemory.channel_scale): mean |x + offset| of everything stored so far, 1 before
@@ -471,16 +511,54 @@ static bnn_status read_image(struct bnn_learner *L, const bnn_experience *e, siz
     return BNN_OK;
 }
 
-/* One SGD step on the n rows of L->h with labels L->y (IntegerHeadStep.__call__); *loss: its cross-entropy. */
-static bnn_status head_step(struct bnn_learner *L, size_t n, bnn_pcg32 *quant, double *loss, bnn_error *err)
+/* The step's input as one tensor onto its range (its quantizer): the n_new rows of L->h, then the k replayed slots
+ * L->pick[0 .. k) as decoded (the values the Python step stacks); the levels in that order (so a stochastic
+ * rounding draws as there). With derived levels only the new rows' levels are kept, and each channel's two. 0, or
+ * -1 on a NaN or inf. */
+static int quantize_inputs(struct bnn_learner *L, const quantizer *qz, size_t n_new, size_t k, qparams *p)
 {
-    const size_t C = L->classes, F = L->features, CF = C * F;
+    const size_t F = L->features;
+    float lo = L->h[0], hi = L->h[0];
+    if (widen_range(L->h, n_new * F, &lo, &hi)) return -1;
+    for (size_t j = 0; j < k; j++) {
+        decode(L, L->pick[j], L->hrow);
+        if (widen_range(L->hrow, F, &lo, &hi)) return -1;
+    }
+    *p = qparams_for(lo, hi, qz->bits);
+    for (size_t i = 0; i < n_new * F; i++) L->hq[i] = level_of(L->h[i], p, qz->stochastic);
+    if (L->derived_levels) {
+        for (size_t c = 0; c < F; c++)
+            for (unsigned bit = 0; bit < 2; bit++) L->qtable[2 * c + bit] = level_of(decoded_value(L, c, bit), p, NULL);
+        return 0;
+    }
+    for (size_t j = 0; j < k; j++) {
+        decode(L, L->pick[j], L->hrow);
+        for (size_t c = 0; c < F; c++) L->hq[(n_new + j) * F + c] = level_of(L->hrow[c], p, qz->stochastic);
+    }
+    return 0;
+}
+
+/* The levels of row i of the step (new rows first): kept, or a replayed row's made from its bits. */
+static const uint16_t *input_levels(struct bnn_learner *L, size_t n_new, size_t i)
+{
+    if (i < n_new || !L->derived_levels) return L->hq + i * L->features;
+    const uint8_t *row = L->mem + (size_t)L->pick[i - n_new] * L->row_bytes;
+    for (size_t c = 0; c < L->features; c++) L->qrow[c] = L->qtable[2 * c + stored_bit(row, c)];
+    return L->qrow;
+}
+
+/* One SGD step on the n_new rows of L->h and the k replayed slots L->pick[0 .. k), labels L->y
+ * (IntegerHeadStep.__call__); *loss: its cross-entropy. */
+static bnn_status head_step(struct bnn_learner *L, size_t n_new, size_t k, bnn_pcg32 *quant, double *loss,
+                            bnn_error *err)
+{
+    const size_t C = L->classes, F = L->features, CF = C * F, n = n_new + k;
     quantizer qf = {L->o.q_f, L->o.rounding == BNN_ROUND_STOCHASTIC ? quant : NULL}, qb = {L->o.q_b, qf.stochastic};
     qparams ph, pwq, pp, pd, pg;
     static const char *const where[] = {"head input", "head weights (forward)", "softmax output", "logit gradient",
                                         "head weight gradient", "head weights (stored)"};
     int bad = -1;
-    if (quantize_f32(&qf, L->h, n * F, 0, L->hq, &ph)) bad = 0;
+    if (quantize_inputs(L, &qf, n_new, k, &ph)) bad = 0;
     if (bad < 0) {
         values_of(L->w, CF, &L->pw, L->wv);
         if (quantize_f32(&qf, L->wv, CF, 0, L->wq, &pwq)) bad = 1;
@@ -488,9 +566,10 @@ static bnn_status head_step(struct bnn_learner *L, size_t n, bnn_pcg32 *quant, d
     if (bad < 0) {
         double s = ph.scale * pwq.scale;
         int fits32 = (double)F * ldexp(1.0, 2 * (int)L->o.q_f) < ldexp(1.0, 31); /* the same exact sums, in int32 */
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
+            const uint16_t *a = input_levels(L, n_new, i);
             for (size_t c = 0; c < C; c++) {
-                const uint16_t *a = L->hq + i * F, *b = L->wq + c * F;
+                const uint16_t *b = L->wq + c * F;
                 int64_t acc = 0;
                 if (fits32) {
                     int32_t acc32 = 0;
@@ -502,6 +581,7 @@ static bnn_status head_step(struct bnn_learner *L, size_t n, bnn_pcg32 *quant, d
                 }
                 L->logits[i * C + c] = (float)((double)acc * s);
             }
+        }
         softmax_fixed(L->logits, n, C, L->p);
         if (quantize_f32(&qf, L->p, n * C, 1, L->pq, &pp)) bad = 2;
     }
@@ -526,26 +606,29 @@ static bnn_status head_step(struct bnn_learner *L, size_t n, bnn_pcg32 *quant, d
         double s = pd.scale * ph.scale;
         if (!L->wide_gradient) {
             memset(L->gacc32, 0, CF * sizeof(int32_t));
-            for (size_t i = 0; i < n; i++)
+            for (size_t i = 0; i < n; i++) {
+                const uint16_t *h = input_levels(L, n_new, i);
                 for (size_t c = 0; c < C; c++) {
                     int32_t d = (int32_t)L->dq[i * C + c] - pd.zero, *row = L->gacc32 + c * F;
-                    const uint16_t *h = L->hq + i * F;
                     if (d)
-                        for (size_t k = 0; k < F; k++) row[k] += d * ((int32_t)h[k] - ph.zero);
+                        for (size_t f = 0; f < F; f++) row[f] += d * ((int32_t)h[f] - ph.zero);
                 }
-            for (size_t j = 0; j < CF; j++) L->g[j] = (double)L->gacc32[j] * s;
+            }
         } else {
             memset(L->gacc64, 0, CF * sizeof(int64_t));
-            for (size_t i = 0; i < n; i++)
+            for (size_t i = 0; i < n; i++) {
+                const uint16_t *h = input_levels(L, n_new, i);
                 for (size_t c = 0; c < C; c++) {
                     int64_t d = (int64_t)L->dq[i * C + c] - pd.zero, *row = L->gacc64 + c * F;
-                    const uint16_t *h = L->hq + i * F;
                     if (d)
-                        for (size_t k = 0; k < F; k++) row[k] += d * ((int64_t)h[k] - ph.zero);
+                        for (size_t f = 0; f < F; f++) row[f] += d * ((int64_t)h[f] - ph.zero);
                 }
-            for (size_t j = 0; j < CF; j++) L->g[j] = (double)L->gacc64[j] * s;
+            }
         }
-        if (quantize_f64(&qb, L->g, CF, L->gq, &pg)) bad = 4;
+        /* the float64 gradient sum * s, value by value where the quantizer reads it */
+        if (quantize_sums(&qb, L->wide_gradient ? NULL : L->gacc32, L->wide_gradient ? L->gacc64 : NULL, CF, s, L->gq,
+                          &pg))
+            bad = 4;
     }
     if (bad < 0) {
         float lr = (float)L->o.lr;
@@ -770,18 +853,15 @@ bnn_status bnn_learner_learn(bnn_learner *L, const bnn_experience *e, bnn_learn_
                 if ((s = read_image(L, e, L->perm[first + j], &L->y[j], err))) return s;
                 memcpy(L->h + j * F, bnn_model_features(L->model, L->image), F * sizeof(float));
             }
-            size_t rows = count;
-            if (n_replay) { /* LatentMemory.sample: min(n_replay, size) distinct slots */
-                uint32_t k = n_replay < m ? n_replay : m;
+            uint32_t k = 0;
+            if (n_replay) { /* LatentMemory.sample: min(n_replay, size) distinct slots, read where they are */
+                k = n_replay < m ? n_replay : m;
                 for (uint32_t i = 0; i < m; i++) L->pick[i] = i;
                 bnn_pcg32_choice(&d.replay, L->pick, m, k);
-                for (uint32_t j = 0; j < k; j++, rows++) {
-                    decode(L, L->pick[j], L->h + rows * F);
-                    L->y[rows] = (uint32_t)L->mem_labels[L->pick[j]];
-                }
+                for (uint32_t j = 0; j < k; j++) L->y[count + j] = (uint32_t)L->mem_labels[L->pick[j]];
             }
             double loss = 0.0;
-            if ((s = head_step(L, rows, quant, &loss, err))) return s;
+            if ((s = head_step(L, count, k, quant, &loss, err))) return s;
             loss_sum += loss;
         }
     }

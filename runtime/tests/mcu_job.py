@@ -370,8 +370,8 @@ def part_of(obj: str) -> str:
 
 
 ARENA_LINE = re.compile(r"arena (\d+) B: model (\d+), minibatch (\d+), head_step (\d+), replay (\d+), state (\d+), "
-                        r"indices (\d+), save (\d+) \(static (\d+)\)")
-BUFFERS = ("model", "minibatch", "head_step", "replay", "state", "indices", "save")
+                        r"indices (\d+) \(static (\d+)\)")
+BUFFERS = ("model", "minibatch", "head_step", "replay", "state", "indices")
 
 
 def run_log(path: Path) -> dict:

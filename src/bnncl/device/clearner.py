@@ -53,7 +53,7 @@ class COptions(ctypes.Structure):
 
 
 class Memory(ctypes.Structure):
-    NAMES = ("model", "minibatch", "head_step", "replay", "state", "indices", "save", "total")
+    NAMES = ("model", "minibatch", "head_step", "replay", "state", "indices", "total")
     _fields_ = [(name, ctypes.c_size_t) for name in NAMES]
 
 
