@@ -56,12 +56,11 @@ typedef struct {
     const float *sc_mult, *sc_bias, *sc_threshold;
     const uint64_t *weight_b, *sc_weight;
     const float *out_threshold; /* the next layer's input threshold, fused into this one */
-    float *stem_weight;         /* the stem's weights in the kernel's layout (kh, kw, cin, cout), in the arena */
     uint64_t *weight_paired;    /* a block of at most 32 input channels: its weights two taps per word, in the arena */
 } layer;
 
 struct bnn_model {
-    layer layers[MAX_LAYERS];
+    layer *layers; /* n_layers of them, in the arena */
     uint32_t n_layers, lr;
     uint32_t height, width, channels, classes;
     size_t arena_bytes;
@@ -73,6 +72,7 @@ struct bnn_model {
     float *band, *shortcut, *pooled, *unpacked, *logits;
     uint64_t *sc_bits, *scratch;
     uint64_t *paired; /* every such block's paired weights, one after the other */
+    float *stem_weight; /* the stem's weights in the kernel's layout (kh, kw, cin, cout) */
 };
 
 /* ---- errors (bnn_common.c) ----------------------------------------------------------------------------------- */
@@ -200,8 +200,8 @@ static bnn_status need(const container *c, const int32_t *row, int col, uint32_t
 /* ---- planning: every layer checked against the previous one, and the arena it needs ---------------------------- */
 
 typedef struct {
-    size_t real, bits, band, dot, shortcut, pooled, unpacked, sc_bits, scratch, stem_weights, paired, features,
-        classes;
+    size_t layers, real, bits, band, dot, shortcut, pooled, unpacked, sc_bits, scratch, stem_weights, paired,
+        features, classes;
 } sizes;
 
 /* A block whose input is at most 32 channels runs bnn_bconv3x3_paired: five words per window, not nine. */
@@ -267,6 +267,7 @@ static bnn_status plan(const container *c, struct bnn_model *m, sizes *sz, bnn_e
         if (in[i] < 1 || in[i] > 65536) return fail(err, BNN_ERR_MODEL, "the input tensor's sizes are out of range");
     memset(sz, 0, sizeof *sz);
     dims.n_layers = graph.dims[0];
+    sz->layers = dims.n_layers;
     dims.lr = 0;
     dims.height = (uint32_t)in[0], dims.width = (uint32_t)in[1], dims.channels = (uint32_t)in[2];
     dims.classes = (uint32_t)in[3];
@@ -442,6 +443,7 @@ static size_t layout(const sizes *sz, unsigned char *base, struct bnn_model *m)
         if (m) m->field = (type *)(void *)(base + at);               \
         at += up((n) * sizeof(type));                                \
     } while (0)
+    CARVE(layers, layer, sz->layers);
     CARVE(real[0], float, sz->real);
     CARVE(real[1], float, sz->real);
     CARVE(bits[0], uint64_t, sz->bits);
@@ -455,7 +457,7 @@ static size_t layout(const sizes *sz, unsigned char *base, struct bnn_model *m)
     CARVE(sc_bits, uint64_t, sz->sc_bits);
     CARVE(scratch, uint64_t, sz->scratch);
     CARVE(logits, float, sz->classes);
-    CARVE(layers[0].stem_weight, float, sz->stem_weights);
+    CARVE(stem_weight, float, sz->stem_weights);
     CARVE(paired, uint64_t, sz->paired);
 #undef CARVE
     return at;
@@ -494,15 +496,15 @@ bnn_status bnn_init(const void *blob, size_t blob_size, void *arena, size_t aren
     unsigned char *base = (unsigned char *)arena + (ALIGN - (uintptr_t)arena % ALIGN) % ALIGN;
     struct bnn_model *m = (struct bnn_model *)(void *)base;
     memset(m, 0, sizeof *m);
-    plan(&c, m, &sz, NULL); /* checked above: now into the model, in the arena */
-    m->arena_bytes = need;
     layout(&sz, base, m);
+    plan(&c, m, &sz, NULL); /* checked above: now into the model's layers, in the arena */
+    m->arena_bytes = need;
     /* The stem's weights into the kernel's layout (kh, kw, cin, cout): 9 * cin * cout floats, the one copy made. */
     layer *stem = &m->layers[0];
     for (size_t co = 0; co < stem->cout; co++)
         for (size_t t = 0; t < 9; t++)
             for (size_t ci = 0; ci < stem->cin; ci++)
-                stem->stem_weight[(t * stem->cin + ci) * stem->cout + co] = stem->weight_f[(co * 9 + t) * stem->cin + ci];
+                m->stem_weight[(t * stem->cin + ci) * stem->cout + co] = stem->weight_f[(co * 9 + t) * stem->cin + ci];
     /* The paired weights of the blocks of at most 32 input channels (5 * cout words each). */
     uint64_t *paired = m->paired;
     for (uint32_t i = 0; i < m->n_layers; i++) {
@@ -543,7 +545,7 @@ static void run_stem(struct bnn_model *m, const layer *L, int cur, int nxt)
     for (size_t r0 = 0; r0 < L->h_out; r0 += L->band) {
         size_t r1 = r0 + L->band < L->h_out ? r0 + L->band : L->h_out, px = (r1 - r0) * L->w_out;
         float *out = band_out(m, L, m->real[nxt], r0);
-        bnn_conv2d_f32_rows(m->real[cur], in, L->stem_weight, 3, 3, L->cout, L->bias, L->stride, 1, r0, r1, out);
+        bnn_conv2d_f32_rows(m->real[cur], in, m->stem_weight, 3, 3, L->cout, L->bias, L->stride, 1, r0, r1, out);
         if (L->out_threshold) bnn_pack_below(out, px, L->cout, L->out_threshold, m->bits[nxt] + r0 * L->w_out * words);
         band_done(m, L, m->real[nxt], r0, r1);
     }
