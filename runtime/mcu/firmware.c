@@ -8,12 +8,16 @@
  *                                  bnn_learn_options' fields (LR_BITS: the double's 64 bits in hex); first
  *   predict IMAGES.idx OUT         the class of every image (bnn_learner_predict), int32 little-endian into OUT
  *   learn IMAGES.idx LABELS.idx    one experience, each image read from the host when the learner asks for it
- *   save / load                    the state into / from the flash slots (load: none yet is not an error)
+ *   save / load                    the state into / from the flash slots (load: none yet is not an error; it says
+ *                                  so, and the learner goes on as it is: from the model file, before any learning)
  *   dump OUT                       the state's flash region (its two slots) into the host file OUT
  *
- * and prints what it used: the arena by buffer, the stack's peak (painted at reset), the state's bytes. Exit status 0
- * when every command succeeded; otherwise one line naming the command and the error, and status 1.
+ * and prints what it used: the arena by buffer, the state's bytes, the heap's and the stack's peaks (startup.c: the
+ * break's highest, the painted stack's deepest word). Exit status 0 when every command succeeded; otherwise one line
+ * naming the command and the error (after a line saying so where the heap ran out), and status 1; status 1 too
+ * where the stack used its whole reserve.
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +59,20 @@ static int flash_write(void *ctx, unsigned slot, size_t offset, const void *src,
     return 0;
 }
 
+/* ---- files on the host ------------------------------------------------------------------------------------ */
+
+/* A host file, unbuffered: every read or write goes to the host as it is (one semihosting call), and the heap holds
+ * no stdio buffer for it (the firmware reads whole images and labels at given offsets, and writes whole records). */
+static FILE *host_open(const char *path, const char *mode)
+{
+    errno = 0;
+    FILE *f = fopen(path, mode);
+    if (f) setvbuf(f, NULL, _IONBF, 0);
+    else if (errno == ENOMEM)
+        printf("error: the heap is used up (HEAP_SIZE %lu B): %s\n", (unsigned long)mcu_heap_size(), path);
+    return f;
+}
+
 /* ---- IDX files on the host ------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -68,7 +86,7 @@ static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t
 static int idx_open(idx_file *x, const char *path, int labels)
 {
     uint8_t h[20];
-    x->f = fopen(path, "rb");
+    x->f = host_open(path, "rb");
     if (!x->f || fread(h, 1, 8, x->f) != 8) return printf("error: %s: cannot read its header\n", path), 1;
     uint32_t magic = be32(h), dims = magic & 0xFF;
     if ((magic >> 8) != 0x08 || (labels ? dims != 1 : dims < 3 || dims > 4))
@@ -104,7 +122,10 @@ static int read_from_host(void *ctx, size_t index, uint8_t *image, uint32_t *lab
 
 /* ---- the job ------------------------------------------------------------------------------------------- */
 
-static char job[4096];
+#ifndef JOB_BYTES
+#define JOB_BYTES 2048
+#endif
+static char job[JOB_BYTES]; /* the job's text, tokenized in place (a longer job is refused, never cut) */
 static char *cursor;
 
 static const char *token(void)
@@ -138,9 +159,11 @@ static void print_memory(const bnn_learner_memory *m)
 
 int main(void)
 {
-    FILE *f = fopen(JOB_FILE, "rb");
+    FILE *f = host_open(JOB_FILE, "rb");
     size_t n = f ? fread(job, 1, sizeof job - 1, f) : 0;
     if (!f || n == 0) return printf("error: %s: cannot read the job\n", JOB_FILE), 1;
+    if (n == sizeof job - 1 && fgetc(f) != EOF)
+        return printf("error: %s: longer than the job buffer (JOB_BYTES %u)\n", JOB_FILE, (unsigned)sizeof job), 1;
     fclose(f);
     job[n] = '\0';
     cursor = job;
@@ -181,9 +204,12 @@ int main(void)
             const char *in = token(), *out = token();
             idx_file x;
             if (!in || !out || idx_open(&x, in, 0)) return printf("error: predict IMAGES OUT\n"), 1;
-            FILE *o = fopen(out, "wb");
+            FILE *o = host_open(out, "wb");
+            if (!o) return printf("error: %s: cannot write\n", out), 1;
             uint8_t *image = malloc(x.item_bytes);
-            if (!o || !image) return printf("error: %s: cannot write\n", out), 1;
+            if (!image)
+                return printf("error: the heap is used up (HEAP_SIZE %lu B): no room for an image of %lu B\n",
+                              (unsigned long)mcu_heap_size(), (unsigned long)x.item_bytes), 1;
             for (size_t i = 0; i < x.count; i++) {
                 int32_t label;
                 if (idx_read(&x, i, image)) return printf("error: %s: image %lu\n", in, (unsigned long)i), 1;
@@ -214,11 +240,18 @@ int main(void)
             printf("saved the state to flash (slots of %lu B)\n", (unsigned long)slot_bytes);
         } else if (!strcmp(cmd, "load")) {
             bnn_status s = bnn_learner_load(L, &storage, NULL, 0, NULL, &err);
-            if (s && s != BNN_ERR_NO_STATE) return fail(cmd, &err);
-            printf("loaded: %lu experiences\n", (unsigned long)bnn_learner_experiences(L));
+            unsigned long k = (unsigned long)bnn_learner_experiences(L);
+            if (s == BNN_ERR_NO_STATE && k == 0)
+                printf("load: no saved state in flash, starting from the model file\n");
+            else if (s == BNN_ERR_NO_STATE)
+                printf("load: no saved state in flash, the learner keeps its state (%lu experiences)\n", k);
+            else if (s)
+                return fail(cmd, &err);
+            else
+                printf("loaded the state from flash: %lu experiences\n", k);
         } else if (!strcmp(cmd, "dump")) { /* the flash region's two slots, as they are, into a host file */
             const char *out = token();
-            FILE *o = out ? fopen(out, "wb") : NULL;
+            FILE *o = out ? host_open(out, "wb") : NULL;
             if (!o || fwrite(state_flash, 1, 2 * slot_bytes, o) != 2 * slot_bytes || fclose(o))
                 return printf("error: dump OUT: cannot write %s\n", out ? out : "(nothing)"), 1;
             printf("dumped the state's flash: 2 slots of %lu B\n", (unsigned long)slot_bytes);
@@ -226,6 +259,10 @@ int main(void)
             return printf("error: unknown command %s\n", cmd), 1;
         }
     }
-    printf("stack peak %lu of %lu B\n", (unsigned long)mcu_stack_peak(), (unsigned long)mcu_stack_size());
+    printf("heap %lu of %lu B\n", (unsigned long)mcu_heap_peak(), (unsigned long)mcu_heap_size());
+    size_t stack = mcu_stack_peak();
+    printf("stack peak %lu of %lu B\n", (unsigned long)stack, (unsigned long)mcu_stack_size());
+    if (stack >= mcu_stack_size())
+        return printf("error: the stack used its whole reserve (STACK_SIZE): it may have overflowed\n"), 1;
     return 0;
 }

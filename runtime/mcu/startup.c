@@ -1,13 +1,19 @@
 /*
  * startup.c -- reset for the firmware on a Cortex-M: the vector table (the stack's top, the reset handler), .data
  * copied from flash, .bss zeroed, the FPU enabled, the stack painted (for its peak, mcu_stack_peak), newlib's
- * semihosting set up, then main(); its status goes back to the host (semihosting's exit).
+ * semihosting set up, then main(); its status goes back to the host (semihosting's exit). And newlib's _sbrk, for
+ * malloc (stdio's buffers), held to the linker script's heap (end to __heap_limit): librdimon's own compares the
+ * break with the stack pointer only (its __heap_limit is a variable left at its "unknown" value), so a heap beyond
+ * HEAP_SIZE grew into the stack's reserve unnoticed; here malloc fails instead (ENOMEM).
  */
+#include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "mcu.h"
 
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, __stack_bottom, __stack_top;
+extern char end, __heap_limit; /* the heap: mps2.ld's .heap */
 extern int main(void);
 extern void initialise_monitor_handles(void);
 extern void exit(int);
@@ -51,3 +57,24 @@ size_t mcu_stack_peak(void)
 }
 
 size_t mcu_stack_size(void) { return (size_t)((const char *)&__stack_top - (const char *)&__stack_bottom); }
+
+static char *heap_break, *heap_peak; /* the break (end + what malloc holds) and its highest */
+
+void *_sbrk(ptrdiff_t increment);
+
+void *_sbrk(ptrdiff_t increment)
+{
+    if (!heap_break) heap_break = &end;
+    if (increment > &__heap_limit - heap_break || increment < &end - heap_break) {
+        errno = ENOMEM;
+        return (void *)-1;
+    }
+    char *old = heap_break;
+    heap_break += increment;
+    if (heap_break > heap_peak) heap_peak = heap_break;
+    return old;
+}
+
+size_t mcu_heap_peak(void) { return heap_peak ? (size_t)(heap_peak - &end) : 0; }
+
+size_t mcu_heap_size(void) { return (size_t)(&__heap_limit - &end); }

@@ -1,22 +1,34 @@
 """The Cortex-M firmware's test, host side (runtime/mcu/firmware.c under qemu-system-arm).
 
-    mcu_job.py prepare OUT MODEL STREAM [--replay-size N]   the job (OUT/job.txt) and the arena the firmware needs
-                                                          (OUT/arena.mk: ARENA_BYTES = ...)
-    mcu_job.py check OUT MODEL STREAM                       the firmware's outputs against the host
+    mcu_job.py prepare OUT MODEL STREAM [JOB OPTIONS]      the job (OUT/job.txt) and the arena and state flash the
+                                                          firmware needs (OUT/arena.mk)
+    mcu_job.py check OUT MODEL STREAM [JOB OPTIONS]        the firmware's outputs (and OUT/run.log) against the host
     mcu_job.py bench OUT MODEL STREAM [--settings test|demo] [--replay-size N] [--max-patterns N] [--predict K]
                                                           [--fill N]
                                                           the jobs of `make mcu-memory` and `make icount-cortex-m`
     mcu_job.py bench-check DIR                              their outputs (DIR: a board's directory) against the host
     mcu_job.py memory-report DIR...                         `make mcu-memory`'s tables
 
-The job, on the model file MODEL and the IDX stream STREAM (runtime/examples/make_stream.py's layout; the tests' tiny
-stream): predict the test images with the model's head, learn experience 0 and 1 (AR1*, 1-bit replay, the
-class-balanced update, 8/16 bits) saving the state to flash after each, predict the test images again, dump the
-state's flash. The check, against the host's C library (bnncl.device.clearner.CLearner learning the same experiences
-with the same options) and the Python device learner (the independent oracle): the predictions before and after
-learning equal the host's, and the newest complete slot of the dumped flash is the host's state blob byte for byte
-(its learned head, consolidated rows, replay memory, generators: bnncl.device.clearner.parse_state), the Python
-learner's in every field.
+The job, on the model file MODEL and the IDX stream STREAM (runtime/examples/make_stream.py's layout: the tests' tiny
+stream, or tests/make_demo_arch_model.py's Fashion-MNIST one): load from the flash, which holds no state yet (the
+firmware says so and starts from the model file), predict the test images with the model's head, learn experience 0
+and 1 saving the state to flash after each (the second replays from the memory the first filled), load the state
+from the flash again, predict the test images again, dump the state's flash. JOB OPTIONS, the same for prepare and
+check: --settings test (the default: AR1*, 1-bit replay, the class-balanced update, 8/16 bits, 2 epochs, 8 new + 8
+replayed per step, --replay-size slots, 200 by default) or demo (the demo's device settings, bnn_learn_defaults:
+AR1*, 4 epochs, 50 new + 128 replayed, 1,500 1-bit slots, 8/16 bits, lr 0.01, seed 0), --replay-size N and --epochs
+E to change those, --max-patterns N (the largest experience the firmware's arena is sized for; default: the
+stream's largest; the demo's is 1,000). prepare also writes OUT/arena.mk: ARENA_BYTES (the host's 64-bit
+bnn_learner_arena_size; the firmware's own 32-bit figure, which it prints, is smaller) and STATE_FLASH_BYTES (the
+state's two slots, rounded up to 4 KB).
+
+The check, against the host's C library (bnncl.device.clearner.CLearner learning the same experiences with the same
+options) and the Python device learner (the independent oracle): the firmware's log (OUT/run.log) says the first load
+found no state and the second loaded the state of 2 experiences, and its report of each experience (patterns, steps,
+replayed per step: more than 0 for the second) is the host's; the predictions before and after learning equal the
+host's, and the newest complete slot of the dumped flash is the host's state blob byte for byte (its learned head,
+consolidated rows, replay memory, generators: bnncl.device.clearner.parse_state), the Python learner's in every
+field; and the job finished (the firmware's last line, its stack's peak).
 
 bench writes, for the settings "test" (the job above's: AR1*, 2 epochs, 8 new + 8 replayed per step, 200 slots) or
 "demo" (the demo's device settings, bnn_learn_defaults: AR1*, 4 epochs, 50 new + 128 replayed, 1,500 1-bit slots,
@@ -58,7 +70,6 @@ from bnncl.device import Learner
 from bnncl.device.clearner import (
     SLOT_HEADER_BYTES,
     CLearner,
-    COptions,
     FileStorage,
     Memory,
     _lib,
@@ -98,17 +109,41 @@ def job_options_line(o: LearnOptions, max_patterns: int) -> str:
     return "options " + " ".join(map(str, fields)) + f" {lr_bits:016x} {o.seed} {max_patterns}"
 
 
-def prepare(out: Path, model: Path, stream: Path, replay_size: int) -> int:
+# what the firmware prints (firmware.c): its loads and its report of each experience
+NO_STATE_LINE = "load: no saved state in flash, starting from the model file"
+LOADED_LINE = "loaded the state from flash: {} experiences"
+LEARNED_LINE = ("learned experience {experience}: {patterns} patterns, {steps} steps, {replayed_per_step} replayed "
+                "per step")
+
+
+def job_options(settings: str, replay_size: int | None, epochs: int | None) -> LearnOptions:
+    o = settings_options(settings, replay_size)
+    return o if epochs is None else dataclasses.replace(o, epochs=epochs)
+
+
+def job_max_patterns(stream: Path, max_patterns: int | None) -> int:
+    """The arena's max_patterns: the given one (at least the stream's largest experience) or the largest."""
+    largest = max(len(read_idx(stream / f"exp{k}-labels.idx")) for k in range(EXPERIENCES))
+    if max_patterns is not None and max_patterns < largest:
+        raise SystemExit(f"mcu_job: {stream}: an experience of {largest} images, more than --max-patterns "
+                         f"{max_patterns}")
+    return largest if max_patterns is None else max_patterns
+
+
+def prepare(out: Path, model: Path, stream: Path, o: LearnOptions, max_patterns: int | None) -> int:
     out.mkdir(parents=True, exist_ok=True)
-    o = options(replay_size)
-    sizes = [len(read_idx(stream / f"exp{k}-labels.idx")) for k in range(EXPERIENCES)]
-    lines = [job_options_line(o, max(sizes)), f"predict {stream}/test-images.idx {out}/before.bin"]
+    max_patterns = job_max_patterns(stream, max_patterns)
+    lines = [job_options_line(o, max_patterns), "load", f"predict {stream}/test-images.idx {out}/before.bin"]
     for k in range(EXPERIENCES):
         lines += [f"learn {stream}/exp{k}-images.idx {stream}/exp{k}-labels.idx", "save"]
-    lines += [f"predict {stream}/test-images.idx {out}/after.bin", f"dump {out}/flash.bin"]
+    lines += ["load", f"predict {stream}/test-images.idx {out}/after.bin", f"dump {out}/flash.bin"]
     (out / "job.txt").write_text("\n".join(lines) + "\n")
-    memory = arena_by_buffer(model, o, max(sizes))
-    (out / "arena.mk").write_text(f"ARENA_BYTES := {memory['total']}\n")
+    memory = arena_by_buffer(model, o, max_patterns)
+    state_flash = -(-2 * RawLearner(model, o, max_patterns).slot_bytes // 4096) * 4096
+    (out / "arena.mk").write_text(f"ARENA_BYTES := {memory['total']}\nSTATE_FLASH_BYTES := {state_flash}\n")
+    print(f"{out}/job.txt: {o.strategy}, {o.epochs} epochs, {o.batch_size} new + {o.replay_batch} replayed per step, "
+          f"{o.replay_size} {o.replay_storage} slots, q_f {o.q_f} / q_b {o.q_b}, max_patterns {max_patterns}; the "
+          f"host's arena {memory['total']} B, the state's flash {state_flash} B")
     return 0
 
 
@@ -128,24 +163,28 @@ def newest_payload(flash: Path) -> bytes:
     return buf[:size.value].tobytes()
 
 
-def check(out: Path, model: Path, stream: Path) -> int:
+def check(out: Path, model: Path, stream: Path, o: LearnOptions, max_patterns: int | None) -> int:
+    log = [line.rstrip() for line in (out / "run.log").read_text(errors="replace").splitlines()]
     blob = newest_payload(out / "flash.bin")
-    c = COptions()
-    err = Error()
-    raw = np.frombuffer(blob, np.uint8).copy()
-    if _lib().bnn_learner_state_options(raw.ctypes.data, raw.nbytes, ctypes.byref(c), ctypes.byref(err)):
-        raise SystemExit(f"FAIL: the firmware's state: {err.message.decode()}")
-    o = options(int(c.replay_size))
-    host, py = CLearner(model, o, None, max_patterns=64), Learner.open(model, None, o)
+    host = CLearner(model, o, None, max_patterns=job_max_patterns(stream, max_patterns))
+    py = Learner.open(model, None, o)
     test = images(stream / "test-images.idx")
     before = np.fromfile(out / "before.bin", "<i4")
     failures = []
     if not np.array_equal(before, host.predict(test)):
         failures.append("the predictions before learning are not the host's")
+    reports = []
     for k in range(EXPERIENCES):
         x, y = images(stream / f"exp{k}-images.idx"), read_idx(stream / f"exp{k}-labels.idx").astype(np.int64)
-        host.learn(x, y)
+        reports.append(host.learn(x, y))
         py.learn(x, y)
+    if o.strategy == "ar1" and not reports[-1]["replayed_per_step"]:
+        failures.append(f"experience {EXPERIENCES - 1} replays nothing on the host: the job does not test replay")
+    want = [NO_STATE_LINE, *(LEARNED_LINE.format(**r) for r in reports), LOADED_LINE.format(EXPERIENCES)]
+    said = [line for line in log if line.startswith(("load", "learned"))]
+    if said != want:
+        failures.append("the firmware's loads and reports are not the expected ones:\n      said: "
+                        + "\n            ".join(said) + "\n      want: " + "\n            ".join(want))
     after = np.fromfile(out / "after.bin", "<i4")
     if not np.array_equal(after, host.predict(test)):
         failures.append("the predictions after learning are not the host's")
@@ -154,14 +193,19 @@ def check(out: Path, model: Path, stream: Path) -> int:
     diff = state_differences(parse_state(blob), python_learner_state(py))
     if diff:
         failures.append(f"the state differs from the Python device learner's: {', '.join(diff)}")
+    peak = next((m for m in map(re.compile(r"stack peak (\d+) of (\d+) B").fullmatch, log) if m), None)
+    if peak is None:
+        failures.append("the firmware did not report its stack's peak (its job did not finish)")
     for f in failures:
         print(f"FAIL {out}: {f}")
     if failures:
         return 1
     state = parse_state(blob)
-    print(f"   {out}: {len(test)} predictions before and after learning = the host's; the state after "
-          f"{state['experiences']} experiences ({len(blob)} B, {state['replay.size']} replay slots) = the host C "
-          "learner's byte for byte and the Python device learner's in every field")
+    print(f"   {out}: {len(test)} predictions before and after learning = the host's; experience 0 and 1 "
+          f"({reports[0]['patterns']} and {reports[1]['patterns']} images, {reports[1]['replayed_per_step']} replayed "
+          f"per step) reported as on the host, the first load found no state, the second the saved one; the state "
+          f"after {state['experiences']} experiences ({len(blob)} B, {state['replay.size']} replay slots) = the host "
+          "C learner's byte for byte and the Python device learner's in every field")
     return 0
 
 
@@ -491,11 +535,12 @@ def main(argv=None) -> int:
     p.add_argument("command", choices=("prepare", "check", "bench", "bench-check", "memory-report"))
     p.add_argument("paths", type=Path, nargs="+", metavar="PATH",
                    help="OUT MODEL STREAM (prepare, check, bench); DIR... (bench-check, memory-report)")
-    p.add_argument("--replay-size", type=int, default=None, help="replay slots (default: 200 for prepare, the "
-                   "settings' own for bench)")
-    p.add_argument("--settings", choices=SETTINGS, default="test", help="bench: the test job's or the demo's options")
-    p.add_argument("--max-patterns", type=int, default=None, help="bench: the largest experience (default: the "
-                   "stream's for test, 1,000 for demo)")
+    p.add_argument("--settings", choices=SETTINGS, default="test", help="the test job's or the demo's options")
+    p.add_argument("--replay-size", type=int, default=None, help="replay slots (default: the settings' own, 200 for "
+                   "test)")
+    p.add_argument("--epochs", type=int, default=None, help="prepare, check: epochs (default: the settings' own)")
+    p.add_argument("--max-patterns", type=int, default=None, help="the largest experience the arena is sized for "
+                   "(default: the stream's, for bench with demo 1,000)")
     p.add_argument("--predict", type=int, default=5, metavar="K", help="bench: predict jobs of 1, 2 and 1 + K images")
     p.add_argument("--fill", type=int, default=2000, help="bench: images of experience 0 the fill state learns")
     a = p.parse_args(argv)
@@ -506,11 +551,10 @@ def main(argv=None) -> int:
     if len(a.paths) != 3:
         p.error(f"{a.command} OUT MODEL STREAM")
     out, model, stream = a.paths
-    if a.command == "prepare":
-        return prepare(out, model, stream, 200 if a.replay_size is None else a.replay_size)
     if a.command == "bench":
         return bench(out, model, stream, a.settings, a.replay_size, a.max_patterns, a.predict, a.fill)
-    return check(out, model, stream)
+    o = job_options(a.settings, a.replay_size, a.epochs)
+    return (prepare if a.command == "prepare" else check)(out, model, stream, o, a.max_patterns)
 
 
 if __name__ == "__main__":
