@@ -17,7 +17,7 @@ files this script writes (images uint8, labels int32); CLearner (bnncl.device.cl
    forked by /bin/sh, so that no larger parent's peak is inherited, and VmHWM), the Python device learner, CLearner
    in Python (each forked before its imports), beside a Python process that only imports what CLearner needs.
 3. One learning step, 50 new + 128 replayed, timed by part (frozen part of the 50 new images / replay sample +
-   decode / the head's training step), in interleaved rounds (each implementation ``--steps`` steps per round, the
+   decode (the C learner's: the sample; it decodes the patterns in its head step) / the head's training step), in interleaved rounds (each implementation ``--steps`` steps per round, the
    order rotating; all on the same minibatches of experience 1, the memories filled by learning 2,000 images of
    experience 0): bench_learner's replica of bnn_learner_learn's inner loop (``--steps``: its own static functions,
    the images in memory), the Python device learner (``Learner.latents``, ``replayed`` + ``join``,
@@ -393,8 +393,8 @@ def step_section(args, binary, files, stream, batches) -> dict:
           f"(the order rotating), on the same minibatches of experience 1 in the same order; the memories filled by "
           f"learning {FILL} images of experience 0 (1,500 patterns, 4 classes). ms per step: the best round's median "
           "/ the minimum over all steps.\n")
-    labels = {"frozen": "frozen part (50 images)", "replay": "replay sample + decode (128)",
-              "step": "(b) head step alone (178 rows)", "total": "**(a) whole step**"}
+    labels = {"frozen": "frozen part (50 images)", "replay": "replay sample + decode (128; C: the sample only)",
+              "step": "(b) head step alone (178 rows; C: the 128 decoded in it)", "total": "**(a) whole step**"}
     rows = [[labels[p]] + [f"{ms(stats[k][p]['best_round_median'])} / {ms(stats[k][p]['min'])}" for k in impls]
             for p in PARTS]
     table(["part"] + [impls[k].label for k in impls], rows)
@@ -414,7 +414,8 @@ def step_section(args, binary, files, stream, batches) -> dict:
     print(f"- (b) head step alone, fp32 NumPy (float32 step) ÷ C (integer 8/16 step): {show('np32_over_c_step')}")
     print(f"- frozen part alone, Python packed backend (the C kernels through ctypes) ÷ C: {show('py_over_c_frozen')}; "
           f"fp32 NumPy ÷ C: {show('np32_over_c_frozen')}")
-    print(f"- replay sample + decode, Python 8/16 ÷ C: {show('py_over_c_replay')}")
+    print(f"- replay sample + decode, Python 8/16 ÷ C (whose part is the sample only: it reads the patterns in its "
+          f"head step): {show('py_over_c_replay')}")
     cc = check["clearner"]
     print(f"- check, whole experiences through learn() ({CHECK} images of experience 1, {cc['steps']} steps, after "
           f"the same fill): CLearner {ms(cc['min_of_3'])} ms per step (its seconds / steps, best of 3; begin and end "

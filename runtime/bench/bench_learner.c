@@ -197,7 +197,7 @@ static void begin_steps(stepper *st, struct bnn_learner *L, const bnn_experience
     if (quantize_f32(&qb, L->wn, CF, 0, L->w, &L->pw)) die("the head's rows are not finite", NULL);
 }
 
-/* One step; ns[0..3]: frozen part, replay sample + decode, head step, whole. */
+/* One step; ns[0..3]: frozen part, replay sample, head step (the replayed patterns decoded in it), whole. */
 static void one_step(stepper *st, uint64_t ns[4])
 {
     struct bnn_learner *L = st->L;
@@ -210,20 +210,16 @@ static void one_step(stepper *st, uint64_t ns[4])
         memcpy(L->h + j * F, bnn_model_features(L->model, L->image), F * sizeof(float));
     }
     uint64_t t1 = st->timing ? now_ns() : 0;
-    size_t rows = b;
-    uint32_t m = L->mem_size;
+    uint32_t m = L->mem_size, k = 0;
     if (st->n_replay && !st->frozen_only) { /* LatentMemory.sample: min(n_replay, size) distinct slots */
-        uint32_t k = st->n_replay < m ? st->n_replay : m;
+        k = st->n_replay < m ? st->n_replay : m;
         for (uint32_t i = 0; i < m; i++) L->pick[i] = i;
         bnn_pcg32_choice(&st->d.replay, L->pick, m, k);
-        for (uint32_t j = 0; j < k; j++, rows++) {
-            decode(L, L->pick[j], L->h + rows * F);
-            L->y[rows] = (uint32_t)L->mem_labels[L->pick[j]];
-        }
+        for (uint32_t j = 0; j < k; j++) L->y[b + j] = (uint32_t)L->mem_labels[L->pick[j]];
     }
     uint64_t t2 = st->timing ? now_ns() : 0;
-    double loss = 0.0;
-    if (!st->frozen_only && head_step(L, rows, st->quant, &loss, &err)) die("step", err.message);
+    double loss = 0.0; /* the head step reads (decodes) the replayed patterns where it uses them */
+    if (!st->frozen_only && head_step(L, b, k, st->quant, &loss, &err)) die("step", err.message);
     uint64_t t3 = st->timing ? now_ns() : 0;
     st->done++;
     ns[0] = t1 - t0, ns[1] = t2 - t1, ns[2] = t3 - t2, ns[3] = t3 - t0;
