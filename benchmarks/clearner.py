@@ -18,7 +18,8 @@ files this script writes (images uint8, labels int32); CLearner (bnncl.device.cl
    in Python (each forked before its imports), beside a Python process that only imports what CLearner needs.
 3. One learning step, 50 new + 128 replayed, timed by part (frozen part of the 50 new images / replay sample +
    decode (the C learner's: the sample; it decodes the patterns in its head step) / the head's training step), in
-   interleaved rounds (each implementation ``--steps`` steps per round, the order rotating; all on the same minibatches of experience 1, the memories filled by learning 2,000 images of
+   interleaved rounds (each implementation ``--steps`` steps per round, the order rotating; all on the same
+   minibatches of experience 1, the memories filled by learning 2,000 images of
    experience 0): bench_learner's replica of bnn_learner_learn's inner loop (``--steps``: its own static functions,
    the images in memory), the Python device learner (``Learner.latents``, ``replayed`` + ``join``,
    ``part.train_step``) and the fp32 NumPy learner (q_f = q_b = 32, float32 replay, float backend). (a) the whole
