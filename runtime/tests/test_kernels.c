@@ -8,7 +8,9 @@
  * so a value the kernel leaves unwritten or a write past either end fails too. Integer, bit and fixed-order float
  * results must equal the expected bytes (memcmp: -0.0 is not 0.0); the head must lie within gamma_F * sum|terms|
  * of the float64 product. Each comparison is also run once against a deliberately corrupted copy of the expected
- * output, which it must reject (the check can fail). Then self-tests: bnn_popcount64 against a bit loop, and this
+ * output, which it must reject (the check can fail). The one-image cases of the 3x3 binary convs and the float conv
+ * run band by band of output rows (bnn_bconv3x3_rows by two rows, the paired form row by row, bnn_conv2d_f32_rows by
+ * three), as the model runs them: the bands must make the whole map. Then self-tests: bnn_popcount64 against a bit loop, and this
  * build's bnn_xnor_dot and bnn_xnor_dot_portable against the dot product counted bit by bit, on random operands of
  * many lengths, widths and column shapes (covering the SIMD paths' blocking and tails). Exit status 0 only if
  * everything passed.
