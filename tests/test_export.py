@@ -294,3 +294,64 @@ def test_graph_and_input_tensors_describe_the_network_as_the_spec_says(exported)
         assert (graph[:, 5] == 2).any()
     if device.meta["architecture"].get("binary_boundary"):
         assert (graph[graph[:, 0] == 2, 4] == 1).any()
+
+
+C_MAIN = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "bnn.h"
+extern const unsigned char my_model[];
+extern const size_t my_model_size;
+int main(void)
+{
+    bnn_error err;
+    size_t need;
+    bnn_model *m;
+    uint8_t image[28 * 28] = {0};
+    int32_t label;
+    if ((uintptr_t)my_model % 8) return 3;
+    if (bnn_arena_size(my_model, my_model_size, &need, &err)) { fprintf(stderr, "%s\n", err.message); return 4; }
+    void *arena = malloc(need);
+    if (bnn_init(my_model, my_model_size, arena, need, &m, &err)) { fprintf(stderr, "%s\n", err.message); return 5; }
+    if (bnn_predict(m, image, 1, &label, &err)) return 6;
+    fprintf(stderr, "label %d\n", (int)label);
+    fwrite(my_model, 1, my_model_size, stdout);
+    free(arena);
+    return 0;
+}
+"""
+
+
+def test_export_c_source_is_the_model_file_for_a_firmware(tmp_path, capsys):
+    """bnncl export --c-source: a C11 source whose array, compiled and linked with the C runtime, is the model file's
+    bytes at an 8-byte boundary, and which bnn_init takes and predicts with (the model file's own prediction)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from bnncl.cli import main
+
+    if shutil.which("gcc") is None:  # the machine's own compiler: the toolchain the runtime's tests build with
+        pytest.fail("gcc not found")
+    runtime = Path(__file__).resolve().parents[1] / "runtime"
+    save_checkpoint(tmp_path / "model.pt", randomized(BackboneConfig(num_classes=10, **EXPORT_CONFIGS["fmnist"]), 0))
+    argv = ["export", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m.bnn"), "--c-source", str(tmp_path / "m.c"),
+            "--c-name", "my_model"]
+    assert main(argv) == 0 and "m.c: its" in capsys.readouterr().out
+    (tmp_path / "main.c").write_text(C_MAIN)
+    sources = [runtime / "src" / f for f in ("kernels_portable.c", "bnn_common.c", "bnn_model.c")]
+    subprocess.run(["gcc", "-std=c11", "-O1", "-ffp-contract=off", "-I", str(runtime / "include"), *map(str, sources),
+                    str(tmp_path / "m.c"), str(tmp_path / "main.c"), "-lm", "-o", str(tmp_path / "run")], check=True)
+    run = subprocess.run([str(tmp_path / "run")], capture_output=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == (tmp_path / "m.bnn").read_bytes()
+    expected = Model.load(tmp_path / "m.bnn").predict(np.zeros((1, 28, 28, 1), np.uint8))[0]
+    assert run.stderr.decode().strip() == f"label {expected}"
+    # a second export replaces its own C source; a file it did not write, or a name that is not C, is refused
+    assert main(argv) == 0
+    (tmp_path / "other.c").write_text("int main(void) { return 0; }\n")
+    assert main([*argv[:4], "--c-source", str(tmp_path / "other.c")]) == 2
+    assert (tmp_path / "other.c").read_text() == "int main(void) { return 0; }\n"
+    assert main([*argv[:-1], "2bad"]) == 2
+    assert "not a C identifier" in capsys.readouterr().err

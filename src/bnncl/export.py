@@ -169,3 +169,34 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, lr_
     }
     write_model_file(out, meta, arrays)
     return meta
+
+
+# -- the model file as a C source, for a firmware's flash ----------------------------------------------------------------
+
+C_SOURCE_MARK = "/* Written by bnncl export --c-source"
+
+
+def check_c_name(name: str) -> None:
+    """A C identifier (ASCII letters, digits, underscores; not starting with a digit)."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ConfigError(f"--c-name {name!r}: not a C identifier (letters, digits and underscores, not first a digit)")
+
+
+def write_c_source(model_path: str | os.PathLike, out: str | os.PathLike, name: str) -> None:
+    """``model_path``'s bytes as a C11 source: ``const unsigned char name[]`` (aligned to 8 bytes, as bnn_init asks)
+    and ``const size_t name_size``. A const array goes to flash (.rodata) on a microcontroller: the runtime reads the
+    model there in place. Written atomically."""
+    from bnncl.core.atomic import atomic_write_text
+
+    check_c_name(name)
+    data = Path(model_path).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    rows = [", ".join(f"0x{b:02x}" for b in data[i:i + 16]) for i in range(0, len(data), 16)]
+    text = (f"{C_SOURCE_MARK} from {Path(model_path).name} ({len(data)} bytes, sha256 {digest}). */\n"
+            "#include <stddef.h>\n\n"
+            f"_Alignas(8) const unsigned char {name}[{len(data)}] = {{\n    " + ",\n    ".join(rows) + "\n};\n"
+            f"const size_t {name}_size = {len(data)};\n")
+    atomic_write_text(out, text)
+

@@ -38,6 +38,11 @@ def add_parsers(sub) -> None:
                    help="also keep the float32 latent weights of the trainable blocks' binary convs, which on-device "
                         "learning with --q-bin-update plain continues from (the default re-binarized update needs only "
                         "their signs and scale)")
+    p.add_argument("--c-source", metavar="FILE.c",
+                   help="also write the model file's bytes as a C11 source for a firmware: a const, 8-byte aligned "
+                        "array (in flash on a microcontroller) and its size, to give bnn_init or bnn_learner_init")
+    p.add_argument("--c-name", default="bnncl_model", metavar="NAME",
+                   help="--c-source's names: NAME[] and NAME_size (default: %(default)s)")
     add_force(p)
     p.set_defaults(func=cmd_export)
 
@@ -119,15 +124,23 @@ def cmd_export(args) -> int:
 
     from bnncl.core.atomic import check_output
     from bnncl.device.modelfile import is_model_file
-    from bnncl.export import export_checkpoint
+    from bnncl.export import C_SOURCE_MARK, check_c_name, export_checkpoint, write_c_source
 
     check_output(args.out, [args.checkpoint], "bnncl model file", is_model_file, args.force)
+    if args.c_source:
+        check_c_name(args.c_name)
+        check_output(args.c_source, [args.checkpoint, args.out], "C source written by bnncl export",
+                     lambda p: p.read_bytes().startswith(C_SOURCE_MARK.encode()), args.force)
     meta = export_checkpoint(args.checkpoint, args.out, args.lr_layer, args.latent_weights)
     size, source = os.path.getsize(args.out), os.path.getsize(args.checkpoint)
     print(f"{args.out}: {meta['description']}")
     print(f"  frozen part: {', '.join(meta['frozen'])}; latent-replay layer: {meta['lr_layer']}; "
           f"trainable: {', '.join(meta['trainable'])}")
     print(f"  {size / 1024:.1f} KiB, {source / size:.1f}x smaller than the checkpoint ({source / 1024:.1f} KiB)")
+    if args.c_source:
+        write_c_source(args.out, args.c_source, args.c_name)
+        print(f"{args.c_source}: its {size:,} bytes as const unsigned char {args.c_name}[] (8-byte aligned) and "
+              f"size_t {args.c_name}_size")
     return 0
 
 
