@@ -171,7 +171,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, lr_
     return meta
 
 
-# -- the model file as a C source, for a firmware's flash ----------------------------------------------------------------
+# -- the model file as a C source, for a firmware's flash --------------------------------------------------------------
 
 C_SOURCE_MARK = "/* Written by bnncl export --c-source"
 
