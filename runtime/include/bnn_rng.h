@@ -36,6 +36,11 @@ void bnn_pcg32_permutation(bnn_pcg32 *g, uint32_t *a, uint32_t n);
  * (for i = 0 .. k-1: swap a[i], a[i + below(n - i)]); a holds n entries. */
 void bnn_pcg32_choice(bnn_pcg32 *g, uint32_t *a, uint32_t n, uint32_t k);
 
+/* The same k values, the same draws, without the n entries: out (k) holds positions 0..k-1 of the conceptual array,
+ * moved (2 k uint32: position, value pairs) the positions at k or above a swap changed. For a k much smaller than n
+ * (a memory update choosing among an experience's images): memory O(k), time O(k^2) at most. */
+void bnn_pcg32_choice_sparse(bnn_pcg32 *g, uint32_t n, uint32_t k, uint32_t *out, uint32_t *moved);
+
 /* Uniform floats in [0, 1): float32 (next >> 8) * 2^-24; double from two draws a, b: ((a >> 5) 2^26 + (b >> 6)) 2^-53. */
 float bnn_pcg32_float32(bnn_pcg32 *g);
 double bnn_pcg32_float64(bnn_pcg32 *g);

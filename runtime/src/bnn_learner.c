@@ -196,7 +196,7 @@ struct bnn_learner {
     uint32_t *y;
     uint8_t *image;
     /* an experience's indices: the shuffle, the draws, the memory update's lists, per-class tables, staging */
-    uint32_t *perm, *pick, *grouped_old, *keep_old, *keep_new, *table;
+    uint32_t *perm, *pick, *grouped_old, *keep_old, *keep_new, *moved, *table;
     uint8_t *staging;
     int16_t *staging_labels;
     unsigned char *save;
@@ -271,7 +271,7 @@ static size_t layout(const dims *d, const bnn_learn_options *o, size_t model_byt
     mem->head_step = at - mark;
     mark = at;
     CARVE(perm, uint32_t, d->maxp);
-    CARVE(pick, uint32_t, sadd(d->cap, d->maxp));
+    CARVE(pick, uint32_t, d->cap); /* a step's draw among the memory's slots; a class's quota in the update */
     CARVE(table, uint32_t, 8 * d->classes);
     CARVE(image, uint8_t, d->image_bytes);
     mem->indices = at - mark;
@@ -292,7 +292,10 @@ static size_t layout(const dims *d, const bnn_learn_options *o, size_t model_byt
     CARVE(grouped_old, uint32_t, d->cap);
     CARVE(keep_old, uint32_t, d->cap);
     CARVE(keep_new, uint32_t, d->cap);
-    CARVE(staging, uint8_t, smul(d->cap, d->row_bytes));
+    /* the staging's bytes also hold bnn_pcg32_choice_sparse's pairs: the choices are all made before a row is staged */
+    size_t staging = smul(d->cap, d->row_bytes), moved = smul(8, d->cap);
+    if (m) m->moved = (uint32_t *)(void *)(base + at);
+    CARVE(staging, uint8_t, staging > moved ? staging : moved);
     CARVE(staging_labels, int16_t, d->cap);
     size_t update_end = at;
     at = mark;
@@ -701,15 +704,11 @@ static bnn_status stage_update(struct bnn_learner *L, const bnn_experience *e, s
             if (h < cap - size) h = cap - size;
             if (h > n) h = (uint32_t)n;
         }
-        for (uint32_t i = 0; i < n; i++) L->pick[i] = i;
-        bnn_pcg32_choice(rng, L->pick, (uint32_t)n, h);
-        memcpy(L->keep_new, L->pick, h * sizeof(uint32_t)); /* chosen */
+        bnn_pcg32_choice_sparse(rng, (uint32_t)n, h, L->keep_new, L->moved); /* chosen: h <= cap of n images */
         uint32_t free_end = size + h < cap ? size + h : cap, n_free = free_end - size;
         for (uint32_t j = 0; j < n_free; j++) L->keep_old[j] = size + j; /* the slots: free ones, then taken ones */
         if (h > n_free) {
-            for (uint32_t i = 0; i < size; i++) L->pick[i] = i;
-            bnn_pcg32_choice(rng, L->pick, size, h - n_free);
-            memcpy(L->keep_old + n_free, L->pick, (h - n_free) * sizeof(uint32_t));
+            bnn_pcg32_choice_sparse(rng, size, h - n_free, L->keep_old + n_free, L->moved);
         }
         for (uint32_t j = 0; j < h; j++) {
             if ((s = read_image(L, e, L->keep_new[j], &label, err))) return s;
@@ -748,8 +747,7 @@ static bnn_status stage_update(struct bnn_learner *L, const bnn_experience *e, s
     for (size_t c = 0; c < C; c++) {
         if (!counts[c]) continue;
         uint32_t m = counts[c];
-        for (uint32_t i = 0; i < m; i++) L->pick[i] = i;
-        bnn_pcg32_choice(rng, L->pick, m, quota[c]);
+        bnn_pcg32_choice_sparse(rng, m, quota[c], L->pick, L->moved); /* quota[c] <= cap of m <= cap + n */
         for (uint32_t j = 0; j < quota[c]; j++) {
             uint32_t p = L->pick[j];
             if (p < old_count[c]) L->keep_old[n_old++] = L->grouped_old[old_at[c] + p];

@@ -54,6 +54,31 @@ void bnn_pcg32_choice(bnn_pcg32 *g, uint32_t *a, uint32_t n, uint32_t k)
     }
 }
 
+void bnn_pcg32_choice_sparse(bnn_pcg32 *g, uint32_t n, uint32_t k, uint32_t *out, uint32_t *moved)
+{
+    uint32_t n_moved = 0;
+    if (k > n)
+        k = n;
+    for (uint32_t i = 0; i < k; i++)
+        out[i] = i;
+    for (uint32_t i = 0; i < k; i++) {
+        uint32_t j = i + bnn_pcg32_below(g, (uint64_t)(n - i)), vi = out[i], vj;
+        if (j < k) {
+            vj = out[j];
+            out[j] = vi;
+        } else { /* a position at k or above: its value is j until a swap moved another there */
+            uint32_t t = 0;
+            while (t < n_moved && moved[2 * t] != j)
+                t++;
+            if (t == n_moved)
+                moved[2 * t] = j, moved[2 * t + 1] = j, n_moved++;
+            vj = moved[2 * t + 1];
+            moved[2 * t + 1] = vi;
+        }
+        out[i] = vj;
+    }
+}
+
 float bnn_pcg32_float32(bnn_pcg32 *g) { return (float)(bnn_pcg32_next(g) >> 8) * 0x1p-24f; }
 
 double bnn_pcg32_float64(bnn_pcg32 *g)

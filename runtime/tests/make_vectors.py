@@ -270,7 +270,10 @@ def rng_cases(w: Writer, rng) -> None:
         w.add("rng_below", **{"in.seed": seed, "in.bounds": bounds,
                               "out.below": fresh().belows(bounds).astype(np.uint64)})
         w.add("rng_permutation", **{"in.seed": seed, "n": n, "out.a": fresh().permutation(n).astype(np.uint64)})
-        w.add("rng_choice", **{"in.seed": seed, "n": n, "k": k, "out.a": fresh().choice(n, k).astype(np.uint64)})
+        # the step's draw (128 of 1,500 slots), all of n, all but one, a memory update's (1,500 of 6,000 images)
+        for cn, ck in ((n, k), (40, 40), (1000, 999), (6000, 1500)):
+            w.add("rng_choice", **{"in.seed": seed, "n": cn, "k": ck,
+                                   "out.a": fresh().choice(cn, ck).astype(np.uint64)})
         w.add("rng_float32", **{"in.seed": seed, "out.x": fresh().random(500, np.float32)})
         w.add("rng_float64", **{"in.seed": seed, "out.x": fresh().random(500)})
 

@@ -397,8 +397,17 @@ static void run_rng_choice(const case_t *c, io_t *io)
     bnn_pcg32 g = seeded(c);
     uint32_t n = (uint32_t)scalar(c, "n"), k = (uint32_t)scalar(c, "k"), *a = malloc((n ? n : 1) * sizeof *a);
     bnn_pcg32_choice(&g, a, n, k);
+    /* the sparse form from the same seed must draw the same values: where it does not, the output is spoiled */
+    bnn_pcg32 gs = seeded(c);
+    uint32_t *out = malloc((k ? k : 1) * sizeof *out), *moved = malloc((2 * k + 1) * sizeof *moved);
+    bnn_pcg32_choice_sparse(&gs, n, k, out, moved);
+    int same = gs.state == g.state;
+    for (uint32_t i = 0; i < k && i < n; i++)
+        same &= out[i] == a[i];
     for (uint32_t i = 0; i < k; i++)
-        ((uint64_t *)io->got[0])[i] = a[i];
+        ((uint64_t *)io->got[0])[i] = same ? a[i] : ~(uint64_t)0;
+    free(out);
+    free(moved);
     free(a);
 }
 
