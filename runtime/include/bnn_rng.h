@@ -32,6 +32,9 @@ uint32_t bnn_pcg32_below(bnn_pcg32 *g, uint64_t n);
 /* a[0..n-1] = a permutation of 0..n-1: Fisher-Yates from the end (for i = n-1 down to 1: swap a[i], a[below(i+1)]). */
 void bnn_pcg32_permutation(bnn_pcg32 *g, uint32_t *a, uint32_t n);
 
+/* The same permutation into 16-bit entries, n <= 65,536 (half the bytes: an experience's shuffle on a device). */
+void bnn_pcg32_permutation16(bnn_pcg32 *g, uint16_t *a, uint32_t n);
+
 /* a[0..k-1] = k distinct values of 0..n-1 in the order drawn, k <= n: Fisher-Yates from the front over a[0..n-1]
  * (for i = 0 .. k-1: swap a[i], a[i + below(n - i)]); a holds n entries. */
 void bnn_pcg32_choice(bnn_pcg32 *g, uint32_t *a, uint32_t n, uint32_t k);

@@ -196,7 +196,8 @@ struct bnn_learner {
     uint32_t *y;
     uint8_t *image;
     /* an experience's indices: the shuffle, the draws, the memory update's lists, per-class tables, staging */
-    uint32_t *perm, *pick, *grouped_old, *keep_old, *keep_new, *moved, *table;
+    uint32_t *perm32, *pick, *grouped_old, *keep_old, *keep_new, *moved, *table;
+    uint16_t *perm16; /* the shuffle in 16 bits when max_patterns <= 65,536 (perm_at), else perm32 */
     uint8_t *staging;
     int16_t *staging_labels;
     unsigned char *save;
@@ -270,7 +271,10 @@ static size_t layout(const dims *d, const bnn_learn_options *o, size_t model_byt
     CARVE(qtable, uint16_t, smul(2, d->features));
     mem->head_step = at - mark;
     mark = at;
-    CARVE(perm, uint32_t, d->maxp);
+    if (d->maxp <= 65536)
+        CARVE(perm16, uint16_t, d->maxp);
+    else
+        CARVE(perm32, uint32_t, d->maxp);
     CARVE(pick, uint32_t, d->cap); /* a step's draw among the memory's slots; a class's quota in the update */
     CARVE(table, uint32_t, 8 * d->classes);
     CARVE(image, uint8_t, d->image_bytes);
@@ -443,6 +447,17 @@ int bnn_arrays_read(void *ctx, size_t index, uint8_t *image, uint32_t *label)
     *label = (uint32_t)a->labels[index];
     if (image) memcpy(image, a->images + index * a->image_bytes, a->image_bytes);
     return 0;
+}
+
+/* An experience's index list (the shuffle, the update's grouping of new images): 16-bit entries where they fit. */
+static uint32_t perm_at(const struct bnn_learner *L, size_t i) { return L->perm16 ? L->perm16[i] : L->perm32[i]; }
+
+static void perm_set(struct bnn_learner *L, size_t i, uint32_t v)
+{
+    if (L->perm16)
+        L->perm16[i] = (uint16_t)v;
+    else
+        L->perm32[i] = v;
 }
 
 /* ---- the replay memory (bnncl.core.memory.LatentMemory) -------------------------------------------------------- */
@@ -739,7 +754,7 @@ static bnn_status stage_update(struct bnn_learner *L, const bnn_experience *e, s
     for (size_t i = 0; i < n; i++) { /* a source whose labels change between readings is refused, never trusted */
         if (e->read(e->ctx, i, NULL, &label) != 0 || label >= C || new_at[label] >= n_sum_end(new_count, label, C))
             return bnn_fail(err, BNN_ERR_STORAGE, "the image source gave another label on a second reading");
-        L->perm[new_at[label]++] = (uint32_t)i;
+        perm_set(L, new_at[label]++, (uint32_t)i);
     }
     for (size_t c = 0; c < C; c++) old_at[c] -= old_count[c], new_at[c] -= new_count[c];
     balanced_quota(C, counts, cap, quota, open);
@@ -754,7 +769,7 @@ static bnn_status stage_update(struct bnn_learner *L, const bnn_experience *e, s
         }
         for (uint32_t j = 0; j < quota[c]; j++) {
             uint32_t p = L->pick[j];
-            if (p >= old_count[c]) L->keep_new[n_new++] = L->perm[new_at[c] + p - old_count[c]];
+            if (p >= old_count[c]) L->keep_new[n_new++] = perm_at(L, new_at[c] + p - old_count[c]);
         }
     }
     /* the new memory, built in the staging: the kept stored rows, then the new patterns */
@@ -844,11 +859,14 @@ bnn_status bnn_learner_learn(bnn_learner *L, const bnn_experience *e, bnn_learn_
     bnn_status s;
     set_decode_scale(L);
     for (uint32_t epoch = 0; epoch < L->o.epochs; epoch++) {
-        bnn_pcg32_permutation(&d.shuffle, L->perm, (uint32_t)n);
+        if (L->perm16)
+            bnn_pcg32_permutation16(&d.shuffle, L->perm16, (uint32_t)n);
+        else
+            bnn_pcg32_permutation(&d.shuffle, L->perm32, (uint32_t)n);
         for (size_t step = 0; step < steps; step++) {
             size_t first = step * per_step, count = n - first < per_step ? n - first : per_step;
             for (size_t j = 0; j < count; j++) {
-                if ((s = read_image(L, e, L->perm[first + j], &L->y[j], err))) return s;
+                if ((s = read_image(L, e, perm_at(L, first + j), &L->y[j], err))) return s;
                 memcpy(L->h + j * F, bnn_model_features(L->model, L->image), F * sizeof(float));
             }
             uint32_t k = 0;

@@ -44,6 +44,17 @@ void bnn_pcg32_permutation(bnn_pcg32 *g, uint32_t *a, uint32_t n)
     }
 }
 
+void bnn_pcg32_permutation16(bnn_pcg32 *g, uint16_t *a, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        a[i] = (uint16_t)i;
+    for (uint32_t i = n; i-- > 1;) {
+        uint32_t j = bnn_pcg32_below(g, (uint64_t)i + 1);
+        uint16_t v = a[i];
+        a[i] = a[j], a[j] = v;
+    }
+}
+
 void bnn_pcg32_choice(bnn_pcg32 *g, uint32_t *a, uint32_t n, uint32_t k)
 {
     for (uint32_t i = 0; i < n; i++)

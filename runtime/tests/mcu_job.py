@@ -18,7 +18,7 @@ check: --settings test (the default: AR1*, 1-bit replay, the class-balanced upda
 replayed per step, --replay-size slots, 200 by default) or demo (the demo's device settings, bnn_learn_defaults:
 AR1*, 4 epochs, 50 new + 128 replayed, 1,500 1-bit slots, 8/16 bits, lr 0.01, seed 0), --replay-size N and --epochs
 E to change those, --max-patterns N (the largest experience the firmware's arena is sized for; default: the
-stream's largest; the demo's is 1,000). prepare also writes OUT/arena.mk: ARENA_BYTES (the host's 64-bit
+stream's largest; the demo's is 12,000). prepare also writes OUT/arena.mk: ARENA_BYTES (the host's 64-bit
 bnn_learner_arena_size; the firmware's own 32-bit figure, which it prints, is smaller) and STATE_FLASH_BYTES (the
 state's two slots, rounded up to 4 KB).
 
@@ -273,7 +273,7 @@ def bench(out: Path, model: Path, stream: Path, settings: str, replay_size: int 
     model = out / "model.bnn"
     o = settings_options(settings, replay_size)
     if max_patterns is None:
-        max_patterns = 1000 if settings == "demo" else max(len(read_idx(stream / f"exp{j}-labels.idx"))
+        max_patterns = 12000 if settings == "demo" else max(len(read_idx(stream / f"exp{j}-labels.idx"))
                                                            for j in range(EXPERIENCES))
     step = o.batch_size
     if step > max_patterns:
@@ -540,7 +540,7 @@ def main(argv=None) -> int:
                    "test)")
     p.add_argument("--epochs", type=int, default=None, help="prepare, check: epochs (default: the settings' own)")
     p.add_argument("--max-patterns", type=int, default=None, help="the largest experience the arena is sized for "
-                   "(default: the stream's, for bench with demo 1,000)")
+                   "(default: the stream's, for bench with demo 12,000)")
     p.add_argument("--predict", type=int, default=5, metavar="K", help="bench: predict jobs of 1, 2 and 1 + K images")
     p.add_argument("--fill", type=int, default=2000, help="bench: images of experience 0 the fill state learns")
     a = p.parse_args(argv)

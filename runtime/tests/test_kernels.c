@@ -387,8 +387,16 @@ static void run_rng_permutation(const case_t *c, io_t *io)
     bnn_pcg32 g = seeded(c);
     uint32_t n = (uint32_t)scalar(c, "n"), *a = malloc((n ? n : 1) * sizeof *a);
     bnn_pcg32_permutation(&g, a, n);
+    /* the 16-bit form from the same seed must give the same permutation: where it does not, the output is spoiled */
+    bnn_pcg32 g16 = seeded(c);
+    uint16_t *a16 = malloc((n ? n : 1) * sizeof *a16);
+    bnn_pcg32_permutation16(&g16, a16, n);
+    int same = g16.state == g.state;
     for (uint32_t i = 0; i < n; i++)
-        ((uint64_t *)io->got[0])[i] = a[i];
+        same &= a16[i] == a[i];
+    for (uint32_t i = 0; i < n; i++)
+        ((uint64_t *)io->got[0])[i] = same ? a[i] : ~(uint64_t)0;
+    free(a16);
     free(a);
 }
 
