@@ -213,6 +213,9 @@ static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 static size_t smul(size_t a, size_t b) { return a && b > SIZE_MAX / a ? SIZE_MAX : a * b; }
 static size_t smul3(size_t a, size_t b, size_t c) { return smul(smul(a, b), c); }
 
+/* A block whose shortcut reads its input through an s x s average pool (Downsample): not identity, stride > 1. */
+static int shortcut_pools(int shortcut, long stride) { return shortcut != SC_IDENTITY && stride > 1; }
+
 /* What producer i (the stem or a block) keeps of its real output, by the layer after it (the layer's own checks
  * come when the plan reaches it); *pool: the pool's size when OUT_POOLED. The layer before the latent-replay split
  * keeps its whole map (bnn_latent copies it). */
@@ -222,8 +225,8 @@ static int out_mode_of(const int32_t *g, uint32_t n_layers, uint32_t i, size_t *
     if (i + 1 >= n_layers) return OUT_FULL;
     const int32_t *next = g + (size_t)(i + 1) * GRAPH_COLUMNS;
     if (next[COL_KIND] == KIND_BINARIZE || (next[COL_KIND] == KIND_BLOCK && next[COL_BINARY_INPUT])) return OUT_NONE;
-    if (next[COL_KIND] == KIND_BLOCK && next[COL_SHORTCUT] != SC_IDENTITY && next[COL_STRIDE] > 1
-        && next[COL_STRIDE] <= 8 && !next[COL_LR]) {
+    if (next[COL_KIND] == KIND_BLOCK && shortcut_pools(next[COL_SHORTCUT], next[COL_STRIDE]) && next[COL_STRIDE] <= 8
+        && !next[COL_LR]) {
         *pool = (size_t)next[COL_STRIDE];
         return OUT_POOLED;
     }
@@ -253,6 +256,7 @@ static bnn_status plan(const container *c, struct bnn_model *m, sizes *sz, bnn_e
     } dims;
     int kinds[MAX_LAYERS], binary_inputs[MAX_LAYERS];
     layer scratch_layer;
+    int prev_out_mode = OUT_FULL; /* what the layer before kept of its real output (the image: all of it) */
     tensor graph, input;
     int gi = find_tensor(c, "graph"), ii = find_tensor(c, "input");
     if (gi < 0 || ii < 0) return fail(err, BNN_ERR_MODEL, "no graph in the file (export it with bnncl 0.2 or later)");
@@ -348,7 +352,8 @@ static bnn_status plan(const container *c, struct bnn_model *m, sizes *sz, bnn_e
                 return fail(err, BNN_ERR_MODEL, "an unknown shortcut");
             }
             output_sizes(L, g, dims.n_layers, i, ho, wo, sz);
-            size_t band = L->band, pools = L->shortcut != SC_IDENTITY && L->stride > 1;
+            size_t band = L->band, pools = shortcut_pools(L->shortcut, (long)L->stride);
+            L->input_pooled = !L->binary_input && prev_out_mode == OUT_POOLED;
             sz->dot = max_sz(sz->dot, smul3(band, wo, L->cout));
             if (L->shortcut == SC_BINARY) {
                 sz->sc_bits = max_sz(sz->sc_bits, smul3(band, wo, words));
@@ -358,7 +363,7 @@ static bnn_status plan(const container *c, struct bnn_model *m, sizes *sz, bnn_e
                 size_t rows = pools ? smul(band, L->stride) : band;
                 sz->unpacked = max_sz(sz->unpacked, smul3(rows < h ? rows : h, w, ch));
                 if (pools) sz->pooled = max_sz(sz->pooled, smul3(band, wo, ch));
-            } else if (pools && row[COL_LR]) { /* the layer before keeps its whole map (out_mode_of): pooled here */
+            } else if (pools && !L->input_pooled) { /* the layer before kept its whole map: pooled here by bands */
                 sz->pooled = max_sz(sz->pooled, smul3(band, wo, ch));
             }
             sz->scratch = max_sz(sz->scratch, bnn_bconv3x3_scratch_words(ch));
@@ -396,6 +401,7 @@ static bnn_status plan(const container *c, struct bnn_model *m, sizes *sz, bnn_e
         }
         L->h_out = h, L->w_out = w;
         kinds[i] = L->kind, binary_inputs[i] = L->binary_input;
+        if (L->kind == KIND_STEM || L->kind == KIND_BLOCK) prev_out_mode = L->out_mode;
         sz->bits = max_sz(sz->bits, smul3(h, w, bnn_words_for(ch)));
     }
     if (lr_count != 1 || dims.lr == 0)
@@ -419,7 +425,6 @@ static bnn_status plan(const container *c, struct bnn_model *m, sizes *sz, bnn_e
             layer *P = &m->layers[i - 1], *L = &m->layers[i];
             if ((kind == KIND_BLOCK && !binary_input) || kind == KIND_BINARIZE) P->out_threshold = L->threshold;
             P->keep_real = !(kind == KIND_BINARIZE || (kind == KIND_BLOCK && binary_input));
-            L->input_pooled = P->out_mode == OUT_POOLED;
         }
     }
     if (m) {
@@ -551,13 +556,22 @@ static void run_stem(struct bnn_model *m, const layer *L, int cur, int nxt)
     }
 }
 
+/* The input rows [*y0, *y1) that output rows [r0, r1) of block L read through its shortcut's pool (pools), else the
+ * same rows (a stride-1 shortcut). */
+static void band_input_rows(const layer *L, int pools, size_t r0, size_t r1, size_t *y0, size_t *y1)
+{
+    *y0 = pools ? r0 * L->stride : r0;
+    *y1 = pools ? r1 * L->stride : r1;
+    if (*y1 > L->h_in) *y1 = L->h_in;
+}
+
 /* One block, band by band of its output rows: the binary conv's rows, their shortcut (read from the input's map, or
  * unpacked from the input's signs, pooled where the block pools), the epilogue. */
 static void run_block(struct bnn_model *m, const layer *L, int cur, int nxt)
 {
     bnn_dims in = {1, L->h_in, L->w_in, L->cin};
     size_t wo = L->w_out, words_in = bnn_words_for(L->cin), words_out = bnn_words_for(L->cout);
-    int pools = L->shortcut != SC_IDENTITY && L->stride > 1;
+    int pools = shortcut_pools(L->shortcut, (long)L->stride);
     bnn_epilogue_params ep = {L->mult, L->bias, L->shift_in, L->slope, L->shift_out, L->out_threshold};
     for (size_t r0 = 0; r0 < L->h_out; r0 += L->band) {
         size_t r1 = r0 + L->band < L->h_out ? r0 + L->band : L->h_out, px = (r1 - r0) * wo;
@@ -567,10 +581,9 @@ static void run_block(struct bnn_model *m, const layer *L, int cur, int nxt)
         else
             bnn_bconv3x3_rows(m->bits[cur], in, L->weight_b, L->cout, L->stride, m->scratch, r0, r1, m->dot);
         const float *src, *sc;
-        size_t sc_channels = L->cin;
+        size_t sc_channels = L->cin, y0, y1;
+        band_input_rows(L, pools, r0, r1, &y0, &y1);
         if (L->binary_input) { /* the input is +-1 only: the shortcut scales the signs per channel */
-            size_t y0 = pools ? r0 * L->stride : r0, y1 = pools ? r1 * L->stride : r1;
-            if (y1 > L->h_in) y1 = L->h_in;
             bnn_unpack_scaled(m->bits[cur] + y0 * L->w_in * words_in, (y1 - y0) * L->w_in, L->cin, L->input_scale,
                               m->unpacked);
             src = m->unpacked;
@@ -580,7 +593,6 @@ static void run_block(struct bnn_model *m, const layer *L, int cur, int nxt)
                 src = m->pooled;
             }
         } else if (pools && !L->input_pooled) { /* the whole map before the latent split: its band pooled here */
-            size_t y0 = r0 * L->stride, y1 = r1 * L->stride < L->h_in ? r1 * L->stride : L->h_in;
             bnn_dims rows = {1, y1 - y0, L->w_in, L->cin};
             bnn_avgpool_f32(m->real[cur] + y0 * L->w_in * L->cin, rows, L->stride, m->pooled);
             src = m->pooled;
